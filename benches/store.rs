@@ -1,0 +1,2 @@
+//! Store benchmarks (filled in with the store).
+fn main() {}

@@ -1,0 +1,332 @@
+//! The subcommands behind the CLI: `serve`, `import`, `check`, `preview`. Each returns a process
+//! exit code; messages go to stderr (and `preview`'s JSON to stdout).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs};
+use crate::http::{AppState, app_at};
+use crate::mapping::{self, Mapping, MappingSet};
+use crate::registers;
+use crate::source;
+use crate::store::{CodeSystemVersion, IndexedRelease};
+use crate::terminology::resources::code_system_json;
+
+/// Shows import progress: an indicatif bar on a terminal, plain lines otherwise, and nothing for
+/// imports that finish within a second.
+pub struct Progress {
+    label: String,
+    started: Instant,
+    last_line: Instant,
+    bar: Option<indicatif::ProgressBar>,
+    terminal: bool,
+}
+
+impl Progress {
+    /// A progress reporter for one import.
+    pub fn new(label: &str) -> Self {
+        Self {
+            label: label.to_string(),
+            started: Instant::now(),
+            last_line: Instant::now(),
+            bar: None,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Reports bytes read so far (and the total when known).
+    pub fn update(&mut self, bytes: u64, total: Option<u64>) {
+        if self.started.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        if self.terminal {
+            let bar = self.bar.get_or_insert_with(|| {
+                let bar = match total {
+                    Some(t) => indicatif::ProgressBar::new(t),
+                    None => indicatif::ProgressBar::new_spinner(),
+                };
+                let style = indicatif::ProgressStyle::with_template(
+                    "{msg} {bytes} {wide_bar} {percent}% {elapsed}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+                bar.set_style(style);
+                bar.set_message(format!("importing {}", self.label));
+                bar
+            });
+            bar.set_position(bytes);
+        } else if self.last_line.elapsed() >= Duration::from_secs(2) {
+            self.last_line = Instant::now();
+            match total {
+                Some(t) if t > 0 => eprintln!(
+                    "importing {}: {:.1} MB of {:.1} MB ({}%)",
+                    self.label,
+                    bytes as f64 / 1e6,
+                    t as f64 / 1e6,
+                    bytes * 100 / t
+                ),
+                _ => eprintln!(
+                    "importing {}: {:.1} MB read",
+                    self.label,
+                    bytes as f64 / 1e6
+                ),
+            }
+        }
+    }
+
+    /// Ends the display.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn print_errors<T: std::fmt::Display>(errors: &[T]) {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+}
+
+/// `serve`: import defaults if needed, assemble the registry, listen.
+pub async fn serve(args: ServeArgs) -> i32 {
+    let started = Instant::now();
+    let set = match MappingSet::load_dir(&args.mappings) {
+        Ok(s) => s,
+        Err(errors) => {
+            print_errors(&errors);
+            return 2;
+        }
+    };
+    let resources = match registers::load_resources(&args.mappings) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if !args.no_default_imports {
+        let mut bars: std::collections::HashMap<String, Progress> = Default::default();
+        let mut cb = |feed: &str, bytes: u64, total: Option<u64>| {
+            bars.entry(feed.to_string())
+                .or_insert_with(|| Progress::new(feed))
+                .update(bytes, total);
+        };
+        match registers::import_defaults(&set, &args.data_dir, &mut cb).await {
+            Ok(done) => {
+                for info in done {
+                    tracing::info!(feed = %info.feed, version = %info.version, concepts = info.concepts, "imported shipped release");
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+        for (_, b) in bars {
+            b.finish();
+        }
+    }
+    let registry = match registers::build_registry(&set, &args.data_dir, &resources) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let systems = registry.all_code_systems().count();
+    let value_sets = registry.all_value_sets().count();
+    let mut state = AppState::new(registry);
+    state.limits.max_unpaged = args.max_expansion;
+    state.limits.max_count = args.max_expansion;
+    state.request_timeout = Duration::from_secs(args.request_timeout.max(1));
+    let router = app_at(Arc::new(state), &args.base_path);
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return 1;
+        }
+    };
+    tracing::info!(
+        code_system_versions = systems,
+        value_sets,
+        ready_ms = started.elapsed().as_millis() as u64,
+        "serving FHIR R4 terminology at http://{}{}",
+        args.listen,
+        args.base_path
+    );
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+fn load_mapping(path: &std::path::Path) -> Option<Mapping> {
+    match Mapping::load(path) {
+        Ok(m) => Some(m),
+        Err(errors) => {
+            print_errors(&errors);
+            None
+        }
+    }
+}
+
+/// `import`: one release of one register.
+pub async fn import(args: ImportArgs) -> i32 {
+    let Some(m) = load_mapping(&args.mapping) else {
+        return 2;
+    };
+    let Some(version) = args
+        .version
+        .clone()
+        .or(m.spec.source.default_version.clone())
+    else {
+        eprintln!(
+            "error: {}: no --version given and the mapping has no source.default_version",
+            args.mapping.display()
+        );
+        return 2;
+    };
+    let mut progress = Progress::new(m.feed());
+    let started = Instant::now();
+    let mut cb = |b: u64, t: Option<u64>| progress.update(b, t);
+    let result = registers::import(&m, &args.file, &version, &args.data_dir, &mut cb).await;
+    progress.finish();
+    match result {
+        Ok(info) => {
+            eprintln!(
+                "imported {}@{}: {} concepts from {} rows of {} in {:.1} s",
+                info.feed,
+                info.version,
+                info.concepts,
+                info.rows_read,
+                info.source,
+                started.elapsed().as_secs_f64()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("nothing was stored; earlier releases are unchanged");
+            1
+        }
+    }
+}
+
+/// `check`: a mapping alone, or against a file; every error is reported.
+pub async fn check(args: CheckArgs) -> i32 {
+    let Some(m) = load_mapping(&args.mapping) else {
+        return 1;
+    };
+    let Some(file) = args.file else {
+        eprintln!("ok: {} is a valid mapping", args.mapping.display());
+        return 0;
+    };
+    let version = args
+        .version
+        .or(m.spec.source.default_version.clone())
+        .unwrap_or_else(|| "check".into());
+    let scratch = std::env::temp_dir();
+    let local = match source::fetch(&file, &scratch).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let mut progress = Progress::new(m.feed());
+    let mut cb = |b: u64| progress.update(b, None);
+    let result = mapping::read_release(&m, &local, &version, &mut cb);
+    progress.finish();
+    match result {
+        Ok(r) => {
+            eprintln!(
+                "ok: {} rows read, {} concepts from {}",
+                r.info.rows_read, r.info.concepts, file
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// `preview`: the CodeSystem and ValueSets a mapping makes from a file, as a FHIR Bundle.
+pub async fn preview(args: PreviewArgs) -> i32 {
+    let Some(m) = load_mapping(&args.mapping) else {
+        return 1;
+    };
+    let version = args
+        .version
+        .or(m.spec.source.default_version.clone())
+        .unwrap_or_else(|| "preview".into());
+    let scratch = std::env::temp_dir();
+    let local = match source::fetch(&args.file, &scratch).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let release = match mapping::read_release(&m, &local, &version, &mut |_| {}) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let bundle = preview_bundle(m, release, args.limit);
+    match serde_json::to_string_pretty(&bundle) {
+        Ok(s) => {
+            println!("{s}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The preview Bundle (collection): the CodeSystem (with at most `limit` concepts, 0 = all) and
+/// the mapping's ValueSets.
+pub fn preview_bundle(
+    m: Mapping,
+    mut release: crate::store::Release,
+    limit: usize,
+) -> serde_json::Value {
+    let value_sets = mapping::value_set_resources(&m);
+    let set = MappingSet::from_mappings(vec![m]).unwrap_or_default();
+    let mut entries = Vec::new();
+    if let Some(meta) = set.code_systems.values().next() {
+        let total = release.concepts.len();
+        if limit > 0 {
+            release.concepts.truncate(limit);
+        }
+        let version = release.info.version.clone();
+        let cs = CodeSystemVersion::new(
+            Arc::new(meta.clone()),
+            version,
+            vec![Arc::new(IndexedRelease::new(release))],
+        );
+        let mut resource = code_system_json(&cs, true, true);
+        resource["count"] = json!(total);
+        entries.push(json!({ "resource": resource }));
+    }
+    entries.extend(value_sets.into_iter().map(|v| json!({ "resource": v })));
+    json!({ "resourceType": "Bundle", "type": "collection", "entry": entries })
+}

@@ -1,0 +1,111 @@
+//! Command line and environment configuration. Every flag can also be set by an environment
+//! variable `FHIR_REGISTERS_…`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Serves national reference-data registers (ODS, postcodes, ICD-10) as FHIR R4 terminology.
+#[derive(Debug, Parser)]
+#[command(name = "fhir-registers", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the registers over HTTP (imports the shipped registers on first start).
+    Serve(ServeArgs),
+    /// Import one release of one register into the data directory.
+    Import(ImportArgs),
+    /// Check a mapping against a register file and report every error.
+    Check(CheckArgs),
+    /// Print the CodeSystem and ValueSets a mapping produces from a file (FHIR JSON Bundle).
+    Preview(PreviewArgs),
+}
+
+/// Options for `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "FHIR_REGISTERS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Path of the FHIR base (`/fhir` → `http://host:port/fhir/metadata`).
+    #[arg(long, env = "FHIR_REGISTERS_BASE_PATH", default_value = "/fhir")]
+    pub base_path: String,
+    /// Where imported releases are stored.
+    #[arg(long, env = "FHIR_REGISTERS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Folder of mapping files (`*.toml`) and plain FHIR CodeSystem/ValueSet files (`*.json`, `*.xml`).
+    #[arg(long, env = "FHIR_REGISTERS_MAPPINGS", default_value = "mappings")]
+    pub mappings: PathBuf,
+    /// Largest `$expand` answered without `count` (larger ones are 422 too-costly).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_EXPANSION", default_value_t = 50_000)]
+    pub max_expansion: usize,
+    /// Time budget of one request, in seconds (then 503 with an OperationOutcome).
+    #[arg(long, env = "FHIR_REGISTERS_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Do not import mappings' `default_file`s on start (serve only what is already stored).
+    #[arg(long, env = "FHIR_REGISTERS_NO_DEFAULT_IMPORTS")]
+    pub no_default_imports: bool,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_path: "/fhir".into(),
+            data_dir: PathBuf::from("data"),
+            mappings: PathBuf::from("mappings"),
+            max_expansion: 50_000,
+            request_timeout: 30,
+            no_default_imports: false,
+        }
+    }
+}
+
+/// Options for `import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Where imported releases are stored.
+    #[arg(long, env = "FHIR_REGISTERS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Release version (default: the mapping's `default_version`); usually the release date `YYYY-MM-DD`.
+    #[arg(long, env = "FHIR_REGISTERS_VERSION")]
+    pub version: Option<String>,
+    /// The mapping file.
+    pub mapping: PathBuf,
+    /// The register file: a path or an http(s) URL.
+    pub file: String,
+}
+
+/// Options for `check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The mapping file.
+    pub mapping: PathBuf,
+    /// The register file (path or http(s) URL); without it only the mapping itself is checked.
+    pub file: Option<String>,
+    /// Release version to check against (dates in `inactive_from` compare with it).
+    #[arg(long, env = "FHIR_REGISTERS_VERSION")]
+    pub version: Option<String>,
+}
+
+/// Options for `preview`.
+#[derive(Debug, Clone, Args)]
+pub struct PreviewArgs {
+    /// The mapping file.
+    pub mapping: PathBuf,
+    /// The register file (path or http(s) URL).
+    pub file: String,
+    /// Release version (default: the mapping's `default_version`, else `preview`).
+    #[arg(long, env = "FHIR_REGISTERS_VERSION")]
+    pub version: Option<String>,
+    /// Show at most this many concepts (0 = all).
+    #[arg(long, env = "FHIR_REGISTERS_PREVIEW_LIMIT", default_value_t = 0)]
+    pub limit: usize,
+}

@@ -1,0 +1,131 @@
+//! The one error boundary: every failure a client can see is a [`FhirError`], and one `match`
+//! decides its HTTP status, OperationOutcome `issue.code` and tx-issue-type.
+
+use axum::http::StatusCode;
+use serde_json::{Value as Json, json};
+
+/// A failure reported to a FHIR client as an OperationOutcome.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FhirError {
+    /// The request's parameters are malformed or contradictory (400, `invalid`).
+    #[error("{0}")]
+    Invalid(String),
+    /// A required parameter is missing (400, `required`).
+    #[error("{0}")]
+    Required(String),
+    /// A resource, CodeSystem or ValueSet is not known here (404, `not-found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// A code is not in the CodeSystem (404 for `$lookup`, `not-found`, tx-issue-type `invalid-code`).
+    #[error("{0}")]
+    UnknownCode(String),
+    /// The request is understood but cannot be processed (422, `processing`).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The result would be too large or slow to produce (422, `too-costly`).
+    #[error("{0}")]
+    TooCostly(String),
+    /// Something the server does not implement (400, `not-supported`).
+    #[error("{0}")]
+    NotSupported(String),
+    /// HTTP method not allowed on this path (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// No acceptable response format (406).
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// The request body's media type is not supported (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A bug or an I/O failure on our side (500); the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl FhirError {
+    /// HTTP status, OperationOutcome issue code and tx-issue-type code.
+    pub fn classify(&self) -> (StatusCode, &'static str, Option<&'static str>) {
+        match self {
+            Self::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid", None),
+            Self::Required(_) => (StatusCode::BAD_REQUEST, "required", None),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", Some("not-found")),
+            Self::UnknownCode(_) => (StatusCode::NOT_FOUND, "not-found", Some("invalid-code")),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
+            Self::TooCostly(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too-costly", None),
+            Self::NotSupported(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "not-supported", None),
+            Self::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not-supported", None),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
+            }
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception", None),
+        }
+    }
+
+    /// The text a client sees (internal details are replaced by a generic sentence).
+    pub fn client_text(&self) -> String {
+        match self {
+            Self::Internal(_) => {
+                "The server failed to process the request; the failure has been logged".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The OperationOutcome resource for this error.
+    pub fn to_operation_outcome(&self) -> Json {
+        let (_, code, tx) = self.classify();
+        operation_outcome("error", code, tx, &self.client_text())
+    }
+}
+
+/// Builds a one-issue OperationOutcome.
+pub fn operation_outcome(severity: &str, code: &str, tx_type: Option<&str>, text: &str) -> Json {
+    let mut issue = json!({ "severity": severity, "code": code });
+    if let Some(tx) = tx_type {
+        issue["details"] = json!({
+            "coding": [{ "system": "http://hl7.org/fhir/tools/CodeSystem/tx-issue-type", "code": tx }],
+            "text": text
+        });
+    } else {
+        issue["details"] = json!({ "text": text });
+    }
+    json!({ "resourceType": "OperationOutcome", "issue": [issue] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_a_status_and_issue_code() {
+        let cases = [
+            (FhirError::Invalid("x".into()), 400, "invalid"),
+            (FhirError::Required("x".into()), 400, "required"),
+            (FhirError::NotFound("x".into()), 404, "not-found"),
+            (FhirError::UnknownCode("x".into()), 404, "not-found"),
+            (FhirError::Unprocessable("x".into()), 422, "processing"),
+            (FhirError::TooCostly("x".into()), 422, "too-costly"),
+            (FhirError::NotSupported("x".into()), 400, "not-supported"),
+            (
+                FhirError::MethodNotAllowed("x".into()),
+                405,
+                "not-supported",
+            ),
+            (FhirError::NotAcceptable("x".into()), 406, "not-supported"),
+            (
+                FhirError::UnsupportedMediaType("x".into()),
+                415,
+                "not-supported",
+            ),
+            (FhirError::Internal("secret path".into()), 500, "exception"),
+        ];
+        for (err, status, code) in cases {
+            let (s, c, _) = err.classify();
+            assert_eq!((s.as_u16(), c), (status, code), "{err:?}");
+            let oo = err.to_operation_outcome();
+            assert_eq!(oo["issue"][0]["code"], code);
+            assert!(!oo.to_string().contains("secret path"));
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! Operation parameters on the wire: one parser for GET query strings and POST `Parameters`
+//! bodies, producing [`OperationParams`], from which the terminology layer builds its typed
+//! requests. Also the `Parameters` builder for responses.
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::error::FhirError;
+
+/// A FHIR Coding as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coding {
+    /// `system`.
+    pub system: Option<String>,
+    /// `version`.
+    pub version: Option<String>,
+    /// `code`.
+    pub code: Option<String>,
+    /// `display`.
+    pub display: Option<String>,
+}
+
+impl Coding {
+    fn from_json(v: &Json) -> Result<Self, FhirError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| FhirError::Invalid("a Coding must be a JSON object".into()))?;
+        let text = |k: &str| -> Result<Option<String>, FhirError> {
+            match obj.get(k) {
+                None | Some(Json::Null) => Ok(None),
+                Some(Json::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(FhirError::Invalid(format!("Coding.{k} must be a string"))),
+            }
+        };
+        Ok(Self {
+            system: text("system")?,
+            version: text("version")?,
+            code: text("code")?,
+            display: text("display")?,
+        })
+    }
+
+    /// Parses the `system|code` token form used in query strings (`coding=system|code`).
+    pub fn from_token(token: &str) -> Self {
+        match token.rsplit_once('|') {
+            Some((system, code)) => {
+                let (system, version) = match system.split_once('|') {
+                    Some((s, v)) => (s, Some(v.to_string())),
+                    None => (system, None),
+                };
+                Self {
+                    system: (!system.is_empty()).then(|| system.to_string()),
+                    version,
+                    code: Some(code.to_string()),
+                    display: None,
+                }
+            }
+            None => Self {
+                code: Some(token.to_string()),
+                ..Self::default()
+            },
+        }
+    }
+}
+
+/// One parameter value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// Any primitive, as text (`valueString`, `valueCode`, `valueBoolean`, …, or a query value).
+    Text(String),
+    /// `valueCoding`.
+    Coding(Coding),
+    /// `valueCodeableConcept` (its codings and text).
+    CodeableConcept(Vec<Coding>, Option<String>),
+    /// `resource`.
+    Resource(Json),
+    /// `part`.
+    Parts(Vec<(String, ParamValue)>),
+}
+
+/// The parameters of one operation call, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OperationParams {
+    /// (name, value) pairs.
+    pub params: Vec<(String, ParamValue)>,
+}
+
+/// Query parameters that control the HTTP exchange, not the operation.
+const TRANSPORT_PARAMS: [&str; 3] = ["_format", "_pretty", "_summary"];
+
+impl OperationParams {
+    /// From a query string's pairs (already percent-decoded). Transport parameters are dropped.
+    pub fn from_query(pairs: &[(String, String)]) -> Self {
+        Self {
+            params: pairs
+                .iter()
+                .filter(|(k, _)| !TRANSPORT_PARAMS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), ParamValue::Text(v.clone())))
+                .collect(),
+        }
+    }
+
+    /// From a `Parameters` resource (JSON).
+    pub fn from_parameters(body: &Json) -> Result<Self, FhirError> {
+        let obj = body
+            .as_object()
+            .ok_or_else(|| FhirError::Invalid("the request body must be a JSON object".into()))?;
+        match obj.get("resourceType").and_then(Json::as_str) {
+            Some("Parameters") => {}
+            Some(other) => {
+                return Err(FhirError::Invalid(format!(
+                    "the request body must be a Parameters resource, not {other}"
+                )));
+            }
+            None => {
+                return Err(FhirError::Invalid(
+                    "the request body has no resourceType (expected Parameters)".into(),
+                ));
+            }
+        }
+        let params = match obj.get("parameter") {
+            None => Vec::new(),
+            Some(Json::Array(items)) => parse_items(items)?,
+            Some(_) => {
+                return Err(FhirError::Invalid(
+                    "Parameters.parameter must be an array".into(),
+                ));
+            }
+        };
+        Ok(Self { params })
+    }
+
+    /// Adds parameters from the query string (e.g. a POST with `?url=` as well as a body).
+    pub fn extend_from_query(&mut self, pairs: &[(String, String)]) {
+        self.params.extend(Self::from_query(pairs).params);
+    }
+
+    /// Every value of a parameter.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ParamValue> + 'a {
+        self.params
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The single text value of a parameter; an error if given twice or not as text.
+    pub fn text(&self, name: &str) -> Result<Option<String>, FhirError> {
+        let mut values = self.all(name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(FhirError::Invalid(format!(
+                "parameter '{name}' may only be given once"
+            )));
+        }
+        match first {
+            None => Ok(None),
+            Some(ParamValue::Text(t)) => Ok(Some(t.clone())),
+            Some(_) => Err(FhirError::Invalid(format!(
+                "parameter '{name}' must be a primitive value"
+            ))),
+        }
+    }
+
+    /// Every text value of a parameter (repeated or comma-separated).
+    pub fn texts(&self, name: &str) -> Vec<String> {
+        self.all(name)
+            .filter_map(|v| match v {
+                ParamValue::Text(t) => Some(t.clone()),
+                _ => None,
+            })
+            .flat_map(|t| {
+                t.split(',')
+                    .map(|s| s.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// A boolean parameter.
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, FhirError> {
+        match self.text(name)?.as_deref() {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(FhirError::Invalid(format!(
+                "parameter '{name}' must be true or false, not '{other}'"
+            ))),
+        }
+    }
+
+    /// A non-negative integer parameter.
+    pub fn unsigned(&self, name: &str) -> Result<Option<usize>, FhirError> {
+        match self.text(name)? {
+            None => Ok(None),
+            Some(t) => t.trim().parse::<usize>().map(Some).map_err(|_| {
+                FhirError::Invalid(format!(
+                    "parameter '{name}' must be a non-negative integer, not '{t}'"
+                ))
+            }),
+        }
+    }
+
+    /// A Coding parameter (`valueCoding`, or `system|code` text in a query).
+    pub fn coding(&self, name: &str) -> Result<Option<Coding>, FhirError> {
+        let mut values = self.all(name);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(FhirError::Invalid(format!(
+                "parameter '{name}' may only be given once"
+            )));
+        }
+        match first {
+            None => Ok(None),
+            Some(ParamValue::Coding(c)) => Ok(Some(c.clone())),
+            Some(ParamValue::Text(t)) => Ok(Some(Coding::from_token(t))),
+            Some(_) => Err(FhirError::Invalid(format!(
+                "parameter '{name}' must be a Coding"
+            ))),
+        }
+    }
+
+    /// A CodeableConcept parameter.
+    pub fn codeable_concept(&self, name: &str) -> Result<Option<Vec<Coding>>, FhirError> {
+        match self.all(name).next() {
+            None => Ok(None),
+            Some(ParamValue::CodeableConcept(c, _)) => Ok(Some(c.clone())),
+            Some(ParamValue::Text(t)) => {
+                let parsed: Json = serde_json::from_str(t).map_err(|e| {
+                    FhirError::Invalid(format!("parameter '{name}' is not a CodeableConcept: {e}"))
+                })?;
+                match parse_value("valueCodeableConcept", &parsed)? {
+                    ParamValue::CodeableConcept(c, _) => Ok(Some(c)),
+                    _ => Err(FhirError::Invalid(format!(
+                        "parameter '{name}' must be a CodeableConcept"
+                    ))),
+                }
+            }
+            Some(_) => Err(FhirError::Invalid(format!(
+                "parameter '{name}' must be a CodeableConcept"
+            ))),
+        }
+    }
+
+    /// A resource parameter (`resource`, or JSON text in a query).
+    pub fn resource(&self, name: &str) -> Result<Option<Json>, FhirError> {
+        match self.all(name).next() {
+            None => Ok(None),
+            Some(ParamValue::Resource(r)) => Ok(Some(r.clone())),
+            Some(ParamValue::Text(t)) => serde_json::from_str(t).map(Some).map_err(|e| {
+                FhirError::Invalid(format!("parameter '{name}' is not a JSON resource: {e}"))
+            }),
+            Some(_) => Err(FhirError::Invalid(format!(
+                "parameter '{name}' must be a resource"
+            ))),
+        }
+    }
+}
+
+fn parse_items(items: &[Json]) -> Result<Vec<(String, ParamValue)>, FhirError> {
+    items.iter().map(parse_item).collect()
+}
+
+fn parse_item(item: &Json) -> Result<(String, ParamValue), FhirError> {
+    let obj = item
+        .as_object()
+        .ok_or_else(|| FhirError::Invalid("each Parameters.parameter must be an object".into()))?;
+    let name = obj
+        .get("name")
+        .and_then(Json::as_str)
+        .ok_or_else(|| FhirError::Invalid("a Parameters.parameter has no name".into()))?
+        .to_string();
+    if let Some(r) = obj.get("resource") {
+        return Ok((name, ParamValue::Resource(r.clone())));
+    }
+    if let Some(p) = obj.get("part") {
+        let parts = p.as_array().ok_or_else(|| {
+            FhirError::Invalid(format!("parameter '{name}': part must be an array"))
+        })?;
+        return Ok((name, ParamValue::Parts(parse_items(parts)?)));
+    }
+    let Some((key, value)) = obj.iter().find(|(k, _)| k.starts_with("value")) else {
+        return Err(FhirError::Invalid(format!(
+            "parameter '{name}' has no value"
+        )));
+    };
+    Ok((
+        name.clone(),
+        parse_value(key, value).map_err(|e| match e {
+            FhirError::Invalid(m) => FhirError::Invalid(format!("parameter '{name}': {m}")),
+            other => other,
+        })?,
+    ))
+}
+
+fn parse_value(key: &str, value: &Json) -> Result<ParamValue, FhirError> {
+    match key {
+        "valueCoding" => Ok(ParamValue::Coding(Coding::from_json(value)?)),
+        "valueCodeableConcept" => {
+            let obj = value
+                .as_object()
+                .ok_or_else(|| FhirError::Invalid("a CodeableConcept must be an object".into()))?;
+            let codings = match obj.get("coding") {
+                None => Vec::new(),
+                Some(Json::Array(a)) => {
+                    a.iter().map(Coding::from_json).collect::<Result<_, _>>()?
+                }
+                Some(_) => {
+                    return Err(FhirError::Invalid(
+                        "CodeableConcept.coding must be an array".into(),
+                    ));
+                }
+            };
+            let text = obj.get("text").and_then(Json::as_str).map(str::to_string);
+            Ok(ParamValue::CodeableConcept(codings, text))
+        }
+        _ => match value {
+            Json::String(s) => Ok(ParamValue::Text(s.clone())),
+            Json::Bool(b) => Ok(ParamValue::Text(b.to_string())),
+            Json::Number(n) => Ok(ParamValue::Text(n.to_string())),
+            _ => Err(FhirError::Invalid(format!(
+                "{key} must be a primitive value"
+            ))),
+        },
+    }
+}
+
+/// Builds a `Parameters` resource for a response.
+#[derive(Debug, Default)]
+pub struct ParametersOut {
+    items: Vec<Json>,
+}
+
+impl ParametersOut {
+    /// An empty `Parameters`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a parameter with a typed value (`"valueString"`, `"valueCode"`, …).
+    pub fn value(&mut self, name: &str, value_key: &str, value: Json) -> &mut Self {
+        let mut m = Map::new();
+        m.insert("name".into(), json!(name));
+        m.insert(value_key.into(), value);
+        self.items.push(Json::Object(m));
+        self
+    }
+
+    /// Adds a parameter with parts (each part is a `{name, value[x]}` object).
+    pub fn parts(&mut self, name: &str, parts: Vec<Json>) -> &mut Self {
+        self.items.push(json!({ "name": name, "part": parts }));
+        self
+    }
+
+    /// Adds a parameter holding a resource.
+    pub fn resource(&mut self, name: &str, resource: Json) -> &mut Self {
+        self.items
+            .push(json!({ "name": name, "resource": resource }));
+        self
+    }
+
+    /// The finished resource.
+    pub fn build(self) -> Json {
+        json!({ "resourceType": "Parameters", "parameter": self.items })
+    }
+}
+
+/// One `{name, value[x]}` part.
+pub fn part(name: &str, value_key: &str, value: Json) -> Json {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(name));
+    m.insert(value_key.into(), value);
+    Json::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_parameters_give_the_same_params() {
+        let q = OperationParams::from_query(&[
+            ("system".into(), "http://hl7.org/fhir/sid/icd-10".into()),
+            ("code".into(), "J45.9".into()),
+            ("_format".into(), "json".into()),
+        ]);
+        let p = OperationParams::from_parameters(&json!({
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "system", "valueUri": "http://hl7.org/fhir/sid/icd-10"},
+                {"name": "code", "valueCode": "J45.9"}
+            ]
+        }))
+        .expect("parses");
+        assert_eq!(q, p);
+        assert_eq!(p.text("code").expect("ok").as_deref(), Some("J45.9"));
+    }
+
+    #[test]
+    fn codings_and_errors() {
+        let p = OperationParams::from_parameters(&json!({
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "coding", "valueCoding": {"system": "s", "code": "c"}},
+                {"name": "count", "valueInteger": 10},
+                {"name": "activeOnly", "valueBoolean": true}
+            ]
+        }))
+        .expect("parses");
+        let c = p.coding("coding").expect("ok").expect("some");
+        assert_eq!(
+            (c.system.as_deref(), c.code.as_deref()),
+            (Some("s"), Some("c"))
+        );
+        assert_eq!(p.unsigned("count").expect("ok"), Some(10));
+        assert_eq!(p.boolean("activeOnly").expect("ok"), Some(true));
+        assert!(OperationParams::from_parameters(&json!({"resourceType": "Patient"})).is_err());
+        assert!(
+            OperationParams::from_parameters(
+                &json!({"resourceType": "Parameters", "parameter": [{"valueCode": "x"}]})
+            )
+            .is_err()
+        );
+        let q = OperationParams::from_query(&[("count".into(), "-1".into())]);
+        assert!(q.unsigned("count").is_err());
+        let t = Coding::from_token("http://hl7.org/fhir/sid/icd-10|J45.9");
+        assert_eq!(t.system.as_deref(), Some("http://hl7.org/fhir/sid/icd-10"));
+        assert_eq!(t.code.as_deref(), Some("J45.9"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The HTTP layer (axum only): the routes table, shared state, and thin handlers that parse,
+//! call one domain function, and render. Handlers live in one file per resource.
+
+mod code_system;
+mod metadata;
+pub mod request;
+mod value_set;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{MethodRouter, get};
+use serde_json::Value as Json;
+
+use crate::error::FhirError;
+use crate::store::Registry;
+use crate::terminology::expand::ExpandLimits;
+use request::{FhirRequest, respond};
+
+/// Shared server state: the current registry snapshot and settings.
+pub struct AppState {
+    registry: RwLock<Arc<Registry>>,
+    /// Expansion limits.
+    pub limits: ExpandLimits,
+    /// Time budget of one operation.
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// State over a registry with default limits.
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            registry: RwLock::new(Arc::new(registry)),
+            limits: ExpandLimits::default(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The current registry snapshot.
+    pub fn registry(&self) -> Arc<Registry> {
+        match self.registry.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a new registry (requests in flight keep the old one).
+    pub fn replace_registry(&self, registry: Registry) {
+        let mut guard = match self.registry.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(registry);
+    }
+
+    /// Runs a domain function on the blocking pool within the time budget.
+    pub async fn run<F>(self: &Arc<Self>, f: F) -> Result<Json, FhirError>
+    where
+        F: FnOnce(&Registry) -> Result<Json, FhirError> + Send + 'static,
+    {
+        let registry = self.registry();
+        let task = tokio::task::spawn_blocking(move || f(&registry));
+        match tokio::time::timeout(self.request_timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(FhirError::Internal(format!(
+                "operation task failed: {join}"
+            ))),
+            Err(_) => Err(FhirError::TooCostly(format!(
+                "the operation did not finish within its time budget of {} s",
+                self.request_timeout.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Methods other than the route's own get a 405 OperationOutcome.
+fn with_405(route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
+    route.fallback(|req: FhirRequest| async move {
+        respond(
+            &req,
+            Err(FhirError::MethodNotAllowed(
+                "this HTTP method is not supported on this path".into(),
+            )),
+        )
+    })
+}
+
+/// The router: FHIR base at `/fhir` (see [`app_at`] for another base path).
+pub fn app(state: Arc<AppState>) -> Router {
+    app_at(state, "/fhir")
+}
+
+/// The router with the FHIR base at `base_path`.
+pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
+    let fhir = Router::new()
+        .route("/metadata", with_405(get(metadata::capabilities)))
+        .route(
+            "/CodeSystem",
+            with_405(get(code_system::search_code_systems)),
+        )
+        .route(
+            "/CodeSystem/$lookup",
+            with_405(get(code_system::lookup_code).post(code_system::lookup_code)),
+        )
+        .route(
+            "/CodeSystem/$validate-code",
+            with_405(
+                get(code_system::validate_code_in_code_system)
+                    .post(code_system::validate_code_in_code_system),
+            ),
+        )
+        .route(
+            "/CodeSystem/$subsumes",
+            with_405(get(code_system::subsumes_codes).post(code_system::subsumes_codes)),
+        )
+        .route(
+            "/CodeSystem/{id}",
+            with_405(get(code_system::read_code_system)),
+        )
+        .route(
+            "/CodeSystem/{id}/$lookup",
+            with_405(get(code_system::lookup_code_in).post(code_system::lookup_code_in)),
+        )
+        .route(
+            "/CodeSystem/{id}/$validate-code",
+            with_405(
+                get(code_system::validate_code_in_code_system_in)
+                    .post(code_system::validate_code_in_code_system_in),
+            ),
+        )
+        .route(
+            "/CodeSystem/{id}/$subsumes",
+            with_405(get(code_system::subsumes_codes_in).post(code_system::subsumes_codes_in)),
+        )
+        .route("/ValueSet", with_405(get(value_set::search_value_sets)))
+        .route(
+            "/ValueSet/$expand",
+            with_405(get(value_set::expand_value_set).post(value_set::expand_value_set)),
+        )
+        .route(
+            "/ValueSet/$validate-code",
+            with_405(
+                get(value_set::validate_code_in_value_set)
+                    .post(value_set::validate_code_in_value_set),
+            ),
+        )
+        .route("/ValueSet/{id}", with_405(get(value_set::read_value_set)))
+        .route(
+            "/ValueSet/{id}/$expand",
+            with_405(get(value_set::expand_value_set_in).post(value_set::expand_value_set_in)),
+        )
+        .route(
+            "/ValueSet/{id}/$validate-code",
+            with_405(
+                get(value_set::validate_code_in_value_set_in)
+                    .post(value_set::validate_code_in_value_set_in),
+            ),
+        )
+        .fallback(|req: FhirRequest| async move {
+            respond(
+                &req,
+                Err(FhirError::NotFound(
+                    "no such resource type or operation on this server (see /metadata)".into(),
+                )),
+            )
+        });
+    let base = base_path.trim_end_matches('/');
+    let router = if base.is_empty() {
+        fhir
+    } else {
+        Router::new()
+            .nest(base, fhir)
+            .fallback(|req: FhirRequest| async move {
+                respond(
+                    &req,
+                    Err(FhirError::NotFound(
+                        "not a FHIR endpoint of this server".into(),
+                    )),
+                )
+            })
+    };
+    router.with_state(state)
+}

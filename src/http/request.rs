@@ -1,0 +1,149 @@
+//! The request/response edge: an extractor that gathers query, negotiated format and parsed body
+//! (never rejecting — problems surface as OperationOutcomes), and the renderer for results and
+//! errors.
+
+use axum::body::Body as HttpBody;
+use axum::extract::FromRequest;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value as Json;
+
+use crate::error::FhirError;
+use crate::fhir::format::{self, Body, Format};
+use crate::fhir::params::OperationParams;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Everything a handler needs from an HTTP request.
+#[derive(Debug)]
+pub struct FhirRequest {
+    /// Decoded query pairs (including `_format` etc.).
+    pub query: Vec<(String, String)>,
+    /// The negotiated response format (or why none fits).
+    pub format: Result<Format, FhirError>,
+    /// `_pretty=true`.
+    pub pretty: bool,
+    /// The parsed body, if there was one.
+    pub body: Option<Result<Body, FhirError>>,
+}
+
+impl FhirRequest {
+    /// The operation parameters: the query for GET, the `Parameters` body (plus query) for POST.
+    pub fn params(&self) -> Result<OperationParams, FhirError> {
+        match &self.body {
+            None => Ok(OperationParams::from_query(&self.query)),
+            Some(Err(e)) => Err(e.clone()),
+            Some(Ok(Body::Form(form))) => {
+                let mut p = OperationParams::from_query(form);
+                p.extend_from_query(&self.query);
+                Ok(p)
+            }
+            Some(Ok(Body::Resource(r))) => {
+                let mut p = OperationParams::from_parameters(r)?;
+                p.extend_from_query(&self.query);
+                Ok(p)
+            }
+        }
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for FhirRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request<HttpBody>, _state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let query: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let find = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let accept = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let format = format::negotiate(find("_format"), accept);
+        let pretty = find("_pretty") == Some("true");
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) if bytes.is_empty() => None,
+            Ok(bytes) => Some(format::parse_body(content_type.as_deref(), &bytes)),
+            Err(_) => Some(Err(FhirError::Invalid(format!(
+                "the request body could not be read (at most {MAX_BODY_BYTES} bytes are accepted)"
+            )))),
+        };
+        Ok(Self {
+            query,
+            format,
+            pretty,
+            body,
+        })
+    }
+}
+
+/// Renders a resource (200) or an error (its status, as an OperationOutcome), in the negotiated
+/// format.
+pub fn respond(req: &FhirRequest, result: Result<Json, FhirError>) -> Response {
+    respond_with(req.format.clone(), req.pretty, result)
+}
+
+/// Renders with an explicit format choice.
+pub fn respond_with(
+    format: Result<Format, FhirError>,
+    pretty: bool,
+    result: Result<Json, FhirError>,
+) -> Response {
+    let (format, result) = match format {
+        Ok(f) => (f, result),
+        Err(e) => (Format::Json, Err(e)),
+    };
+    let (status, resource) = match result {
+        Ok(r) => (StatusCode::OK, r),
+        Err(e) => {
+            if let FhirError::Internal(detail) = &e {
+                tracing::error!(%detail, "internal error");
+            }
+            (e.classify().0, e.to_operation_outcome())
+        }
+    };
+    match format::render(&resource, format, pretty) {
+        Ok(bytes) => fhir_response(status, format, bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering failed");
+            let oo = FhirError::Internal(e.to_string()).to_operation_outcome();
+            let bytes = serde_json::to_vec(&oo).unwrap_or_default();
+            fhir_response(StatusCode::INTERNAL_SERVER_ERROR, Format::Json, bytes)
+        }
+    }
+}
+
+fn fhir_response(status: StatusCode, format: Format, bytes: Vec<u8>) -> Response {
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    resp
+}

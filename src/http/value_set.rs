@@ -1,0 +1,146 @@
+//! ValueSet read, search and operations (`$expand`, `$validate-code`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::json;
+
+use super::AppState;
+use super::code_system::{search_controls, search_matches, searchset};
+use super::request::{FhirRequest, respond};
+use crate::error::FhirError;
+use crate::fhir::params::{OperationParams, ParamValue};
+use crate::store::Registry;
+use crate::terminology::expand::{ExpandRequest, expand};
+use crate::terminology::validate::{Target, ValidateRequest, validate_code};
+
+/// `GET /ValueSet/{id}` — read.
+pub async fn read_value_set(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: FhirRequest,
+) -> Response {
+    let result = state
+        .registry()
+        .value_set_by_id(&id)
+        .map(|v| v.resource.clone())
+        .ok_or_else(|| FhirError::NotFound(format!("ValueSet/{id} is not known to this server")));
+    respond(&req, result)
+}
+
+/// `GET /ValueSet?url=&version=&name=&title=&status=&_count=`.
+pub async fn search_value_sets(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
+    let result = (|| {
+        let count = search_controls(&req)?;
+        let registry = state.registry();
+        let matches: Vec<_> = registry
+            .all_value_sets()
+            .filter(|vs| {
+                let get = |k: &str| match k {
+                    "_id" => Some(vs.id.clone()),
+                    "url" => Some(vs.url.clone()),
+                    "version" => vs.version.clone(),
+                    other => vs
+                        .resource
+                        .get(other)
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string),
+                };
+                search_matches(&req, &get)
+            })
+            .collect();
+        let total = matches.len();
+        if req.query_value("_summary") == Some("count") {
+            return Ok(json!({ "resourceType": "Bundle", "type": "searchset", "total": total }));
+        }
+        let resources = matches
+            .iter()
+            .take(count.unwrap_or(usize::MAX))
+            .map(|v| v.resource.clone())
+            .collect();
+        let q: Vec<String> = req.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut bundle = searchset(resources, &format!("ValueSet?{}", q.join("&")));
+        bundle["total"] = json!(total);
+        Ok(bundle)
+    })();
+    respond(&req, result)
+}
+
+fn with_instance(
+    registry: &Registry,
+    id: &str,
+    mut p: OperationParams,
+) -> Result<OperationParams, FhirError> {
+    let vs = registry
+        .value_set_by_id(id)
+        .ok_or_else(|| FhirError::NotFound(format!("ValueSet/{id} is not known to this server")))?;
+    p.params.retain(|(n, _)| n != "url" && n != "valueSet");
+    p.params
+        .push(("valueSet".into(), ParamValue::Resource(vs.resource.clone())));
+    Ok(p)
+}
+
+async fn run_expand(
+    state: Arc<AppState>,
+    params: Result<OperationParams, FhirError>,
+) -> Result<serde_json::Value, FhirError> {
+    let request = ExpandRequest::from_params(&params?)?;
+    let limits = state.limits;
+    state
+        .run(move |registry| expand(registry, &request, limits))
+        .await
+}
+
+/// `ValueSet/$expand` (GET and POST).
+/// <http://hl7.org/fhir/R4/valueset-operation-expand.html>
+pub async fn expand_value_set(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
+    let result = run_expand(state, req.params()).await;
+    respond(&req, result)
+}
+
+/// `ValueSet/{id}/$expand`.
+pub async fn expand_value_set_in(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: FhirRequest,
+) -> Response {
+    let params = req
+        .params()
+        .and_then(|p| with_instance(&state.registry(), &id, p));
+    let result = run_expand(state, params).await;
+    respond(&req, result)
+}
+
+async fn run_validate(
+    state: Arc<AppState>,
+    params: Result<OperationParams, FhirError>,
+) -> Result<serde_json::Value, FhirError> {
+    let request = ValidateRequest::from_params(&params?, Target::ValueSet)?;
+    state
+        .run(move |registry| validate_code(registry, &request))
+        .await
+}
+
+/// `ValueSet/$validate-code` (GET and POST).
+/// <http://hl7.org/fhir/R4/valueset-operation-validate-code.html>
+pub async fn validate_code_in_value_set(
+    State(state): State<Arc<AppState>>,
+    req: FhirRequest,
+) -> Response {
+    let result = run_validate(state, req.params()).await;
+    respond(&req, result)
+}
+
+/// `ValueSet/{id}/$validate-code`.
+pub async fn validate_code_in_value_set_in(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: FhirRequest,
+) -> Response {
+    let params = req
+        .params()
+        .and_then(|p| with_instance(&state.registry(), &id, p));
+    let result = run_validate(state, params).await;
+    respond(&req, result)
+}

@@ -1,0 +1,19 @@
+//! fhir-registers: national reference-data registers served as FHIR R4 terminology.
+//!
+//! Data flows one way: [`source`] (files, URLs) → [`mapping`] (declarative mapping files) →
+//! [`store`] (versioned concepts and indexes) ← [`terminology`] (the FHIR operations) ← [`http`]
+//! (axum). [`registers`] assembles the store from mappings, stored releases and plain FHIR
+//! resources; [`app`] builds the router that tests drive with `tower::ServiceExt::oneshot`.
+
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod fhir;
+pub mod http;
+pub mod mapping;
+pub mod registers;
+pub mod source;
+pub mod store;
+pub mod terminology;
+
+pub use http::{AppState, app};

@@ -1,0 +1,25 @@
+//! The `fhir-registers` binary: parses the command line, sets up logging, runs a subcommand.
+
+use clap::Parser;
+use fhir_registers::commands;
+use fhir_registers::config::{Cli, Command, ServeArgs};
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        None => commands::serve(ServeArgs::default()).await,
+        Some(Command::Serve(args)) => commands::serve(args).await,
+        Some(Command::Import(args)) => commands::import(args).await,
+        Some(Command::Check(args)) => commands::check(args).await,
+        Some(Command::Preview(args)) => commands::preview(args).await,
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,416 @@
+//! The mapping file format: these serde structs *are* the format (TOML), documented key by key in
+//! `mappings/README.md`. Nothing here reads rows or knows about the store; `compile` turns a parsed
+//! [`MappingSpec`] into something that can convert rows.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One mapping file: how one register file becomes concepts of one CodeSystem.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingSpec {
+    /// Identity of the register feed this file describes.
+    pub register: RegisterSpec,
+    /// Where the rows come from and how to read them.
+    pub source: SourceSpec,
+    /// The CodeSystem the rows feed (several mappings may feed one CodeSystem `url`).
+    pub code_system: CodeSystemSpec,
+    /// How one row becomes one concept.
+    pub concept: ConceptSpec,
+    /// ValueSets this register offers.
+    #[serde(default, rename = "value_set")]
+    pub value_sets: Vec<ValueSetSpec>,
+}
+
+/// The register feed: a stable id (used in the data directory and in version metadata).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSpec {
+    /// Stable feed id, `[a-z0-9-]+`, e.g. `ods-epraccur`.
+    pub id: String,
+    /// Human title of the register file.
+    pub title: Option<String>,
+    /// Who maintains the register (the custodian).
+    pub custodian: Option<String>,
+    /// Licence and attribution text that must travel with the data.
+    pub licence: Option<String>,
+}
+
+/// How to read the register file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// File format.
+    #[serde(default)]
+    pub format: SourceFormat,
+    /// Whether the first line is a header naming the columns.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// Column names: required when `header = false`; with a header, these rename nothing and are
+    /// checked against the header (every listed name must be present).
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Compression of the file; `auto` decides by the `.gz` extension.
+    #[serde(default)]
+    pub compression: Compression,
+    /// The file (path relative to the mapping file, or http(s) URL) the default run imports.
+    pub default_file: Option<String>,
+    /// The release version (`YYYY-MM-DD`) of `default_file`.
+    pub default_version: Option<String>,
+    /// Rows are kept only when every filter matches.
+    #[serde(default, rename = "filter")]
+    pub filters: Vec<RowFilterSpec>,
+}
+
+/// Supported file formats.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// Comma-separated values (RFC 4180 quoting).
+    #[default]
+    Csv,
+    /// Tab-separated values.
+    Tsv,
+}
+
+/// Supported compressions.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Gzip when the file name ends in `.gz`, none otherwise.
+    #[default]
+    Auto,
+    /// Plain text.
+    None,
+    /// Gzip.
+    Gzip,
+}
+
+/// A row filter: `column` compared by exactly one of the operators.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowFilterSpec {
+    /// Column the filter reads.
+    pub column: String,
+    /// Keep rows whose value equals this.
+    pub equals: Option<String>,
+    /// Keep rows whose value is one of these.
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<String>>,
+    /// Keep rows whose value is none of these.
+    pub not_in: Option<Vec<String>>,
+    /// Keep rows whose whole value matches this regular expression.
+    pub regex: Option<String>,
+    /// Keep rows whose value is (true) or is not (false) empty after trimming.
+    pub empty: Option<bool>,
+}
+
+/// The CodeSystem resource metadata. Where several mappings feed one `url`, each key may be given
+/// in any one of them; the same key given twice must agree.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeSystemSpec {
+    /// Canonical URL, the `system` of every coding.
+    pub url: String,
+    /// Logical id (`/CodeSystem/{id}`); defaults to the last path segment of `url`.
+    pub id: Option<String>,
+    /// Computer-friendly name.
+    pub name: Option<String>,
+    /// Human title.
+    pub title: Option<String>,
+    /// Publication status (`active` unless said).
+    pub status: Option<String>,
+    /// The register's custodian.
+    pub publisher: Option<String>,
+    /// Markdown description.
+    pub description: Option<String>,
+    /// Copyright/licence statement.
+    pub copyright: Option<String>,
+    /// Whether codes are case sensitive.
+    pub case_sensitive: Option<bool>,
+    /// `complete`, `fragment`, … (`complete` unless said).
+    pub content: Option<String>,
+    /// `is-a`, `grouped-by`, … when the concepts form a hierarchy.
+    pub hierarchy_meaning: Option<String>,
+    /// Properties the CodeSystem advertises (`CodeSystem.property`).
+    #[serde(default, rename = "property")]
+    pub properties: Vec<PropertyDeclSpec>,
+    /// Filters the CodeSystem advertises (`CodeSystem.filter`).
+    #[serde(default, rename = "filter")]
+    pub filters: Vec<FilterDeclSpec>,
+}
+
+/// One `CodeSystem.property` declaration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyDeclSpec {
+    /// Property code, e.g. `opStartDate`.
+    pub code: String,
+    /// Property type.
+    #[serde(rename = "type")]
+    pub kind: PropertyType,
+    /// Formal URI of the property.
+    pub uri: Option<String>,
+    /// What the property means.
+    pub description: Option<String>,
+}
+
+/// One `CodeSystem.filter` declaration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterDeclSpec {
+    /// The property (or `concept`, `code`, `display`) the filter works on.
+    pub code: String,
+    /// Operators allowed.
+    pub op: Vec<String>,
+    /// What the value must be.
+    pub value: String,
+    /// What the filter does.
+    pub description: Option<String>,
+}
+
+/// The FHIR property types a mapped property can have.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum PropertyType {
+    /// A code in this CodeSystem (or a plain token).
+    #[serde(rename = "code")]
+    Code,
+    /// Free text.
+    #[serde(rename = "string")]
+    String,
+    /// Whole number.
+    #[serde(rename = "integer")]
+    Integer,
+    /// true/false.
+    #[serde(rename = "boolean")]
+    Boolean,
+    /// Date or date-time.
+    #[serde(rename = "dateTime")]
+    DateTime,
+    /// Decimal number.
+    #[serde(rename = "decimal")]
+    Decimal,
+    /// A Coding in another system.
+    #[serde(rename = "Coding")]
+    Coding,
+}
+
+impl PropertyType {
+    /// The FHIR spelling (`code`, `dateTime`, `Coding`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Code => "code",
+            Self::String => "string",
+            Self::Integer => "integer",
+            Self::Boolean => "boolean",
+            Self::DateTime => "dateTime",
+            Self::Decimal => "decimal",
+            Self::Coding => "Coding",
+        }
+    }
+}
+
+/// How a row becomes a concept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConceptSpec {
+    /// The code.
+    pub code: ValueSource,
+    /// The display (a template such as `"{name}"`).
+    pub display: Option<ValueSource>,
+    /// The definition.
+    pub definition: Option<ValueSource>,
+    /// Extra designations.
+    #[serde(default, rename = "designation")]
+    pub designations: Vec<DesignationSpec>,
+    /// Typed properties.
+    #[serde(default, rename = "property")]
+    pub properties: Vec<PropertySpec>,
+    /// Status and inactive flag.
+    pub status: Option<StatusSpec>,
+    /// Parent in the hierarchy.
+    pub parent: Option<ParentSpec>,
+    /// Marks concepts that are not selectable (e.g. ICD-10 chapters): `column`/`template` giving a
+    /// value, and the values that mean "abstract".
+    pub not_selectable: Option<NotSelectableSpec>,
+}
+
+/// Where a value comes from: a column, a template over columns, or a constant; then normalisers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueSource {
+    /// Read this column.
+    pub column: Option<String>,
+    /// Render this template: `{column}` and `{column|fn|fn}` with fns `trim`, `upper`, `lower`,
+    /// `nospace`, `title`, `postcode` (conventional spaced form).
+    pub template: Option<String>,
+    /// A constant value.
+    pub value: Option<String>,
+    /// Normalisers applied in order: `trim`, `upper`, `lower`, `remove-spaces`, `collapse-spaces`,
+    /// `postcode`, `title`.
+    #[serde(default)]
+    pub normalise: Vec<String>,
+}
+
+/// One designation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesignationSpec {
+    /// BCP-47 language.
+    pub language: Option<String>,
+    /// `use` coding system.
+    pub use_system: Option<String>,
+    /// `use` coding code.
+    pub use_code: Option<String>,
+    /// `use` coding display.
+    pub use_display: Option<String>,
+    /// Column holding the designation text.
+    pub column: Option<String>,
+    /// Template for the designation text.
+    pub template: Option<String>,
+    /// Constant designation text.
+    pub value: Option<String>,
+    /// Normalisers for the text.
+    #[serde(default)]
+    pub normalise: Vec<String>,
+}
+
+/// One typed property.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertySpec {
+    /// Property code; must be declared in `code_system.property` (or be `status`, `inactive`,
+    /// `parent`, `child`, which are implicit).
+    pub code: String,
+    /// Where the value comes from.
+    pub column: Option<String>,
+    /// Template over columns.
+    pub template: Option<String>,
+    /// A constant value.
+    pub value: Option<String>,
+    /// Normalisers for the value.
+    #[serde(default)]
+    pub normalise: Vec<String>,
+    /// For `dateTime`: `YYYYMMDD` (default), `YYYYMM`, `YYYY-MM-DD`, `DD/MM/YYYY`.
+    pub date_format: Option<String>,
+    /// For `Coding`: the system of the coded value.
+    pub system: Option<String>,
+    /// Value table: raw value → stored value (e.g. `4` → `GP Practice`); unlisted values are an
+    /// error naming the row, unless `map_default` is set.
+    pub map: Option<BTreeMap<String, String>>,
+    /// Stored value for raw values missing from `map` (`"{raw}"` keeps the raw value).
+    pub map_default: Option<String>,
+    /// Row is an error when the value is empty.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// Status: a value table over a column and/or an inactive-from-date rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSpec {
+    /// Column holding a status code (e.g. ODS `A/C/D/P`).
+    pub column: Option<String>,
+    /// Value table: raw status → FHIR status and inactive flag.
+    #[serde(default)]
+    pub values: BTreeMap<String, StatusValueSpec>,
+    /// Column holding a close/termination date: a concept with a date on or before the release
+    /// version is inactive (status `inactive` unless the value table says otherwise).
+    pub inactive_from: Option<String>,
+    /// Date format of `inactive_from` (same choices as property `date_format`).
+    pub date_format: Option<String>,
+}
+
+/// One entry of a status value table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusValueSpec {
+    /// The `status` property value, e.g. `active`, `inactive`, `dormant`.
+    pub status: String,
+    /// Whether the concept is inactive.
+    #[serde(default)]
+    pub inactive: bool,
+}
+
+/// The parent of a concept: a column, or derived from the code by a regex.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentSpec {
+    /// Column holding the parent code.
+    pub column: Option<String>,
+    /// Regex over the code; when it matches, `replace` builds the parent code (`J45.9` → `J45`
+    /// with `regex = '^(.+)\.[^.]+$'`, `replace = '$1'`).
+    pub regex: Option<String>,
+    /// Replacement (with `$1`… groups) for `regex`.
+    pub replace: Option<String>,
+}
+
+/// Which concepts are abstract (`notSelectable`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotSelectableSpec {
+    /// Column to read.
+    pub column: String,
+    /// Values that make the concept not selectable.
+    #[serde(rename = "in")]
+    pub one_of: Vec<String>,
+}
+
+/// A ValueSet the register offers, as FHIR `compose` rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueSetSpec {
+    /// Logical id (`/ValueSet/{id}`).
+    pub id: String,
+    /// Canonical URL.
+    pub url: String,
+    /// Computer-friendly name.
+    pub name: Option<String>,
+    /// Human title.
+    pub title: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether inactive codes are excluded from the expansion.
+    pub inactive: Option<bool>,
+    /// Include rules (unioned).
+    #[serde(default)]
+    pub include: Vec<ComposeRuleSpec>,
+    /// Exclude rules.
+    #[serde(default)]
+    pub exclude: Vec<ComposeRuleSpec>,
+}
+
+/// One `compose.include`/`exclude`: this CodeSystem unless `system` says otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeRuleSpec {
+    /// System; defaults to this mapping's CodeSystem.
+    pub system: Option<String>,
+    /// Listed codes.
+    #[serde(default)]
+    pub concepts: Vec<String>,
+    /// Filters (all must match).
+    #[serde(default, rename = "filter")]
+    pub filters: Vec<ComposeFilterSpec>,
+    /// Other ValueSets to import by canonical URL.
+    #[serde(default)]
+    pub value_sets: Vec<String>,
+}
+
+/// One compose filter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeFilterSpec {
+    /// Property (or `concept`/`code`).
+    pub property: String,
+    /// Operator: `=`, `is-a`, `descendent-of`, `is-not-a`, `regex`, `in`, `not-in`, `exists`,
+    /// `generalizes`, `child-of`.
+    pub op: String,
+    /// Value.
+    pub value: String,
+}
+
+fn default_true() -> bool {
+    true
+}

@@ -1,0 +1,232 @@
+//! Putting it together: loading the mappings folder (mapping files and plain FHIR resources),
+//! importing releases into the data directory, and assembling the [`Registry`] the server answers
+//! from.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use crate::mapping::{self, ImportError, Mapping, MappingSet};
+use crate::source;
+use crate::store::{
+    CodeSystemMeta, CodeSystemVersion, IndexedRelease, Registry, Release, ReleaseInfo,
+    ValueSetEntry, compare_versions, persist,
+};
+use crate::terminology::resources::code_system_from_fhir;
+
+/// Why the registry could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// One or more mapping files are broken.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Mappings(Vec<mapping::MappingError>),
+    /// A plain FHIR resource file is broken.
+    #[error("{0}")]
+    Resource(String),
+    /// An import failed.
+    #[error("{0}")]
+    Import(#[from] ImportError),
+    /// The data directory could not be written.
+    #[error("{0}")]
+    Persist(#[from] persist::PersistError),
+}
+
+/// Plain FHIR CodeSystem and ValueSet resources (`*.json`, `*.xml`) in a folder.
+pub fn load_resources(dir: &Path) -> Result<Vec<(String, Json)>, LoadError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "xml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.display().to_string();
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| LoadError::Resource(format!("{name}: {e}")))?;
+        let text = text.trim_start_matches('\u{feff}');
+        let json_text = if f.extension().is_some_and(|e| e == "xml") {
+            fhir_xml::xml_to_json(text).map_err(|e| LoadError::Resource(format!("{name}: {e}")))?
+        } else {
+            text.to_string()
+        };
+        let json: Json = serde_json::from_str(&json_text)
+            .map_err(|e| LoadError::Resource(format!("{name}: not valid JSON: {e}")))?;
+        match json.get("resourceType").and_then(Json::as_str) {
+            Some("CodeSystem" | "ValueSet") => out.push((name, json)),
+            Some("Bundle") => {
+                for entry in json
+                    .get("entry")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(r) = entry.get("resource") {
+                        if matches!(
+                            r.get("resourceType").and_then(Json::as_str),
+                            Some("CodeSystem" | "ValueSet")
+                        ) {
+                            out.push((name.clone(), r.clone()));
+                        }
+                    }
+                }
+            }
+            _ => tracing::warn!(file = %name, "skipping: not a CodeSystem, ValueSet or Bundle"),
+        }
+    }
+    Ok(out)
+}
+
+/// Imports one release of one register into the data directory (atomically) and returns what
+/// was stored. The previous releases are untouched whatever happens.
+pub async fn import(
+    mapping: &Mapping,
+    location: &str,
+    version: &str,
+    data_dir: &Path,
+    progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
+) -> Result<ReleaseInfo, LoadError> {
+    let file = source::fetch(location, data_dir)
+        .await
+        .map_err(ImportError::from)?;
+    let size = std::fs::metadata(&file.path).ok().map(|m| m.len());
+    let gz = mapping.gzip_for(&file.display_name);
+    let total = if gz { None } else { size };
+    let mut cb = |bytes: u64| progress(bytes, total);
+    let release = mapping::read_release(mapping, &file, version, &mut cb)?;
+    persist::save_release(data_dir, &release)?;
+    Ok(release.info)
+}
+
+/// Imports each mapping's `default_file` unless the data directory already has that release made
+/// with the current mapping text. Returns what was imported.
+pub async fn import_defaults(
+    set: &MappingSet,
+    data_dir: &Path,
+    progress: &mut (dyn FnMut(&str, u64, Option<u64>) + Send),
+) -> Result<Vec<ReleaseInfo>, LoadError> {
+    let mut done = Vec::new();
+    for m in &set.mappings {
+        let (Some(file), Some(version)) = (m.default_file(), m.spec.source.default_version.clone())
+        else {
+            continue;
+        };
+        let path = persist::release_path(data_dir, m.feed(), &version);
+        if let Ok(existing) = persist::load_release(&path) {
+            if existing.info.mapping_hash == m.hash {
+                continue;
+            }
+            tracing::info!(
+                feed = m.feed(),
+                "mapping changed since the stored release: re-importing"
+            );
+        }
+        let feed = m.feed().to_string();
+        let mut cb = |b: u64, t: Option<u64>| progress(&feed, b, t);
+        done.push(import(m, &file, &version, data_dir, &mut cb).await?);
+    }
+    Ok(done)
+}
+
+/// Assembles the registry: every stored release of every mapped feed, versions per CodeSystem,
+/// the mappings' ValueSets, and plain FHIR resources.
+pub fn build_registry(
+    set: &MappingSet,
+    data_dir: &Path,
+    resources: &[(String, Json)],
+) -> Result<Registry, LoadError> {
+    let mut releases: Vec<Release> = Vec::new();
+    let feeds: BTreeSet<&str> = set.mappings.iter().map(Mapping::feed).collect();
+    for path in persist::release_files(data_dir) {
+        match persist::load_release(&path) {
+            Ok(r) if feeds.contains(r.info.feed.as_str()) => releases.push(r),
+            Ok(r) => {
+                tracing::warn!(feed = %r.info.feed, file = %path.display(), "stored release has no mapping; not served")
+            }
+            Err(e) => tracing::error!(error = %e, "stored release cannot be read; not served"),
+        }
+    }
+    let mut registry = Registry::default();
+    add_mapped(&mut registry, &set.code_systems, releases);
+    for vs in set.value_sets() {
+        add_value_set(&mut registry, vs);
+    }
+    for (name, r) in resources {
+        match r.get("resourceType").and_then(Json::as_str) {
+            Some("CodeSystem") => {
+                let (meta, release) = code_system_from_fhir(r, name)
+                    .map_err(|e| LoadError::Resource(e.to_string()))?;
+                let version = release.info.version.clone();
+                registry.add_code_system(CodeSystemVersion::new(
+                    Arc::new(meta),
+                    version,
+                    vec![Arc::new(IndexedRelease::new(release))],
+                ));
+            }
+            Some("ValueSet") => add_value_set(&mut registry, r.clone()),
+            _ => {}
+        }
+    }
+    Ok(registry)
+}
+
+/// Adds a ValueSet resource to the registry.
+pub fn add_value_set(registry: &mut Registry, vs: Json) {
+    let text = |k: &str| vs.get(k).and_then(Json::as_str).map(str::to_string);
+    let url = text("url").unwrap_or_default();
+    let id = text("id").unwrap_or_else(|| mapping::default_id(&url));
+    registry.add_value_set(ValueSetEntry {
+        id,
+        url,
+        version: text("version"),
+        resource: vs,
+    });
+}
+
+fn add_mapped(
+    registry: &mut Registry,
+    metas: &BTreeMap<String, CodeSystemMeta>,
+    releases: Vec<Release>,
+) {
+    let mut by_feed: HashMap<String, Vec<Arc<IndexedRelease>>> = HashMap::new();
+    for r in releases {
+        by_feed
+            .entry(r.info.feed.clone())
+            .or_default()
+            .push(Arc::new(IndexedRelease::new(r)));
+    }
+    for list in by_feed.values_mut() {
+        list.sort_by(|a, b| compare_versions(&a.release.info.version, &b.release.info.version));
+    }
+    for meta in metas.values() {
+        let meta = Arc::new(meta.clone());
+        let mut versions: Vec<String> = meta
+            .feeds
+            .iter()
+            .flat_map(|f| by_feed.get(f).into_iter().flatten())
+            .map(|r| r.release.info.version.clone())
+            .collect();
+        versions.sort_by(|a, b| compare_versions(a, b));
+        versions.dedup();
+        for v in versions {
+            let parts: Vec<Arc<IndexedRelease>> = meta
+                .feeds
+                .iter()
+                .filter_map(|f| {
+                    by_feed
+                        .get(f)?
+                        .iter()
+                        .rev()
+                        .find(|r| compare_versions(&r.release.info.version, &v).is_le())
+                        .cloned()
+                })
+                .collect();
+            registry.add_code_system(CodeSystemVersion::new(meta.clone(), v, parts));
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! In-memory indexes over one release: code lookup (binary search over the sorted concepts) and a
+//! word-prefix text index over code and display. Built once per release and shared (`Arc`) by every
+//! CodeSystem version that contains the release.
+
+use super::concept::{Concept, Release};
+
+/// A release with its indexes.
+#[derive(Debug)]
+pub struct IndexedRelease {
+    /// The release.
+    pub release: Release,
+    /// Unique lower-cased words, sorted.
+    words: Vec<Box<str>>,
+    /// `postings[word_start[i]..word_start[i+1]]` are the concept indexes containing word `i`.
+    word_start: Vec<u32>,
+    postings: Vec<u32>,
+}
+
+/// Splits text into lower-cased words for the text index and for filters. The whole code is also a
+/// word, so `J45.9` matches `j45.9`, `j45` and `9`.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+impl IndexedRelease {
+    /// Indexes a release (concepts must be sorted by code).
+    pub fn new(release: Release) -> Self {
+        let mut pairs: Vec<(String, u32)> = Vec::with_capacity(release.concepts.len() * 3);
+        for (i, c) in release.concepts.iter().enumerate() {
+            let i = i as u32;
+            pairs.push((c.code.to_lowercase(), i));
+            pairs.extend(words(&c.code).map(|w| (w, i)));
+            if let Some(d) = &c.display {
+                pairs.extend(words(d).map(|w| (w, i)));
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut words = Vec::new();
+        let mut word_start = Vec::new();
+        let mut postings = Vec::with_capacity(pairs.len());
+        for (w, i) in pairs {
+            if words.last().map(|l: &Box<str>| &**l) != Some(w.as_str()) {
+                words.push(w.into_boxed_str());
+                word_start.push(postings.len() as u32);
+            }
+            postings.push(i);
+        }
+        word_start.push(postings.len() as u32);
+        Self {
+            release,
+            words,
+            word_start,
+            postings,
+        }
+    }
+
+    /// The concepts, sorted by code.
+    pub fn concepts(&self) -> &[Concept] {
+        &self.release.concepts
+    }
+
+    /// Index of a code (exact match).
+    pub fn find(&self, code: &str) -> Option<u32> {
+        self.release
+            .concepts
+            .binary_search_by(|c| (*c.code).cmp(code))
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    /// Concept indexes having a word that starts with `prefix` (lower-case), sorted, unique.
+    pub fn word_prefix(&self, prefix: &str) -> Vec<u32> {
+        let start = self.words.partition_point(|w| &**w < prefix);
+        let mut out = Vec::new();
+        for (wi, w) in self.words[start..].iter().enumerate() {
+            if !w.starts_with(prefix) {
+                break;
+            }
+            let wi = start + wi;
+            let (a, b) = (
+                self.word_start[wi] as usize,
+                self.word_start[wi + 1] as usize,
+            );
+            out.extend_from_slice(&self.postings[a..b]);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Whether a concept matches every filter word as a word prefix (case-insensitive), over its code
+/// and display.
+pub fn matches_words(concept: &Concept, filter_words: &[String]) -> bool {
+    let code_lower = concept.code.to_lowercase();
+    let mut own: Vec<String> = words(&concept.code).collect();
+    own.push(code_lower);
+    if let Some(d) = &concept.display {
+        own.extend(words(d));
+    }
+    filter_words
+        .iter()
+        .all(|f| own.iter().any(|w| w.starts_with(f.as_str())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::concept::ReleaseInfo;
+    use super::*;
+
+    fn release(concepts: &[(&str, &str)]) -> Release {
+        let mut concepts: Vec<Concept> = concepts
+            .iter()
+            .map(|(c, d)| {
+                let mut k = Concept::new(*c);
+                k.display = Some((*d).into());
+                k
+            })
+            .collect();
+        concepts.sort_by(|a, b| a.code.cmp(&b.code));
+        Release {
+            info: ReleaseInfo {
+                feed: "t".into(),
+                version: "1".into(),
+                source: "test".into(),
+                rows_read: 0,
+                concepts: concepts.len() as u64,
+                mapping_hash: String::new(),
+                source_hash: String::new(),
+                imported_at: String::new(),
+            },
+            concepts,
+        }
+    }
+
+    #[test]
+    fn finds_codes_and_word_prefixes() {
+        let r = IndexedRelease::new(release(&[
+            ("A81001", "THE DENSHAM SURGERY"),
+            ("A81002", "QUEENS PARK MEDICAL CENTRE"),
+            ("J45.9", "Asthma, unspecified"),
+        ]));
+        assert_eq!(r.find("A81002"), Some(1));
+        assert_eq!(r.find("A8100"), None);
+        let dens = r.word_prefix("dens");
+        assert_eq!(dens.len(), 1);
+        assert_eq!(&*r.concepts()[dens[0] as usize].code, "A81001");
+        assert_eq!(r.word_prefix("a81").len(), 2);
+        assert_eq!(r.word_prefix("j45.9").len(), 1);
+        assert_eq!(r.word_prefix("unspec").len(), 1);
+        assert!(r.word_prefix("zzz").is_empty());
+        assert!(matches_words(
+            &r.concepts()[0],
+            &["dens".into(), "surg".into()]
+        ));
+        assert!(!matches_words(
+            &r.concepts()[0],
+            &["dens".into(), "park".into()]
+        ));
+    }
+}

@@ -1,0 +1,401 @@
+//! Versioned concepts and their indexes, and persistence of imported releases.
+//!
+//! A *release* is one import of one register feed. A *CodeSystem version* is a set of releases
+//! (one per feed) shared by `Arc`: a new release of one feed makes a new version that reuses the
+//! other feeds' releases unchanged. The [`Registry`] is an immutable snapshot of every CodeSystem
+//! version and ValueSet the server answers from; imports build a new registry and swap it in, so a
+//! failed import leaves the previous one serving.
+
+mod concept;
+mod index;
+pub mod persist;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+pub use concept::{Concept, Designation, Release, ReleaseInfo, Value};
+pub use index::{IndexedRelease, matches_words, words};
+
+/// A property a CodeSystem advertises (`CodeSystem.property`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropertyDecl {
+    /// Property code.
+    pub code: String,
+    /// FHIR type (`code`, `string`, `Coding`, …).
+    pub kind: String,
+    /// Formal URI.
+    pub uri: Option<String>,
+    /// Meaning.
+    pub description: Option<String>,
+}
+
+/// A filter a CodeSystem advertises (`CodeSystem.filter`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterDecl {
+    /// Property the filter works on.
+    pub code: String,
+    /// Operators.
+    pub op: Vec<String>,
+    /// What the value must be.
+    pub value: String,
+    /// Meaning.
+    pub description: Option<String>,
+}
+
+/// CodeSystem resource metadata (everything but concepts and version).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CodeSystemMeta {
+    /// Canonical URL.
+    pub url: String,
+    /// Logical id.
+    pub id: String,
+    /// Computer-friendly name.
+    pub name: Option<String>,
+    /// Human title.
+    pub title: Option<String>,
+    /// Publication status.
+    pub status: String,
+    /// Custodian.
+    pub publisher: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Copyright.
+    pub copyright: Option<String>,
+    /// Case sensitivity of codes.
+    pub case_sensitive: bool,
+    /// `complete`, `fragment`, …
+    pub content: String,
+    /// Hierarchy meaning.
+    pub hierarchy_meaning: Option<String>,
+    /// Declared properties.
+    pub properties: Vec<PropertyDecl>,
+    /// Declared filters.
+    pub filters: Vec<FilterDecl>,
+    /// Feeds (mapping `register.id`s) that make this CodeSystem.
+    pub feeds: Vec<String>,
+    /// Other top-level elements of a plain FHIR CodeSystem (echoed on read).
+    pub extra: Option<serde_json::Map<String, Json>>,
+}
+
+/// A concept's place in a CodeSystem version: which release, which index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConceptRef {
+    /// Index into [`CodeSystemVersion::parts`].
+    pub part: u16,
+    /// Index into that release's concepts.
+    pub index: u32,
+}
+
+/// One version of a CodeSystem: metadata plus one release per feed.
+#[derive(Debug)]
+pub struct CodeSystemVersion {
+    /// Metadata.
+    pub meta: Arc<CodeSystemMeta>,
+    /// Version string (the newest release date among its parts).
+    pub version: String,
+    /// The releases, one per feed.
+    pub parts: Vec<Arc<IndexedRelease>>,
+    children: HashMap<Box<str>, Vec<ConceptRef>>,
+    folded: Option<HashMap<String, ConceptRef>>,
+}
+
+impl CodeSystemVersion {
+    /// Assembles a version from releases and builds its hierarchy index.
+    pub fn new(
+        meta: Arc<CodeSystemMeta>,
+        version: String,
+        parts: Vec<Arc<IndexedRelease>>,
+    ) -> Self {
+        let mut v = Self {
+            meta,
+            version,
+            parts,
+            children: HashMap::new(),
+            folded: None,
+        };
+        let mut children: HashMap<Box<str>, Vec<ConceptRef>> = HashMap::new();
+        for (r, c) in v.iter() {
+            for p in &c.parents {
+                children.entry(p.clone()).or_default().push(r);
+            }
+        }
+        v.children = children;
+        if !v.meta.case_sensitive {
+            v.folded = Some(v.iter().map(|(r, c)| (c.code.to_lowercase(), r)).collect());
+        }
+        v
+    }
+
+    /// The concept at a reference.
+    pub fn concept(&self, r: ConceptRef) -> &Concept {
+        &self.parts[r.part as usize].concepts()[r.index as usize]
+    }
+
+    /// Finds a code (exactly, or case-folded when the CodeSystem is not case sensitive).
+    pub fn find(&self, code: &str) -> Option<ConceptRef> {
+        for (p, part) in self.parts.iter().enumerate() {
+            if let Some(index) = part.find(code) {
+                return Some(ConceptRef {
+                    part: p as u16,
+                    index,
+                });
+            }
+        }
+        self.folded.as_ref()?.get(&code.to_lowercase()).copied()
+    }
+
+    /// Finds a code whose case differs only (for "wrong case" messages).
+    pub fn find_case_insensitive(&self, code: &str) -> Option<ConceptRef> {
+        let lower = code.to_lowercase();
+        self.iter()
+            .find(|(_, c)| c.code.to_lowercase() == lower)
+            .map(|(r, _)| r)
+    }
+
+    /// Every concept, part by part, each part in code order.
+    pub fn iter(&self) -> impl Iterator<Item = (ConceptRef, &Concept)> + '_ {
+        self.parts.iter().enumerate().flat_map(|(p, part)| {
+            part.concepts().iter().enumerate().map(move |(i, c)| {
+                (
+                    ConceptRef {
+                        part: p as u16,
+                        index: i as u32,
+                    },
+                    c,
+                )
+            })
+        })
+    }
+
+    /// Number of concepts.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.concepts().len()).sum()
+    }
+
+    /// Whether the version has no concepts.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Direct children of a code.
+    pub fn children(&self, code: &str) -> &[ConceptRef] {
+        self.children.get(code).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// All descendants of a code (not including it), depth-first, each once.
+    pub fn descendants(&self, code: &str) -> Vec<ConceptRef> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack: Vec<ConceptRef> = self.children(code).iter().rev().copied().collect();
+        while let Some(r) = stack.pop() {
+            if !seen.insert(r) {
+                continue;
+            }
+            out.push(r);
+            let c = self.concept(r);
+            stack.extend(self.children(&c.code).iter().rev().copied());
+        }
+        out
+    }
+
+    /// Whether `code` is `ancestor` or one of its descendants (following parents upward).
+    pub fn subsumed_by(&self, code: &str, ancestor: &str) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![code.to_string()];
+        while let Some(c) = stack.pop() {
+            if c == ancestor {
+                return true;
+            }
+            if !seen.insert(c.clone()) {
+                continue;
+            }
+            if let Some(r) = self.find(&c) {
+                stack.extend(self.concept(r).parents.iter().map(|p| p.to_string()));
+            }
+        }
+        false
+    }
+
+    /// Word-prefix text search: concepts whose code/display words start with every filter word.
+    pub fn text_search(&self, filter_words: &[String]) -> Vec<ConceptRef> {
+        let Some(driver) = filter_words.iter().max_by_key(|w| w.len()) else {
+            return self.iter().map(|(r, _)| r).collect();
+        };
+        let mut out = Vec::new();
+        for (p, part) in self.parts.iter().enumerate() {
+            for index in part.word_prefix(driver) {
+                let r = ConceptRef {
+                    part: p as u16,
+                    index,
+                };
+                if filter_words.len() == 1 || matches_words(self.concept(r), filter_words) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Releases making this version, as `feed@version` strings.
+    pub fn provenance(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .map(|p| format!("{}@{}", p.release.info.feed, p.release.info.version))
+            .collect()
+    }
+}
+
+/// A ValueSet the server knows: its resource (without expansion) and identity.
+#[derive(Debug, Clone)]
+pub struct ValueSetEntry {
+    /// Logical id.
+    pub id: String,
+    /// Canonical URL.
+    pub url: String,
+    /// Business version, if any.
+    pub version: Option<String>,
+    /// The ValueSet resource as FHIR JSON.
+    pub resource: Json,
+}
+
+/// An immutable snapshot of everything the server answers from.
+#[derive(Debug, Default)]
+pub struct Registry {
+    code_systems: BTreeMap<String, Vec<Arc<CodeSystemVersion>>>,
+    value_sets: BTreeMap<String, Vec<Arc<ValueSetEntry>>>,
+}
+
+impl Registry {
+    /// Adds a CodeSystem version (versions are kept sorted; the last is the latest).
+    pub fn add_code_system(&mut self, v: CodeSystemVersion) {
+        let list = self.code_systems.entry(v.meta.url.clone()).or_default();
+        list.retain(|x| x.version != v.version);
+        list.push(Arc::new(v));
+        list.sort_by(|a, b| compare_versions(&a.version, &b.version));
+    }
+
+    /// Adds a ValueSet (replacing one with the same url and version).
+    pub fn add_value_set(&mut self, v: ValueSetEntry) {
+        let list = self.value_sets.entry(v.url.clone()).or_default();
+        list.retain(|x| x.version != v.version);
+        list.push(Arc::new(v));
+        list.sort_by(|a, b| {
+            compare_versions(
+                a.version.as_deref().unwrap_or(""),
+                b.version.as_deref().unwrap_or(""),
+            )
+        });
+    }
+
+    /// A CodeSystem by canonical URL and optional version (the latest when none is given).
+    /// A version may be given as a prefix (`2020` matches `2020-01-01`).
+    pub fn code_system(&self, url: &str, version: Option<&str>) -> Option<Arc<CodeSystemVersion>> {
+        let list = self.code_systems.get(url)?;
+        match version {
+            None => list.last().cloned(),
+            Some(v) => list
+                .iter()
+                .rev()
+                .find(|x| x.version == v)
+                .or_else(|| list.iter().rev().find(|x| x.version.starts_with(v)))
+                .cloned(),
+        }
+    }
+
+    /// Every version of a CodeSystem, oldest first.
+    pub fn code_system_versions(&self, url: &str) -> &[Arc<CodeSystemVersion>] {
+        self.code_systems.get(url).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether a CodeSystem url is known (any version).
+    pub fn knows_code_system(&self, url: &str) -> bool {
+        self.code_systems.contains_key(url)
+    }
+
+    /// Every CodeSystem version.
+    pub fn all_code_systems(&self) -> impl Iterator<Item = &Arc<CodeSystemVersion>> {
+        self.code_systems.values().flatten()
+    }
+
+    /// A ValueSet by canonical URL and optional version.
+    pub fn value_set(&self, url: &str, version: Option<&str>) -> Option<Arc<ValueSetEntry>> {
+        let list = self.value_sets.get(url)?;
+        match version {
+            None => list.last().cloned(),
+            Some(v) => list
+                .iter()
+                .rev()
+                .find(|x| x.version.as_deref() == Some(v))
+                .cloned(),
+        }
+    }
+
+    /// Every ValueSet.
+    pub fn all_value_sets(&self) -> impl Iterator<Item = &Arc<ValueSetEntry>> {
+        self.value_sets.values().flatten()
+    }
+
+    /// A CodeSystem version by resource id: `{id}` is the latest version, `{id}--{version}` a
+    /// specific one.
+    pub fn code_system_by_id(&self, id: &str) -> Option<Arc<CodeSystemVersion>> {
+        let (base, version) = split_versioned_id(id);
+        self.all_code_systems()
+            .filter(|c| c.meta.id == base)
+            .filter(|c| version.is_none_or(|v| version_id(&c.version) == v))
+            .max_by(|a, b| compare_versions(&a.version, &b.version))
+            .cloned()
+    }
+
+    /// A ValueSet by resource id.
+    pub fn value_set_by_id(&self, id: &str) -> Option<Arc<ValueSetEntry>> {
+        self.all_value_sets().find(|v| v.id == id).cloned()
+    }
+}
+
+/// Splits `{id}--{version}` into its parts.
+pub fn split_versioned_id(id: &str) -> (&str, Option<&str>) {
+    match id.split_once("--") {
+        Some((b, v)) => (b, Some(v)),
+        None => (id, None),
+    }
+}
+
+/// A version string in a form allowed in a resource id (`[A-Za-z0-9.-]`).
+pub fn version_id(version: &str) -> String {
+    version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+/// Orders versions: dates and dotted numbers compare numerically piece by piece, otherwise as
+/// text.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let split =
+        |s: &str| -> Vec<String> { s.split(['.', '-']).map(|p| format!("{p:0>12}")).collect() };
+    split(a).cmp(&split(b)).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_numerically() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_versions("2020-01-01", "2019-10-01"), Greater);
+        assert_eq!(compare_versions("1.10.0", "1.9.0"), Greater);
+        assert_eq!(compare_versions("2019", "2019"), Equal);
+        assert_eq!(split_versioned_id("icd-10--2019"), ("icd-10", Some("2019")));
+        assert_eq!(version_id("2020-01-01"), "2020-01-01");
+    }
+}

@@ -1,0 +1,645 @@
+//! ValueSet `compose` semantics: include/exclude of whole systems, listed concepts, filters and
+//! imported ValueSets, evaluated either as a whole expansion or as a membership test for one code
+//! (what `$validate-code` needs, without expanding a 2-million-code ValueSet).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use regex::Regex;
+use serde_json::Value as Json;
+
+use crate::error::FhirError;
+use crate::store::{CodeSystemVersion, Concept, ConceptRef, Registry, matches_words};
+
+/// Filter operators the server implements.
+pub const FILTER_OPS: [&str; 11] = [
+    "=",
+    "is-a",
+    "descendent-of",
+    "is-not-a",
+    "regex",
+    "in",
+    "not-in",
+    "exists",
+    "generalizes",
+    "child-of",
+    "descendent-leaf",
+];
+
+/// How deep ValueSet imports may nest (cycles end here with an error).
+const MAX_IMPORT_DEPTH: usize = 16;
+
+/// One compose filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterRule {
+    /// Property.
+    pub property: String,
+    /// Operator.
+    pub op: String,
+    /// Value.
+    pub value: String,
+}
+
+/// One include/exclude rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rule {
+    /// System URL.
+    pub system: Option<String>,
+    /// System version.
+    pub version: Option<String>,
+    /// Listed concepts (code, display).
+    pub concepts: Vec<(String, Option<String>)>,
+    /// Filters (all must hold).
+    pub filters: Vec<FilterRule>,
+    /// Imported ValueSet canonicals (intersected).
+    pub value_sets: Vec<String>,
+}
+
+/// A ValueSet's compose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compose {
+    /// `compose.inactive`: `Some(false)` leaves inactive codes out.
+    pub inactive: Option<bool>,
+    /// Include rules.
+    pub include: Vec<Rule>,
+    /// Exclude rules.
+    pub exclude: Vec<Rule>,
+}
+
+fn str_field(obj: &Json, key: &str) -> Option<String> {
+    obj.get(key).and_then(Json::as_str).map(str::to_string)
+}
+
+impl Compose {
+    /// Reads `compose` from a ValueSet resource. A ValueSet without compose is an error.
+    pub fn from_value_set(vs: &Json) -> Result<Self, FhirError> {
+        let url = str_field(vs, "url").unwrap_or_else(|| "(inline)".into());
+        let Some(compose) = vs.get("compose") else {
+            return Err(FhirError::Unprocessable(format!(
+                "ValueSet '{url}' has no compose, so it cannot be expanded"
+            )));
+        };
+        let rules = |key: &str| -> Result<Vec<Rule>, FhirError> {
+            let Some(items) = compose.get(key) else {
+                return Ok(Vec::new());
+            };
+            let items = items.as_array().ok_or_else(|| {
+                FhirError::Invalid(format!("ValueSet '{url}': compose.{key} must be an array"))
+            })?;
+            items.iter().map(|i| rule_from_json(i, &url, key)).collect()
+        };
+        Ok(Self {
+            inactive: compose.get("inactive").and_then(Json::as_bool),
+            include: rules("include")?,
+            exclude: rules("exclude")?,
+        })
+    }
+}
+
+fn rule_from_json(item: &Json, url: &str, key: &str) -> Result<Rule, FhirError> {
+    let concepts = item
+        .get("concept")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| Some((str_field(c, "code")?, str_field(c, "display"))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let filters = item
+        .get("filter")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|f| {
+                    let get = |k: &str| {
+                        str_field(f, k).ok_or_else(|| {
+                            FhirError::Invalid(format!(
+                                "ValueSet '{url}': a compose.{key}.filter has no '{k}'"
+                            ))
+                        })
+                    };
+                    Ok(FilterRule {
+                        property: get("property")?,
+                        op: get("op")?,
+                        value: f
+                            .get("value")
+                            .map(|v| match v {
+                                Json::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<Vec<_>, FhirError>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let value_sets = item
+        .get("valueSet")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rule = Rule {
+        system: str_field(item, "system"),
+        version: str_field(item, "version"),
+        concepts,
+        filters,
+        value_sets,
+    };
+    if rule.system.is_none() && rule.value_sets.is_empty() {
+        return Err(FhirError::Invalid(format!(
+            "ValueSet '{url}': a compose.{key} needs a system or a valueSet"
+        )));
+    }
+    Ok(rule)
+}
+
+/// Which concept field a filter reads.
+#[derive(Debug, Clone)]
+enum Field {
+    Code,
+    Display,
+    Status,
+    Inactive,
+    Parent,
+    Named(String),
+}
+
+#[derive(Debug, Clone)]
+enum Pred {
+    IsA(String),
+    DescendentOf(String),
+    IsNotA(String),
+    Generalizes(String),
+    ChildOf(String),
+    DescendentLeaf(String),
+    Eq(Field, String),
+    In(Field, Vec<String>),
+    NotIn(Field, Vec<String>),
+    Regex(Field, Regex),
+    Exists(Field, bool),
+}
+
+fn field_values(cs: &CodeSystemVersion, c: &Concept, f: &Field) -> Vec<String> {
+    let _ = cs;
+    match f {
+        Field::Code => vec![c.code.to_string()],
+        Field::Display => c.display.iter().map(|d| d.to_string()).collect(),
+        Field::Status => c.status.iter().map(|s| s.to_string()).collect(),
+        Field::Inactive => vec![c.inactive.to_string()],
+        Field::Parent => c.parents.iter().map(|p| p.to_string()).collect(),
+        Field::Named(n) => c.property(n).map(|v| v.as_text().into_owned()).collect(),
+    }
+}
+
+fn compile_filter(cs: &CodeSystemVersion, f: &FilterRule) -> Result<Pred, FhirError> {
+    let hierarchical = matches!(f.property.as_str(), "concept" | "code");
+    let field = || -> Result<Field, FhirError> {
+        Ok(match f.property.as_str() {
+            "concept" | "code" => Field::Code,
+            "display" => Field::Display,
+            "status" => Field::Status,
+            "inactive" => Field::Inactive,
+            "parent" => Field::Parent,
+            other => {
+                let declared = cs.meta.properties.iter().any(|p| p.code == other);
+                if !declared && !cs.meta.properties.is_empty() {
+                    return Err(FhirError::Unprocessable(format!(
+                        "The filter property '{other}' is not known for CodeSystem '{}'",
+                        cs.meta.url
+                    )));
+                }
+                Field::Named(other.to_string())
+            }
+        })
+    };
+    let v = f.value.clone();
+    let list = || {
+        v.split(',')
+            .map(|s| s.trim().to_string())
+            .collect::<Vec<_>>()
+    };
+    Ok(match (f.op.as_str(), hierarchical) {
+        ("is-a", true) => Pred::IsA(v),
+        ("descendent-of", true) => Pred::DescendentOf(v),
+        ("is-not-a", true) => Pred::IsNotA(v),
+        ("generalizes", true) => Pred::Generalizes(v),
+        ("child-of", true) => Pred::ChildOf(v),
+        ("descendent-leaf", true) => Pred::DescendentLeaf(v),
+        ("=", _) => Pred::Eq(field()?, v),
+        ("in", _) => Pred::In(field()?, list()),
+        ("not-in", _) => Pred::NotIn(field()?, list()),
+        ("regex", _) => {
+            let re = Regex::new(&format!("^(?:{v})$")).map_err(|e| {
+                FhirError::Invalid(format!(
+                    "The regex filter value '{v}' is not a valid regular expression: {e}"
+                ))
+            })?;
+            Pred::Regex(field()?, re)
+        }
+        ("exists", _) => match v.as_str() {
+            "true" => Pred::Exists(field()?, true),
+            "false" => Pred::Exists(field()?, false),
+            _ => {
+                return Err(FhirError::Invalid(format!(
+                    "The 'exists' filter value must be true or false, not '{v}'"
+                )));
+            }
+        },
+        (op, false)
+            if [
+                "is-a",
+                "descendent-of",
+                "is-not-a",
+                "generalizes",
+                "child-of",
+                "descendent-leaf",
+            ]
+            .contains(&op) =>
+        {
+            return Err(FhirError::NotSupported(format!(
+                "The filter operator '{op}' applies to the 'concept' property, not '{}'",
+                f.property
+            )));
+        }
+        (op, _) => {
+            return Err(FhirError::NotSupported(format!(
+                "The filter operator '{op}' is not supported (supported: {})",
+                FILTER_OPS.join(", ")
+            )));
+        }
+    })
+}
+
+fn holds(cs: &CodeSystemVersion, c: &Concept, p: &Pred) -> bool {
+    match p {
+        Pred::IsA(a) => cs.subsumed_by(&c.code, a),
+        Pred::DescendentOf(a) => *c.code != **a && cs.subsumed_by(&c.code, a),
+        Pred::IsNotA(a) => !cs.subsumed_by(&c.code, a),
+        Pred::Generalizes(a) => cs.subsumed_by(a, &c.code),
+        Pred::ChildOf(a) => c.parents.iter().any(|p| **p == **a),
+        Pred::DescendentLeaf(a) => {
+            *c.code != **a && cs.subsumed_by(&c.code, a) && cs.children(&c.code).is_empty()
+        }
+        Pred::Eq(f, v) => field_values(cs, c, f).iter().any(|x| x == v),
+        Pred::In(f, vs) => field_values(cs, c, f).iter().any(|x| vs.contains(x)),
+        Pred::NotIn(f, vs) => !field_values(cs, c, f).iter().any(|x| vs.contains(x)),
+        Pred::Regex(f, re) => field_values(cs, c, f).iter().any(|x| re.is_match(x)),
+        Pred::Exists(f, want) => !field_values(cs, c, f).is_empty() == *want,
+    }
+}
+
+/// Candidate concepts for a set of predicates: a hierarchy walk when one applies, else `None`
+/// (meaning every concept).
+fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<Vec<ConceptRef>> {
+    for p in preds {
+        let mut out = match p {
+            Pred::IsA(a) => {
+                let mut v = cs.descendants(a);
+                v.extend(cs.find(a));
+                v
+            }
+            Pred::DescendentOf(a) | Pred::DescendentLeaf(a) => cs.descendants(a),
+            Pred::ChildOf(a) => cs.children(a).to_vec(),
+            Pred::Eq(Field::Code, v) => cs.find(v).into_iter().collect(),
+            _ => continue,
+        };
+        out.sort_unstable();
+        out.dedup();
+        return Some(out);
+    }
+    None
+}
+
+/// A code found in an expansion or membership test.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Index into [`Expansion::systems`].
+    pub system: usize,
+    /// The concept.
+    pub concept: ConceptRef,
+    /// Display given by the ValueSet's concept list, if any.
+    pub display: Option<String>,
+}
+
+/// The (unpaged) result of expanding a compose.
+#[derive(Debug, Default)]
+pub struct Expansion {
+    /// CodeSystem versions used.
+    pub systems: Vec<Arc<CodeSystemVersion>>,
+    /// Members in expansion order.
+    pub members: Vec<Member>,
+}
+
+impl Expansion {
+    fn system_index(&mut self, cs: &Arc<CodeSystemVersion>) -> usize {
+        if let Some(i) = self.systems.iter().position(|s| Arc::ptr_eq(s, cs)) {
+            return i;
+        }
+        self.systems.push(cs.clone());
+        self.systems.len() - 1
+    }
+
+    /// The concept of a member.
+    pub fn concept(&self, m: &Member) -> &Concept {
+        self.systems[m.system].concept(m.concept)
+    }
+}
+
+/// What evaluation may use: the registry, and per-request options.
+pub struct Evaluator<'a> {
+    /// Where CodeSystems and ValueSets are found.
+    pub registry: &'a Registry,
+    /// Leave inactive codes out.
+    pub active_only: bool,
+    /// Pinned CodeSystem versions (`system-version`-style), by url.
+    pub system_versions: &'a [(String, String)],
+    /// ValueSets supplied with the request (`tx-resource`), by url.
+    pub extra_value_sets: &'a [Json],
+}
+
+impl Evaluator<'_> {
+    /// Resolves a CodeSystem version for a rule.
+    pub fn code_system(
+        &self,
+        url: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<CodeSystemVersion>, FhirError> {
+        let pinned = self
+            .system_versions
+            .iter()
+            .find(|(u, _)| u == url)
+            .map(|(_, v)| v.as_str());
+        let version = version.or(pinned);
+        self.registry.code_system(url, version).ok_or_else(|| match version {
+            Some(v) if self.registry.knows_code_system(url) => FhirError::NotFound(format!(
+                "A definition for CodeSystem '{url}' version '{v}' could not be found (known versions: {})",
+                self.registry
+                    .code_system_versions(url)
+                    .iter()
+                    .map(|c| c.version.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            _ => FhirError::NotFound(format!("A definition for CodeSystem '{url}' could not be found")),
+        })
+    }
+
+    /// Resolves a ValueSet canonical (`url` or `url|version`).
+    pub fn value_set(&self, canonical: &str) -> Result<Json, FhirError> {
+        let (url, version) = match canonical.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (canonical, None),
+        };
+        if let Some(vs) = self.extra_value_sets.iter().find(|v| {
+            v.get("url").and_then(Json::as_str) == Some(url)
+                && version.is_none_or(|ver| v.get("version").and_then(Json::as_str) == Some(ver))
+        }) {
+            return Ok(vs.clone());
+        }
+        self.registry
+            .value_set(url, version)
+            .map(|v| v.resource.clone())
+            .ok_or_else(|| {
+                FhirError::NotFound(format!(
+                    "A definition for the value Set '{canonical}' could not be found"
+                ))
+            })
+    }
+
+    /// Expands a compose fully (no paging); `text` pushes a word-prefix filter down to the text
+    /// index.
+    pub fn expand(
+        &self,
+        compose: &Compose,
+        text: Option<&[String]>,
+    ) -> Result<Expansion, FhirError> {
+        self.expand_depth(compose, text, 0)
+    }
+
+    fn expand_depth(
+        &self,
+        compose: &Compose,
+        text: Option<&[String]>,
+        depth: usize,
+    ) -> Result<Expansion, FhirError> {
+        if depth > MAX_IMPORT_DEPTH {
+            return Err(FhirError::Unprocessable(
+                "ValueSet imports nest too deeply (is there a cycle?)".into(),
+            ));
+        }
+        let active_only = self.active_only || compose.inactive == Some(false);
+        let mut out = Expansion::default();
+        let single = compose.include.len() == 1 && compose.exclude.is_empty();
+        let mut seen: HashSet<(usize, ConceptRef)> = HashSet::new();
+        let mut excluded: HashSet<(String, String)> = HashSet::new();
+        for rule in &compose.exclude {
+            let part = self.eval_rule(rule, None, depth)?;
+            for m in &part.members {
+                excluded.insert((
+                    part.systems[m.system].meta.url.clone(),
+                    part.concept(m).code.to_string(),
+                ));
+            }
+        }
+        for rule in &compose.include {
+            let part = self.eval_rule(rule, text, depth)?;
+            for m in part.members {
+                let cs = &part.systems[m.system];
+                let c = cs.concept(m.concept);
+                if active_only && c.inactive {
+                    continue;
+                }
+                if !excluded.is_empty()
+                    && excluded.contains(&(cs.meta.url.clone(), c.code.to_string()))
+                {
+                    continue;
+                }
+                let system = out.system_index(cs);
+                if !single && !seen.insert((system, m.concept)) {
+                    continue;
+                }
+                out.members.push(Member {
+                    system,
+                    concept: m.concept,
+                    display: m.display,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn eval_rule(
+        &self,
+        rule: &Rule,
+        text: Option<&[String]>,
+        depth: usize,
+    ) -> Result<Expansion, FhirError> {
+        let mut out = Expansion::default();
+        let mut imported: Vec<Expansion> = Vec::new();
+        for canonical in &rule.value_sets {
+            let vs = self.value_set(canonical)?;
+            let compose = Compose::from_value_set(&vs)?;
+            imported.push(self.expand_depth(&compose, text, depth + 1)?);
+        }
+        let in_imports = |url: &str, code: &str| {
+            imported.iter().all(|e| {
+                e.members
+                    .iter()
+                    .any(|m| e.systems[m.system].meta.url == url && &*e.concept(m).code == code)
+            })
+        };
+        let Some(system) = &rule.system else {
+            // Only imports: their intersection, in the first import's order.
+            let Some((first, rest)) = imported.split_first() else {
+                return Ok(out);
+            };
+            for m in &first.members {
+                let cs = &first.systems[m.system];
+                let code = &first.concept(m).code;
+                let everywhere = rest.iter().all(|e| {
+                    e.members.iter().any(|x| {
+                        e.systems[x.system].meta.url == cs.meta.url && e.concept(x).code == *code
+                    })
+                });
+                if everywhere {
+                    let s = out.system_index(cs);
+                    out.members.push(Member {
+                        system: s,
+                        concept: m.concept,
+                        display: m.display.clone(),
+                    });
+                }
+            }
+            return Ok(out);
+        };
+        let cs = self.code_system(system, rule.version.as_deref())?;
+        let preds = rule
+            .filters
+            .iter()
+            .map(|f| compile_filter(&cs, f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let s = out.system_index(&cs);
+        let keep = |c: &Concept| {
+            preds.iter().all(|p| holds(&cs, c, p))
+                && text.is_none_or(|w| matches_words(c, w))
+                && (imported.is_empty() || in_imports(&cs.meta.url, &c.code))
+        };
+        if !rule.concepts.is_empty() {
+            for (code, display) in &rule.concepts {
+                if let Some(r) = cs.find(code) {
+                    if keep(cs.concept(r)) {
+                        out.members.push(Member {
+                            system: s,
+                            concept: r,
+                            display: display.clone(),
+                        });
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        let refs: Box<dyn Iterator<Item = ConceptRef>> = match (candidates(&cs, &preds), text) {
+            (Some(c), _) => Box::new(c.into_iter()),
+            (None, Some(words)) => Box::new(cs.text_search(words).into_iter()),
+            (None, None) => Box::new(cs.iter().map(|(r, _)| r).collect::<Vec<_>>().into_iter()),
+        };
+        for r in refs {
+            if keep(cs.concept(r)) {
+                out.members.push(Member {
+                    system: s,
+                    concept: r,
+                    display: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tests whether `system#code` is in the compose, without expanding it. Returns the member
+    /// (with the CodeSystem version it was found in) or `None`.
+    pub fn contains(
+        &self,
+        compose: &Compose,
+        system: &str,
+        code: &str,
+    ) -> Result<Option<(Arc<CodeSystemVersion>, ConceptRef, Option<String>)>, FhirError> {
+        self.contains_depth(compose, system, code, 0)
+    }
+
+    fn contains_depth(
+        &self,
+        compose: &Compose,
+        system: &str,
+        code: &str,
+        depth: usize,
+    ) -> Result<Option<(Arc<CodeSystemVersion>, ConceptRef, Option<String>)>, FhirError> {
+        if depth > MAX_IMPORT_DEPTH {
+            return Err(FhirError::Unprocessable(
+                "ValueSet imports nest too deeply (is there a cycle?)".into(),
+            ));
+        }
+        for rule in &compose.exclude {
+            if self.rule_contains(rule, system, code, depth)?.is_some() {
+                return Ok(None);
+            }
+        }
+        for rule in &compose.include {
+            if let Some(hit) = self.rule_contains(rule, system, code, depth)? {
+                let inactive = hit.0.concept(hit.1).inactive;
+                if inactive && (self.active_only || compose.inactive == Some(false)) {
+                    continue;
+                }
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    fn rule_contains(
+        &self,
+        rule: &Rule,
+        system: &str,
+        code: &str,
+        depth: usize,
+    ) -> Result<Option<(Arc<CodeSystemVersion>, ConceptRef, Option<String>)>, FhirError> {
+        let mut imported_hit = None;
+        for canonical in &rule.value_sets {
+            let vs = self.value_set(canonical)?;
+            let compose = Compose::from_value_set(&vs)?;
+            match self.contains_depth(&compose, system, code, depth + 1)? {
+                Some(hit) => imported_hit = Some(hit),
+                None => return Ok(None),
+            }
+        }
+        let Some(rule_system) = &rule.system else {
+            return Ok(imported_hit);
+        };
+        if rule_system != system {
+            return Ok(None);
+        }
+        let cs = self.code_system(rule_system, rule.version.as_deref())?;
+        let Some(r) = cs.find(code) else {
+            return Ok(None);
+        };
+        let c = cs.concept(r);
+        let mut display = None;
+        if !rule.concepts.is_empty() {
+            match rule.concepts.iter().find(|(k, _)| **k == *c.code) {
+                Some((_, d)) => display = d.clone(),
+                None => return Ok(None),
+            }
+        }
+        for f in &rule.filters {
+            if !holds(&cs, c, &compile_filter(&cs, f)?) {
+                return Ok(None);
+            }
+        }
+        Ok(Some((cs, r, display)))
+    }
+}

@@ -1,0 +1,304 @@
+//! `ValueSet/$expand`: compose evaluation, text filter, paging, and the expansion resource.
+//! <http://hl7.org/fhir/R4/valueset-operation-expand.html>
+
+use serde_json::{Map, Value as Json, json};
+
+use super::compose::{Compose, Evaluator};
+use super::resources::designation_json;
+use super::value_json;
+use crate::error::FhirError;
+use crate::fhir::params::OperationParams;
+use crate::store::{Registry, words};
+
+/// Limits an expansion must respect.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpandLimits {
+    /// Largest expansion returned without `count` (larger is `too-costly`).
+    pub max_unpaged: usize,
+    /// Largest `count` accepted.
+    pub max_count: usize,
+}
+
+impl Default for ExpandLimits {
+    fn default() -> Self {
+        Self {
+            max_unpaged: 50_000,
+            max_count: 50_000,
+        }
+    }
+}
+
+/// An `$expand` request, whatever the transport.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExpandRequest {
+    /// ValueSet canonical.
+    pub url: Option<String>,
+    /// Inline ValueSet, or the instance's resource.
+    pub value_set: Option<Json>,
+    /// `valueSetVersion`.
+    pub value_set_version: Option<String>,
+    /// Text filter.
+    pub filter: Option<String>,
+    /// Paging offset.
+    pub offset: usize,
+    /// Page size.
+    pub count: Option<usize>,
+    /// Leave inactive codes out.
+    pub active_only: bool,
+    /// Add designations.
+    pub include_designations: bool,
+    /// Add definitions.
+    pub include_definition: bool,
+    /// Properties to add to each code.
+    pub properties: Vec<String>,
+    /// `excludeNested` (expansions are always flat here; echoed).
+    pub exclude_nested: Option<bool>,
+    /// `displayLanguage` (echoed).
+    pub display_language: Option<String>,
+    /// `system-version` pins, `url|version`.
+    pub system_versions: Vec<(String, String)>,
+}
+
+impl ExpandRequest {
+    /// Builds the request from operation parameters.
+    pub fn from_params(p: &OperationParams) -> Result<Self, FhirError> {
+        let system_versions = p
+            .texts("system-version")
+            .into_iter()
+            .chain(p.texts("force-system-version"))
+            .map(|sv| {
+                sv.split_once('|')
+                    .map(|(u, v)| (u.to_string(), v.to_string()))
+                    .ok_or_else(|| {
+                        FhirError::Invalid(format!("system-version '{sv}' must be url|version"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            url: p.text("url")?,
+            value_set: p.resource("valueSet")?,
+            value_set_version: p.text("valueSetVersion")?,
+            filter: p.text("filter")?.filter(|f| !f.trim().is_empty()),
+            offset: p.unsigned("offset")?.unwrap_or(0),
+            count: p.unsigned("count")?,
+            active_only: p.boolean("activeOnly")?.unwrap_or(false),
+            include_designations: p.boolean("includeDesignations")?.unwrap_or(false),
+            include_definition: p.boolean("includeDefinition")?.unwrap_or(false),
+            properties: p.texts("property"),
+            exclude_nested: p.boolean("excludeNested")?,
+            display_language: p.text("displayLanguage")?,
+            system_versions,
+        })
+    }
+}
+
+fn new_uuid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut bytes = [0u8; 16];
+    for chunk in bytes.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Resolves the ValueSet a request names (inline wins over url).
+pub fn resolve_value_set(registry: &Registry, req: &ExpandRequest) -> Result<Json, FhirError> {
+    match (&req.value_set, &req.url) {
+        (Some(vs), _) => Ok(vs.clone()),
+        (None, Some(url)) => {
+            let (u, v) = match url.split_once('|') {
+                Some((u, v)) => (u, Some(v)),
+                None => (url.as_str(), req.value_set_version.as_deref()),
+            };
+            registry
+                .value_set(u, v)
+                .map(|e| e.resource.clone())
+                .ok_or_else(|| {
+                    FhirError::NotFound(format!(
+                        "A definition for the value Set '{url}' could not be found"
+                    ))
+                })
+        }
+        (None, None) => Err(FhirError::Required(
+            "$expand needs 'url' or 'valueSet' (or a ValueSet id in the path)".into(),
+        )),
+    }
+}
+
+/// Answers an `$expand`: the ValueSet with its `expansion`.
+pub fn expand(
+    registry: &Registry,
+    req: &ExpandRequest,
+    limits: ExpandLimits,
+) -> Result<Json, FhirError> {
+    let vs = resolve_value_set(registry, req)?;
+    let compose = Compose::from_value_set(&vs)?;
+    if req.count.is_some_and(|c| c > limits.max_count) {
+        return Err(FhirError::TooCostly(format!(
+            "count {} is larger than the maximum page size {}",
+            req.count.unwrap_or(0),
+            limits.max_count
+        )));
+    }
+    let filter_words: Option<Vec<String>> = req.filter.as_deref().map(|f| words(f).collect());
+    let evaluator = Evaluator {
+        registry,
+        active_only: req.active_only,
+        system_versions: &req.system_versions,
+        extra_value_sets: &[],
+    };
+    let expansion =
+        evaluator.expand(&compose, filter_words.as_deref().filter(|w| !w.is_empty()))?;
+    let total = expansion.members.len();
+    if req.count.is_none() && req.offset == 0 && total > limits.max_unpaged {
+        return Err(FhirError::TooCostly(format!(
+            "The value set expansion has {total} codes, more than the limit of {} for an expansion without paging; use 'count' and 'offset', or 'filter'",
+            limits.max_unpaged
+        )));
+    }
+    let end = match req.count {
+        Some(c) => req.offset.saturating_add(c).min(total),
+        None => total,
+    };
+    let start = req.offset.min(total);
+    let mut contains = Vec::with_capacity(end - start);
+    for m in &expansion.members[start..end] {
+        let cs = &expansion.systems[m.system];
+        let c = cs.concept(m.concept);
+        let mut e = Map::new();
+        e.insert("system".into(), json!(cs.meta.url));
+        if !cs.version.is_empty() {
+            e.insert("version".into(), json!(cs.version));
+        }
+        e.insert("code".into(), json!(c.code));
+        if let Some(d) = m.display.as_deref().or(c.display.as_deref()) {
+            e.insert("display".into(), json!(d));
+        }
+        if c.inactive {
+            e.insert("inactive".into(), json!(true));
+        }
+        if c.not_selectable {
+            e.insert("abstract".into(), json!(true));
+        }
+        if req.include_designations && !c.designations.is_empty() {
+            e.insert(
+                "designation".into(),
+                Json::Array(c.designations.iter().map(designation_json).collect()),
+            );
+        }
+        let mut ext = Vec::new();
+        if req.include_definition {
+            if let Some(d) = &c.definition {
+                ext.push(json!({ "url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition", "valueString": d }));
+            }
+        }
+        for p in &req.properties {
+            let mut values: Vec<(&str, Json)> = Vec::new();
+            match p.as_str() {
+                "inactive" => values.push(("valueBoolean", json!(c.inactive))),
+                "status" => values.extend(c.status.as_ref().map(|s| ("valueCode", json!(s)))),
+                "parent" => values.extend(c.parents.iter().map(|x| ("valueCode", json!(x)))),
+                other => values.extend(c.property(other).map(value_json)),
+            }
+            for (key, value) in values {
+                let mut v = Map::new();
+                v.insert("url".into(), json!("value"));
+                v.insert(key.into(), value);
+                ext.push(json!({
+                    "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property",
+                    "extension": [{ "url": "code", "valueCode": p }, Json::Object(v)]
+                }));
+            }
+        }
+        if !ext.is_empty() {
+            e.insert("extension".into(), Json::Array(ext));
+        }
+        contains.push(Json::Object(e));
+    }
+    let mut parameters = Vec::new();
+    if let Some(f) = &req.filter {
+        parameters.push(json!({ "name": "filter", "valueString": f }));
+    }
+    if req.offset > 0 || req.count.is_some() {
+        parameters.push(json!({ "name": "offset", "valueInteger": req.offset }));
+    }
+    if let Some(c) = req.count {
+        parameters.push(json!({ "name": "count", "valueInteger": c }));
+    }
+    if req.active_only {
+        parameters.push(json!({ "name": "activeOnly", "valueBoolean": true }));
+    }
+    if req.include_designations {
+        parameters.push(json!({ "name": "includeDesignations", "valueBoolean": true }));
+    }
+    if req.include_definition {
+        parameters.push(json!({ "name": "includeDefinition", "valueBoolean": true }));
+    }
+    if let Some(x) = req.exclude_nested {
+        parameters.push(json!({ "name": "excludeNested", "valueBoolean": x }));
+    }
+    if let Some(l) = &req.display_language {
+        parameters.push(json!({ "name": "displayLanguage", "valueCode": l }));
+    }
+    for p in &req.properties {
+        parameters.push(json!({ "name": "property", "valueString": p }));
+    }
+    for cs in &expansion.systems {
+        let v = if cs.version.is_empty() {
+            cs.meta.url.clone()
+        } else {
+            format!("{}|{}", cs.meta.url, cs.version)
+        };
+        parameters.push(json!({ "name": "used-codesystem", "valueUri": v }));
+    }
+    let mut exp = Map::new();
+    exp.insert("identifier".into(), json!(new_uuid()));
+    exp.insert("timestamp".into(), json!(crate::mapping::now_rfc3339()));
+    exp.insert("total".into(), json!(total));
+    exp.insert("offset".into(), json!(req.offset));
+    if !parameters.is_empty() {
+        exp.insert("parameter".into(), Json::Array(parameters));
+    }
+    if !contains.is_empty() {
+        exp.insert("contains".into(), Json::Array(contains));
+    }
+    let mut out = match vs {
+        Json::Object(o) => o,
+        _ => Map::new(),
+    };
+    out.remove("expansion");
+    out.remove("text");
+    out.insert("expansion".into(), Json::Object(exp));
+    Ok(Json::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_v4_shaped_and_differ() {
+        let a = new_uuid();
+        let b = new_uuid();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "urn:uuid:".len() + 36);
+        assert_eq!(&a[23..24], "4");
+    }
+}

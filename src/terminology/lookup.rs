@@ -1,0 +1,130 @@
+//! `CodeSystem/$lookup`: a code's display, designations and properties.
+//! <http://hl7.org/fhir/R4/codesystem-operation-lookup.html>
+
+use serde_json::{Value as Json, json};
+
+use super::{concept_property_parts, resolve_code_system};
+use crate::error::FhirError;
+use crate::fhir::params::{OperationParams, ParametersOut, part};
+use crate::store::Registry;
+
+/// A `$lookup` request, whatever the transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LookupRequest {
+    /// CodeSystem URL.
+    pub system: String,
+    /// The code.
+    pub code: String,
+    /// CodeSystem version.
+    pub version: Option<String>,
+    /// Properties asked for (empty or `*` = all).
+    pub properties: Vec<String>,
+    /// Language for display and designations.
+    pub display_language: Option<String>,
+}
+
+impl LookupRequest {
+    /// Builds the request from operation parameters.
+    pub fn from_params(p: &OperationParams) -> Result<Self, FhirError> {
+        let coding = p.coding("coding")?;
+        let (system, code, version) = match (p.text("system")?, p.text("code")?, coding) {
+            (Some(s), Some(c), None) => (s, c, p.text("version")?),
+            (None, None, Some(c)) => match (c.system, c.code) {
+                (Some(s), Some(code)) => (s, code, c.version.or(p.text("version")?)),
+                _ => {
+                    return Err(FhirError::Invalid(
+                        "the 'coding' parameter needs both a system and a code".into(),
+                    ));
+                }
+            },
+            (_, _, Some(_)) => {
+                return Err(FhirError::Invalid(
+                    "give either 'system' and 'code', or 'coding', not both".into(),
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(FhirError::Required(
+                    "the 'system' parameter is required with 'code'".into(),
+                ));
+            }
+            (_, None, None) => {
+                return Err(FhirError::Required(
+                    "$lookup needs 'system' and 'code', or 'coding'".into(),
+                ));
+            }
+        };
+        if code.is_empty() || system.is_empty() {
+            return Err(FhirError::Invalid(
+                "'system' and 'code' must not be empty".into(),
+            ));
+        }
+        Ok(Self {
+            system,
+            code,
+            version,
+            properties: p.texts("property"),
+            display_language: p.text("displayLanguage")?,
+        })
+    }
+}
+
+/// Answers a `$lookup`: a `Parameters` resource, or 404 for an unknown system or code.
+pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirError> {
+    let cs = resolve_code_system(registry, &req.system, req.version.as_deref())?;
+    let Some(r) = cs.find(&req.code) else {
+        return Err(FhirError::UnknownCode(format!(
+            "Unknown code '{}' in the CodeSystem '{}' version '{}'",
+            req.code, cs.meta.url, cs.version
+        )));
+    };
+    let c = cs.concept(r);
+    let wants = |name: &str| {
+        req.properties.is_empty() || req.properties.iter().any(|p| p == "*" || p == name)
+    };
+    let mut out = ParametersOut::new();
+    let name = cs
+        .meta
+        .name
+        .clone()
+        .or_else(|| cs.meta.title.clone())
+        .unwrap_or_else(|| cs.meta.url.clone());
+    out.value("name", "valueString", json!(name));
+    out.value("system", "valueUri", json!(cs.meta.url));
+    out.value("version", "valueString", json!(cs.version));
+    out.value("code", "valueCode", json!(c.code));
+    if let Some(d) = &c.display {
+        out.value("display", "valueString", json!(d));
+    }
+    if let Some(d) = &c.definition {
+        out.value("definition", "valueString", json!(d));
+    }
+    out.value("abstract", "valueBoolean", json!(c.not_selectable));
+    if wants("designation") || req.properties.is_empty() {
+        for d in &c.designations {
+            if req
+                .display_language
+                .as_deref()
+                .is_some_and(|l| d.language.as_deref().is_some_and(|dl| !dl.starts_with(l)))
+            {
+                continue;
+            }
+            let mut parts = Vec::new();
+            if let Some(l) = &d.language {
+                parts.push(part("language", "valueCode", json!(l)));
+            }
+            if let Some((s, code, display)) = &d.use_ {
+                let mut coding = json!({ "system": s, "code": code });
+                if let Some(disp) = display {
+                    coding["display"] = json!(disp);
+                }
+                parts.push(part("use", "valueCoding", coding));
+            }
+            parts.push(part("value", "valueString", json!(d.value)));
+            out.parts("designation", parts);
+        }
+    }
+    for parts in concept_property_parts(&cs, r, &wants) {
+        out.parts("property", parts);
+    }
+    Ok(out.build())
+}

@@ -1,0 +1,135 @@
+//! The FHIR terminology operations — `$lookup`, `$expand`, `$validate-code`, `$subsumes` — over
+//! the [`Registry`]. Requests arrive as typed structs built from [`OperationParams`] (whatever the
+//! transport); answers leave as FHIR JSON. No axum here.
+//!
+//! [`OperationParams`]: crate::fhir::params::OperationParams
+
+pub mod compose;
+pub mod expand;
+pub mod lookup;
+pub mod resources;
+pub mod subsumes;
+pub mod validate;
+
+use std::sync::Arc;
+
+use serde_json::{Value as Json, json};
+
+use crate::error::FhirError;
+use crate::fhir::params::part;
+use crate::store::{CodeSystemVersion, ConceptRef, Registry, Value};
+
+/// Finds a CodeSystem version, with the messages clients expect when it is missing.
+pub fn resolve_code_system(
+    registry: &Registry,
+    url: &str,
+    version: Option<&str>,
+) -> Result<Arc<CodeSystemVersion>, FhirError> {
+    if let Some(cs) = registry.code_system(url, version) {
+        return Ok(cs);
+    }
+    let known = registry.code_system_versions(url);
+    match version {
+        Some(v) if !known.is_empty() => Err(FhirError::NotFound(format!(
+            "A definition for CodeSystem '{url}' version '{v}' could not be found (known versions: {})",
+            known
+                .iter()
+                .map(|c| c.version.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        _ => Err(FhirError::NotFound(format!(
+            "A definition for CodeSystem '{url}' could not be found"
+        ))),
+    }
+}
+
+/// A property value as a `(value[x] key, JSON)` pair.
+pub fn value_json(v: &Value) -> (&'static str, Json) {
+    match v {
+        Value::Code(s) => ("valueCode", json!(s)),
+        Value::String(s) => ("valueString", json!(s)),
+        Value::Integer(i) => ("valueInteger", json!(i)),
+        Value::Boolean(b) => ("valueBoolean", json!(b)),
+        Value::DateTime(s) => ("valueDateTime", json!(s)),
+        Value::Decimal(s) => (
+            "valueDecimal",
+            serde_json::from_str::<Json>(s).unwrap_or_else(|_| json!(s)),
+        ),
+        Value::Coding {
+            system,
+            code,
+            display,
+        } => {
+            let mut c = json!({ "system": system, "code": code });
+            if let Some(d) = display {
+                c["display"] = json!(d);
+            }
+            ("valueCoding", c)
+        }
+    }
+}
+
+/// The `property` parts of a concept (for `$lookup`), filtered by `wants(code)`: `parent`,
+/// `child`, `inactive`, `status`, `notSelectable` and every mapped property.
+pub fn concept_property_parts(
+    cs: &CodeSystemVersion,
+    r: ConceptRef,
+    wants: &dyn Fn(&str) -> bool,
+) -> Vec<Vec<Json>> {
+    let c = cs.concept(r);
+    let mut out = Vec::new();
+    let coded = |code: &str, value: &str, description: Option<&str>| {
+        let mut parts = vec![
+            part("code", "valueCode", json!(code)),
+            part("value", "valueCode", json!(value)),
+        ];
+        if let Some(d) = description {
+            parts.push(part("description", "valueString", json!(d)));
+        }
+        parts
+    };
+    if wants("parent") {
+        for p in &c.parents {
+            let d = cs.find(p).and_then(|pr| cs.concept(pr).display.as_deref());
+            out.push(coded("parent", p, d));
+        }
+    }
+    if wants("child") {
+        for ch in cs.children(&c.code) {
+            let k = cs.concept(*ch);
+            out.push(coded("child", &k.code, k.display.as_deref()));
+        }
+    }
+    if wants("inactive") {
+        out.push(vec![
+            part("code", "valueCode", json!("inactive")),
+            part("value", "valueBoolean", json!(c.inactive)),
+        ]);
+    }
+    if wants("status") {
+        if let Some(s) = &c.status {
+            out.push(vec![
+                part("code", "valueCode", json!("status")),
+                part("value", "valueCode", json!(s)),
+            ]);
+        }
+    }
+    if c.not_selectable && wants("notSelectable") {
+        out.push(vec![
+            part("code", "valueCode", json!("notSelectable")),
+            part("value", "valueBoolean", json!(true)),
+        ]);
+    }
+    for (code, v) in &c.properties {
+        if !wants(code) {
+            continue;
+        }
+        let (key, value) = value_json(v);
+        out.push(vec![
+            part("code", "valueCode", json!(code)),
+            part("value", key, value),
+        ]);
+    }
+    out
+}

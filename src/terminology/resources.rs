@@ -1,0 +1,392 @@
+//! CodeSystem and ValueSet resources: rendering stored CodeSystem versions as FHIR R4 JSON (with
+//! or without concepts), and reading plain FHIR CodeSystem resources into the store's shape.
+
+use serde_json::{Map, Value as Json, json};
+
+use super::value_json;
+use crate::error::FhirError;
+use crate::store::{
+    CodeSystemMeta, CodeSystemVersion, Concept, Designation, FilterDecl, PropertyDecl, Release,
+    ReleaseInfo, Value, version_id,
+};
+
+/// The resource id of a CodeSystem version: `{id}` for the latest, `{id}--{version}` otherwise.
+pub fn code_system_resource_id(cs: &CodeSystemVersion, latest: bool) -> String {
+    if latest || cs.version.is_empty() {
+        cs.meta.id.clone()
+    } else {
+        format!("{}--{}", cs.meta.id, version_id(&cs.version))
+    }
+}
+
+/// Renders a CodeSystem version. `with_concepts` adds the concept list (flat, with `parent`
+/// properties); without it the resource says it was subsetted.
+pub fn code_system_json(cs: &CodeSystemVersion, latest: bool, with_concepts: bool) -> Json {
+    let m = &cs.meta;
+    let mut r = Map::new();
+    r.insert("resourceType".into(), json!("CodeSystem"));
+    r.insert("id".into(), json!(code_system_resource_id(cs, latest)));
+    if !with_concepts {
+        r.insert(
+            "meta".into(),
+            json!({ "tag": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                "code": "SUBSETTED",
+                "display": "Resource encoded in summary mode"
+            }]}),
+        );
+    }
+    if let Some(extra) = &m.extra {
+        for (k, v) in extra {
+            r.insert(k.clone(), v.clone());
+        }
+    }
+    r.insert("url".into(), json!(m.url));
+    if !cs.version.is_empty() {
+        r.insert("version".into(), json!(cs.version));
+    }
+    for (k, v) in [("name", &m.name), ("title", &m.title)] {
+        if let Some(v) = v {
+            r.insert(k.into(), json!(v));
+        }
+    }
+    r.insert("status".into(), json!(m.status));
+    for (k, v) in [
+        ("publisher", &m.publisher),
+        ("description", &m.description),
+        ("copyright", &m.copyright),
+    ] {
+        if let Some(v) = v {
+            r.insert(k.into(), json!(v));
+        }
+    }
+    r.insert("caseSensitive".into(), json!(m.case_sensitive));
+    if let Some(h) = &m.hierarchy_meaning {
+        r.insert("hierarchyMeaning".into(), json!(h));
+    }
+    r.insert("content".into(), json!(m.content));
+    r.insert("count".into(), json!(cs.len()));
+    if !m.filters.is_empty() {
+        r.insert(
+            "filter".into(),
+            Json::Array(
+                m.filters
+                    .iter()
+                    .map(|f| {
+                        let mut o = json!({ "code": f.code, "operator": f.op, "value": f.value });
+                        if let Some(d) = &f.description {
+                            o["description"] = json!(d);
+                        }
+                        o
+                    })
+                    .collect(),
+            ),
+        );
+    }
+    if !m.properties.is_empty() {
+        r.insert(
+            "property".into(),
+            Json::Array(
+                m.properties
+                    .iter()
+                    .map(|p| {
+                        let mut o = json!({ "code": p.code });
+                        if let Some(u) = &p.uri {
+                            o["uri"] = json!(u);
+                        }
+                        if let Some(d) = &p.description {
+                            o["description"] = json!(d);
+                        }
+                        o["type"] = json!(p.kind);
+                        o
+                    })
+                    .collect(),
+            ),
+        );
+    }
+    if with_concepts {
+        r.insert(
+            "concept".into(),
+            Json::Array(cs.iter().map(|(_, c)| concept_json(c)).collect()),
+        );
+    }
+    Json::Object(r)
+}
+
+/// One concept as `CodeSystem.concept` (flat).
+pub fn concept_json(c: &Concept) -> Json {
+    let mut o = Map::new();
+    o.insert("code".into(), json!(c.code));
+    if let Some(d) = &c.display {
+        o.insert("display".into(), json!(d));
+    }
+    if let Some(d) = &c.definition {
+        o.insert("definition".into(), json!(d));
+    }
+    if !c.designations.is_empty() {
+        o.insert(
+            "designation".into(),
+            Json::Array(c.designations.iter().map(designation_json).collect()),
+        );
+    }
+    let mut props: Vec<Json> = Vec::new();
+    if let Some(s) = &c.status {
+        props.push(json!({ "code": "status", "valueCode": s }));
+    }
+    if c.inactive {
+        props.push(json!({ "code": "inactive", "valueBoolean": true }));
+    }
+    if c.not_selectable {
+        props.push(json!({ "code": "notSelectable", "valueBoolean": true }));
+    }
+    for p in &c.parents {
+        props.push(json!({ "code": "parent", "valueCode": p }));
+    }
+    for (code, v) in &c.properties {
+        let (key, value) = value_json(v);
+        let mut p = Map::new();
+        p.insert("code".into(), json!(code));
+        p.insert(key.into(), value);
+        props.push(Json::Object(p));
+    }
+    if !props.is_empty() {
+        o.insert("property".into(), Json::Array(props));
+    }
+    Json::Object(o)
+}
+
+/// One designation as FHIR JSON.
+pub fn designation_json(d: &Designation) -> Json {
+    let mut o = Map::new();
+    if let Some(l) = &d.language {
+        o.insert("language".into(), json!(l));
+    }
+    if let Some((s, c, disp)) = &d.use_ {
+        let mut u = json!({ "system": s, "code": c });
+        if let Some(x) = disp {
+            u["display"] = json!(x);
+        }
+        o.insert("use".into(), u);
+    }
+    o.insert("value".into(), json!(d.value));
+    Json::Object(o)
+}
+
+fn text(obj: &Json, key: &str) -> Option<String> {
+    obj.get(key).and_then(Json::as_str).map(str::to_string)
+}
+
+/// Reads a plain FHIR R4 CodeSystem resource into metadata and one release. `origin` names the
+/// file for errors and provenance.
+pub fn code_system_from_fhir(
+    resource: &Json,
+    origin: &str,
+) -> Result<(CodeSystemMeta, Release), FhirError> {
+    let invalid = |m: String| FhirError::Invalid(format!("{origin}: {m}"));
+    if resource.get("resourceType").and_then(Json::as_str) != Some("CodeSystem") {
+        return Err(invalid("not a CodeSystem resource".into()));
+    }
+    let url = text(resource, "url").ok_or_else(|| invalid("CodeSystem has no url".into()))?;
+    let id = text(resource, "id").unwrap_or_else(|| crate::mapping::default_id(&url));
+    let version = text(resource, "version").unwrap_or_default();
+    let properties: Vec<PropertyDecl> = resource
+        .get("property")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| {
+                    Some(PropertyDecl {
+                        code: text(p, "code")?,
+                        kind: text(p, "type").unwrap_or_else(|| "string".into()),
+                        uri: text(p, "uri"),
+                        description: text(p, "description"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let filters: Vec<FilterDecl> = resource
+        .get("filter")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| {
+                    Some(FilterDecl {
+                        code: text(f, "code")?,
+                        op: f
+                            .get("operator")
+                            .and_then(Json::as_array)
+                            .map(|o| {
+                                o.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        value: text(f, "value").unwrap_or_default(),
+                        description: text(f, "description"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    const MODELLED: [&str; 16] = [
+        "resourceType",
+        "id",
+        "url",
+        "version",
+        "name",
+        "title",
+        "status",
+        "publisher",
+        "description",
+        "copyright",
+        "caseSensitive",
+        "content",
+        "hierarchyMeaning",
+        "property",
+        "filter",
+        "concept",
+    ];
+    let extra: Map<String, Json> = resource
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| {
+                    !MODELLED.contains(&k.as_str())
+                        && k.as_str() != "count"
+                        && k.as_str() != "text"
+                        && k.as_str() != "meta"
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let meta = CodeSystemMeta {
+        url: url.clone(),
+        id: id.clone(),
+        name: text(resource, "name"),
+        title: text(resource, "title"),
+        status: text(resource, "status").unwrap_or_else(|| "active".into()),
+        publisher: text(resource, "publisher"),
+        description: text(resource, "description"),
+        copyright: text(resource, "copyright"),
+        case_sensitive: resource
+            .get("caseSensitive")
+            .and_then(Json::as_bool)
+            .unwrap_or(true),
+        content: text(resource, "content").unwrap_or_else(|| "complete".into()),
+        hierarchy_meaning: text(resource, "hierarchyMeaning"),
+        properties: properties.clone(),
+        filters,
+        feeds: vec![format!("resource:{id}")],
+        extra: (!extra.is_empty()).then_some(extra),
+    };
+    let mut concepts = Vec::new();
+    if let Some(list) = resource.get("concept").and_then(Json::as_array) {
+        for c in list {
+            read_concepts(c, None, &properties, &mut concepts, origin)?;
+        }
+    }
+    concepts.sort_by(|a, b| a.code.cmp(&b.code));
+    concepts.dedup_by(|a, b| a.code == b.code);
+    let release = Release {
+        info: ReleaseInfo {
+            feed: format!("resource:{id}"),
+            version,
+            source: origin.to_string(),
+            rows_read: concepts.len() as u64,
+            concepts: concepts.len() as u64,
+            mapping_hash: String::new(),
+            source_hash: crate::source::ContentHash::of(resource.to_string().as_bytes()),
+            imported_at: crate::mapping::now_rfc3339(),
+        },
+        concepts,
+    };
+    Ok((meta, release))
+}
+
+fn read_concepts(
+    c: &Json,
+    parent: Option<&str>,
+    decls: &[PropertyDecl],
+    out: &mut Vec<Concept>,
+    origin: &str,
+) -> Result<(), FhirError> {
+    let code = text(c, "code")
+        .ok_or_else(|| FhirError::Invalid(format!("{origin}: a concept has no code")))?;
+    let mut k = Concept::new(code.as_str());
+    k.display = text(c, "display").map(Into::into);
+    k.definition = text(c, "definition").map(Into::into);
+    if let Some(p) = parent {
+        k.parents.push(p.into());
+    }
+    if let Some(ds) = c.get("designation").and_then(Json::as_array) {
+        for d in ds {
+            let Some(value) = text(d, "value") else {
+                continue;
+            };
+            k.designations.push(Designation {
+                language: text(d, "language").map(Into::into),
+                use_: d.get("use").and_then(|u| {
+                    Some((
+                        text(u, "system")?.into(),
+                        text(u, "code")?.into(),
+                        text(u, "display").map(Into::into),
+                    ))
+                }),
+                value: value.into(),
+            });
+        }
+    }
+    if let Some(ps) = c.get("property").and_then(Json::as_array) {
+        for p in ps {
+            let Some(pcode) = text(p, "code") else {
+                continue;
+            };
+            let Some((key, v)) = p
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, _)| k.starts_with("value")))
+            else {
+                continue;
+            };
+            let value = match (key.as_str(), v) {
+                ("valueCode", Json::String(s)) => Value::Code(s.as_str().into()),
+                ("valueString", Json::String(s)) => Value::String(s.as_str().into()),
+                ("valueDateTime", Json::String(s)) => Value::DateTime(s.as_str().into()),
+                ("valueBoolean", Json::Bool(b)) => Value::Boolean(*b),
+                ("valueInteger", n) => Value::Integer(n.as_i64().unwrap_or_default()),
+                ("valueDecimal", n) => Value::Decimal(n.to_string().into()),
+                ("valueCoding", coding) => Value::Coding {
+                    system: text(coding, "system").unwrap_or_default().into(),
+                    code: text(coding, "code").unwrap_or_default().into(),
+                    display: text(coding, "display").map(Into::into),
+                },
+                (_, other) => Value::String(other.to_string().into()),
+            };
+            match pcode.as_str() {
+                "parent" => k.parents.push(value.as_text().as_ref().into()),
+                "inactive" => k.inactive = value == Value::Boolean(true),
+                "notSelectable" => k.not_selectable = value == Value::Boolean(true),
+                "status" => {
+                    let s = value.as_text().into_owned();
+                    if matches!(s.as_str(), "retired" | "inactive") {
+                        k.inactive = true;
+                    }
+                    k.status = Some(s.into());
+                }
+                "child" => {}
+                _ => {
+                    let _ = decls;
+                    k.properties.push((pcode.into(), value));
+                }
+            }
+        }
+    }
+    out.push(k);
+    if let Some(children) = c.get("concept").and_then(Json::as_array) {
+        for ch in children {
+            read_concepts(ch, Some(&code), decls, out, origin)?;
+        }
+    }
+    Ok(())
+}
