@@ -142,6 +142,12 @@ impl Template {
                         TemplateError(format!("unclosed `{{` at character {} of {text:?}", i + 1))
                     })?;
                     let inner = &rest[..end];
+                    if inner.contains('{') {
+                        return Err(TemplateError(format!(
+                            "unclosed `{{` at character {} of {text:?}",
+                            i + 1
+                        )));
+                    }
                     let mut parts = inner.split('|').map(str::trim);
                     let column = parts.next().unwrap_or_default().to_string();
                     if column.is_empty() {

@@ -66,18 +66,7 @@ impl Drop for TempDownload {
 /// into `scratch_dir` first. Non-2xx statuses are errors.
 pub async fn fetch(location: &str, scratch_dir: &Path) -> Result<LocalFile, SourceError> {
     if !is_url(location) {
-        let path = PathBuf::from(location);
-        if !path.is_file() {
-            return Err(SourceError::Io {
-                path: location.to_string(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        return Ok(LocalFile {
-            path,
-            display_name: location.to_string(),
-            _temp: None,
-        });
+        return local_file(location);
     }
     let fetch_err = |message: String| SourceError::Fetch {
         url: location.to_string(),
@@ -128,6 +117,22 @@ pub async fn fetch(location: &str, scratch_dir: &Path) -> Result<LocalFile, Sour
         path: temp,
         display_name: location.to_string(),
         _temp: Some(guard),
+    })
+}
+
+/// A local file, checked to exist.
+pub fn local_file(location: &str) -> Result<LocalFile, SourceError> {
+    let path = PathBuf::from(location);
+    if !path.is_file() {
+        return Err(SourceError::Io {
+            path: location.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    Ok(LocalFile {
+        path,
+        display_name: location.to_string(),
+        _temp: None,
     })
 }
 

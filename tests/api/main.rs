@@ -1,0 +1,12 @@
+//! Integration tests: the real router (`oneshot`) over the shipped mappings fed with real register
+//! slices from `tests/fixtures`, plus a few tests over a bound loopback port.
+
+mod default_run;
+mod errors;
+mod expand;
+mod lookup;
+mod loopback;
+mod mappings;
+mod resources;
+mod support;
+mod validate;

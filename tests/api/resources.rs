@@ -1,0 +1,164 @@
+//! Read, search, metadata and `$subsumes`.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::json;
+
+use super::support::*;
+
+const ODS: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
+
+#[tokio::test]
+async fn small_code_system_is_read_with_concepts_and_summary_drops_them() {
+    let cs = get("/fhir/CodeSystem/icd-10").await.json();
+    assert_eq!(cs["resourceType"], "CodeSystem");
+    assert_eq!(cs["url"], ICD10);
+    let n = cs["concept"].as_array().expect("concepts").len();
+    assert_eq!(cs["count"], n);
+    assert_eq!(n, 363);
+    let j459 = cs["concept"]
+        .as_array()
+        .expect("c")
+        .iter()
+        .find(|c| c["code"] == "J45.9")
+        .expect("J45.9");
+    assert!(
+        j459["property"]
+            .as_array()
+            .expect("p")
+            .contains(&json!({"code": "parent", "valueCode": "J45"}))
+    );
+    let summary = get("/fhir/CodeSystem/icd-10?_summary=true").await.json();
+    assert!(summary.get("concept").is_none());
+    assert_eq!(summary["meta"]["tag"][0]["code"], "SUBSETTED");
+    assert_eq!(summary["count"], 363);
+}
+
+#[tokio::test]
+async fn every_version_is_readable_and_searchable() {
+    let bundle = get(&format!("/fhir/CodeSystem?url={}", enc(ODS)))
+        .await
+        .json();
+    assert_eq!(bundle["type"], "searchset");
+    assert_eq!(bundle["total"], 3);
+    let ids: Vec<&str> = bundle["entry"]
+        .as_array()
+        .expect("e")
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            "ods-organization-code--2020-01-01",
+            "ods-organization-code--2020-10-01",
+            "ods-organization-code"
+        ]
+    );
+    assert!(
+        bundle["entry"][0]["resource"].get("concept").is_none(),
+        "search returns summaries"
+    );
+    let old = get("/fhir/CodeSystem/ods-organization-code--2020-01-01")
+        .await
+        .json();
+    assert_eq!(old["version"], "2020-01-01");
+    let epraccur_rows = ods_rows("ods/epraccur_2020-01_slice.csv").len();
+    assert_eq!(old["count"], epraccur_rows);
+    let by_version = get(&format!(
+        "/fhir/CodeSystem?url={}&version=2020-10-01",
+        enc(ODS)
+    ))
+    .await
+    .json();
+    assert_eq!(by_version["total"], 1);
+    let by_name = get("/fhir/CodeSystem?name=icd").await.json();
+    assert_eq!(by_name["total"], 1);
+    let count = get("/fhir/CodeSystem?_summary=count").await.json();
+    assert_eq!(count["total"], 6);
+    assert!(count.get("entry").is_none());
+    let vs = get("/fhir/ValueSet/ods-gp-practices").await.json();
+    assert_eq!(vs["compose"]["include"][0]["system"], ODS);
+    let vs_search = get("/fhir/ValueSet?title=ODS").await.json();
+    assert!(vs_search["total"].as_u64().expect("n") >= 5);
+    assert_eq!(
+        get("/fhir/CodeSystem/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/fhir/ValueSet/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/fhir/CodeSystem?_count=x").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn capability_statement_advertises_only_routes_that_exist() {
+    let cs = get("/fhir/metadata").await.json();
+    let mut shown = cs.clone();
+    shown["software"]["version"] = serde_json::json!("[version]");
+    insta::assert_snapshot!("capability_statement", pretty(&shown));
+    for resource in cs["rest"][0]["resource"].as_array().expect("resources") {
+        let kind = resource["type"].as_str().expect("type");
+        for op in resource["operation"].as_array().expect("ops") {
+            let name = op["name"].as_str().expect("name");
+            for method in ["GET", "POST"] {
+                let req = Request::builder()
+                    .method(method)
+                    .uri(format!("/fhir/{kind}/${name}"))
+                    .body(Body::empty())
+                    .expect("req");
+                let r = send_to(state(), req).await;
+                assert!(
+                    r.status != StatusCode::NOT_FOUND && r.status != StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {kind}/${name} is advertised but answers {}",
+                    r.status
+                );
+            }
+        }
+        let r = get(&format!("/fhir/{kind}")).await;
+        assert_eq!(r.status, StatusCode::OK, "search-type on {kind}");
+    }
+}
+
+#[tokio::test]
+async fn subsumes_follows_the_hierarchy() {
+    let ask = |a: &str, b: &str| {
+        format!(
+            "/fhir/CodeSystem/$subsumes?system={}&codeA={}&codeB={}",
+            enc(ICD10),
+            enc(a),
+            enc(b)
+        )
+    };
+    for (a, b, outcome) in [
+        ("J45", "J45.9", "subsumes"),
+        ("J45.9", "J40-J47", "subsumed-by"),
+        ("J45.9", "J45.9", "equivalent"),
+        ("J45.9", "J44.1", "not-subsumed"),
+        ("X", "J45.9", "subsumes"),
+    ] {
+        let p = get(&ask(a, b)).await.json();
+        assert_eq!(param(&p, "outcome"), Some(&json!(outcome)), "{a} vs {b}");
+    }
+    let ods = get(&format!(
+        "/fhir/CodeSystem/$subsumes?system={}&codeA=00K&codeB=A81001",
+        enc(ODS)
+    ))
+    .await
+    .json();
+    assert_eq!(
+        param(&ods, "outcome"),
+        Some(&json!("subsumes")),
+        "a commissioner subsumes its practices"
+    );
+    assert_eq!(get(&ask("J45", "NOPE")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get("/fhir/CodeSystem/$subsumes?codeA=J45").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -1,0 +1,234 @@
+//! Shared test set-up: a registry built once from the shipped mappings and the fixture slices,
+//! and helpers that send requests through the real router.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use fhir_registers::mapping::{self, MappingSet};
+use fhir_registers::source::LocalFile;
+use fhir_registers::store::persist;
+use fhir_registers::{AppState, app, registers};
+use http_body_util::BodyExt;
+use serde_json::Value as Json;
+use tower::ServiceExt;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture file's path.
+pub fn fixture(rel: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(rel)
+}
+
+/// Which fixture feeds which shipped mapping.
+pub const FIXTURES: [(&str, &str); 6] = [
+    ("ods-epraccur", "ods/epraccur_2020-01_slice.csv"),
+    ("ods-etr", "ods/etr_2020-10_slice.csv"),
+    ("ods-eccg", "ods/eccg_2024-07_slice.csv"),
+    ("ods-roles", "ods/ods_organisation_roles.csv"),
+    ("icd10-who", "icd10/who_icd10_2019_slice.csv"),
+    (
+        "postcodes-codepoint",
+        "postcodes/codepoint_TS18_slice.csv.gz",
+    ),
+];
+
+/// A local file handle for a fixture.
+pub fn local(rel: &str) -> LocalFile {
+    fhir_registers::source::local_file(fixture(rel).to_str().expect("utf-8 path"))
+        .expect("fixture exists")
+}
+
+/// The shipped mappings.
+pub fn shipped() -> MappingSet {
+    MappingSet::load_dir(&repo().join("mappings")).expect("shipped mappings load")
+}
+
+/// Imports every shipped mapping from its fixture into `data_dir`.
+pub fn import_fixtures(set: &MappingSet, data_dir: &std::path::Path) {
+    for m in &set.mappings {
+        let (_, rel) = FIXTURES
+            .iter()
+            .find(|(feed, _)| *feed == m.feed())
+            .unwrap_or_else(|| panic!("no fixture for feed {}", m.feed()));
+        let version = m
+            .spec
+            .source
+            .default_version
+            .clone()
+            .expect("default version");
+        let release = mapping::read_release(m, &local(rel), &version, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{} fixture imports: {e}", m.feed()));
+        persist::save_release(data_dir, &release).expect("saves");
+    }
+}
+
+/// The shared server state over the fixtures (built once per test binary).
+pub fn state() -> Arc<AppState> {
+    static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir").keep();
+            let set = shipped();
+            import_fixtures(&set, &dir);
+            let registry = registers::build_registry(&set, &dir, &[]).expect("registry builds");
+            Arc::new(AppState::new(registry))
+        })
+        .clone()
+}
+
+/// A response: status, content type, body bytes.
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body text if it is not).
+    pub fn json(&self) -> Json {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends a request through the router of `state`.
+pub async fn send_to(state: Arc<AppState>, req: Request<Body>) -> Reply {
+    let resp = app(state).oneshot(req).await.expect("router answers");
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// GET a path (under `/fhir`).
+pub async fn get(path: &str) -> Reply {
+    let req = Request::get(path).body(Body::empty()).expect("request");
+    send_to(state(), req).await
+}
+
+/// POST a FHIR JSON body.
+pub async fn post(path: &str, body: &Json) -> Reply {
+    let req = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/fhir+json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    send_to(state(), req).await
+}
+
+/// Percent-encodes a query value.
+pub fn enc(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
+/// The value of the first output parameter called `name` (its `value[x]`).
+pub fn param<'a>(params: &'a Json, name: &str) -> Option<&'a Json> {
+    params["parameter"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| {
+            p.as_object()?
+                .iter()
+                .find(|(k, _)| k.starts_with("value") || *k == "resource")
+                .map(|(_, v)| v)
+        })
+}
+
+/// Every `property` of a `$lookup` answer as (code, value JSON).
+pub fn properties(params: &Json) -> Vec<(String, Json)> {
+    params["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "property")
+        .filter_map(|p| {
+            let parts = p["part"].as_array()?;
+            let code = parts.iter().find(|x| x["name"] == "code")?["valueCode"]
+                .as_str()?
+                .to_string();
+            let value = parts.iter().find(|x| x["name"] == "value")?;
+            let v = value
+                .as_object()?
+                .iter()
+                .find(|(k, _)| k.starts_with("value"))?
+                .1
+                .clone();
+            Some((code, v))
+        })
+        .collect()
+}
+
+/// Codes of an expansion's `contains`.
+pub fn codes(vs: &Json) -> Vec<String> {
+    vs["expansion"]["contains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["code"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Reads a headerless ODS fixture into its rows.
+pub fn ods_rows(rel: &str) -> Vec<Vec<String>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(fixture(rel))
+        .expect("fixture");
+    r.records()
+        .map(|rec| rec.expect("row").iter().map(str::to_string).collect())
+        .collect()
+}
+
+/// The issue of an OperationOutcome: (code, text).
+pub fn outcome(oo: &Json) -> (String, String) {
+    assert_eq!(oo["resourceType"], "OperationOutcome", "{oo}");
+    (
+        oo["issue"][0]["code"].as_str().unwrap_or("").to_string(),
+        oo["issue"][0]["details"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    )
+}
+
+/// Pretty JSON text for snapshots. (serde_json's `arbitrary_precision`, switched on by fhirbolt,
+/// makes insta's own JSON serialiser print numbers as private structs, so snapshots are taken
+/// of serde_json's text.)
+pub fn pretty(v: &Json) -> String {
+    serde_json::to_string_pretty(v).expect("serialises")
+}
+
+/// Replaces volatile expansion fields with named placeholders.
+pub fn redact_expansion(mut v: Json) -> Json {
+    if let Some(exp) = v.get_mut("expansion") {
+        exp["identifier"] = Json::String("[identifier]".into());
+        exp["timestamp"] = Json::String("[timestamp]".into());
+    }
+    v
+}
