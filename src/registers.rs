@@ -66,13 +66,13 @@ pub fn load_resources(dir: &Path) -> Result<Vec<(String, Json)>, LoadError> {
                     .into_iter()
                     .flatten()
                 {
-                    if let Some(r) = entry.get("resource") {
-                        if matches!(
+                    if let Some(r) = entry.get("resource")
+                        && matches!(
                             r.get("resourceType").and_then(Json::as_str),
                             Some("CodeSystem" | "ValueSet")
-                        ) {
-                            out.push((name.clone(), r.clone()));
-                        }
+                        )
+                    {
+                        out.push((name.clone(), r.clone()));
                     }
                 }
             }

@@ -116,12 +116,12 @@ pub fn search_controls(req: &FhirRequest) -> Result<Option<usize>, FhirError> {
             FhirError::Invalid(format!("_count must be a non-negative integer, not '{c}'"))
         })?),
     };
-    if let Some(s) = req.query_value("_summary") {
-        if !["true", "false", "count", "text", "data"].contains(&s) {
-            return Err(FhirError::Invalid(format!(
-                "_summary must be true, false, count, text or data, not '{s}'"
-            )));
-        }
+    if let Some(s) = req.query_value("_summary")
+        && !["true", "false", "count", "text", "data"].contains(&s)
+    {
+        return Err(FhirError::Invalid(format!(
+            "_summary must be true, false, count, text or data, not '{s}'"
+        )));
     }
     Ok(count)
 }

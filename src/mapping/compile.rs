@@ -13,7 +13,7 @@ use super::spec::{
 };
 use super::text::{DateFormat, Normaliser, Template, TemplatePiece};
 use crate::source::ContentHash;
-use crate::store::{Concept, Designation, Value};
+use crate::store::{Concept, Designation, DesignationUse, Value};
 
 /// Implicit properties every CodeSystem has, whether declared or not.
 pub const IMPLICIT_PROPERTIES: [&str; 4] = ["status", "inactive", "parent", "child"];
@@ -98,7 +98,7 @@ struct PropertyRule {
 #[derive(Debug, Clone)]
 struct DesignationRule {
     language: Option<Box<str>>,
-    use_: Option<(Box<str>, Box<str>, Option<Box<str>>)>,
+    use_: Option<DesignationUse>,
     source: Source,
 }
 
@@ -346,10 +346,10 @@ impl Mapping {
                 "a file without a header (`header = false`) needs its column names listed",
             );
         }
-        if let Some(v) = &spec.source.default_version {
-            if v.trim().is_empty() {
-                c.err("source.default_version", "must not be empty");
-            }
+        if let Some(v) = &spec.source.default_version
+            && v.trim().is_empty()
+        {
+            c.err("source.default_version", "must not be empty");
         }
         if spec.code_system.url.trim().is_empty() || !spec.code_system.url.contains(':') {
             c.err("code_system.url", "must be an absolute canonical URL");
@@ -394,11 +394,11 @@ impl Mapping {
                 &d.normalise,
             );
             let use_ = match (&d.use_system, &d.use_code) {
-                (Some(s), Some(code)) => Some((
-                    s.as_str().into(),
-                    code.as_str().into(),
-                    d.use_display.as_deref().map(Into::into),
-                )),
+                (Some(s), Some(code)) => Some(DesignationUse {
+                    system: s.as_str().into(),
+                    code: code.as_str().into(),
+                    display: d.use_display.as_deref().map(Into::into),
+                }),
                 (None, None) => None,
                 _ => {
                     c.err(&key, "`use_system` and `use_code` go together");
@@ -520,10 +520,10 @@ impl Mapping {
             if let Some(v) = &f.not_in {
                 ops.push(RowFilterOp::NotIn(v.clone()));
             }
-            if let Some(v) = &f.regex {
-                if let Some(r) = c.regex(&format!("{key}.regex"), v) {
-                    ops.push(RowFilterOp::Regex(r));
-                }
+            if let Some(v) = &f.regex
+                && let Some(r) = c.regex(&format!("{key}.regex"), v)
+            {
+                ops.push(RowFilterOp::Regex(r));
             }
             if let Some(v) = f.empty {
                 ops.push(RowFilterOp::Empty(v));
@@ -996,12 +996,12 @@ impl Bound<'_> {
                 concept.parents.push(p.into());
             }
         }
-        if let Some((re, rep)) = &m.parent_regex {
-            if re.is_match(&concept.code) {
-                let p = re.replace(&concept.code, rep.as_str()).into_owned();
-                if !p.is_empty() && p != concept.code.as_ref() {
-                    concept.parents.push(p.into());
-                }
+        if let Some((re, rep)) = &m.parent_regex
+            && re.is_match(&concept.code)
+        {
+            let p = re.replace(&concept.code, rep.as_str()).into_owned();
+            if !p.is_empty() && p != concept.code.as_ref() {
+                concept.parents.push(p.into());
             }
         }
         if let Some((col, values)) = &m.not_selectable {

@@ -109,7 +109,7 @@ pub fn read_release(
                 }
             }
             row += 1;
-            if row % 8192 == 0 {
+            if row.is_multiple_of(8192) {
                 progress(reader.position().byte());
             }
             match bound.convert(&record, row, version) {

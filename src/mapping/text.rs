@@ -275,7 +275,9 @@ impl DateFormat {
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
         2 => 28,
         _ => 31,
     }
@@ -350,15 +352,30 @@ mod tests {
 
     #[test]
     fn bad_templates_say_what_is_wrong() {
-        assert!(Template::parse("{name").unwrap_err().0.contains("unclosed"));
-        assert!(Template::parse("{}").unwrap_err().0.contains("empty"));
+        assert!(
+            Template::parse("{name")
+                .expect_err("invalid")
+                .0
+                .contains("unclosed")
+        );
+        assert!(
+            Template::parse("{}")
+                .expect_err("invalid")
+                .0
+                .contains("empty")
+        );
         assert!(
             Template::parse("{name|shout}")
-                .unwrap_err()
+                .expect_err("invalid")
                 .0
                 .contains("unknown function `shout`")
         );
-        assert!(Template::parse("a}b").unwrap_err().0.contains("unmatched"));
+        assert!(
+            Template::parse("a}b")
+                .expect_err("invalid")
+                .0
+                .contains("unmatched")
+        );
     }
 
     #[test]

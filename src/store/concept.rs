@@ -45,13 +45,24 @@ impl Value {
     }
 }
 
+/// The `use` Coding of a designation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DesignationUse {
+    /// Coding system.
+    pub system: Box<str>,
+    /// Coding code.
+    pub code: Box<str>,
+    /// Coding display.
+    pub display: Option<Box<str>>,
+}
+
 /// One designation of a concept.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Designation {
     /// BCP-47 language.
     pub language: Option<Box<str>>,
-    /// `use` as (system, code, display).
-    pub use_: Option<(Box<str>, Box<str>, Option<Box<str>>)>,
+    /// `use`.
+    pub use_: Option<DesignationUse>,
     /// The text.
     pub value: Box<str>,
 }

@@ -38,11 +38,11 @@ impl IndexedRelease {
         }
         pairs.sort_unstable();
         pairs.dedup();
-        let mut words = Vec::new();
+        let mut words: Vec<Box<str>> = Vec::new();
         let mut word_start = Vec::new();
         let mut postings = Vec::with_capacity(pairs.len());
         for (w, i) in pairs {
-            if words.last().map(|l: &Box<str>| &**l) != Some(w.as_str()) {
+            if words.last().map(AsRef::as_ref) != Some(w.as_str()) {
                 words.push(w.into_boxed_str());
                 word_start.push(postings.len() as u32);
             }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-pub use concept::{Concept, Designation, Release, ReleaseInfo, Value};
+pub use concept::{Concept, Designation, DesignationUse, Release, ReleaseInfo, Value};
 pub use index::{IndexedRelease, matches_words, words};
 
 /// A property a CodeSystem advertises (`CodeSystem.property`).

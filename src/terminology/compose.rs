@@ -290,7 +290,7 @@ fn holds(cs: &CodeSystemVersion, c: &Concept, p: &Pred) -> bool {
         Pred::In(f, vs) => field_values(cs, c, f).iter().any(|x| vs.contains(x)),
         Pred::NotIn(f, vs) => !field_values(cs, c, f).iter().any(|x| vs.contains(x)),
         Pred::Regex(f, re) => field_values(cs, c, f).iter().any(|x| re.is_match(x)),
-        Pred::Exists(f, want) => !field_values(cs, c, f).is_empty() == *want,
+        Pred::Exists(f, want) => field_values(cs, c, f).is_empty() != *want,
     }
 }
 
@@ -315,6 +315,9 @@ fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<Vec<ConceptRef>>
     }
     None
 }
+
+/// A membership hit: the CodeSystem version, the concept, and the display the ValueSet gives it.
+pub type Hit = (Arc<CodeSystemVersion>, ConceptRef, Option<String>);
 
 /// A code found in an expansion or membership test.
 #[derive(Debug, Clone)]
@@ -532,14 +535,14 @@ impl Evaluator<'_> {
         };
         if !rule.concepts.is_empty() {
             for (code, display) in &rule.concepts {
-                if let Some(r) = cs.find(code) {
-                    if keep(cs.concept(r)) {
-                        out.members.push(Member {
-                            system: s,
-                            concept: r,
-                            display: display.clone(),
-                        });
-                    }
+                if let Some(r) = cs.find(code)
+                    && keep(cs.concept(r))
+                {
+                    out.members.push(Member {
+                        system: s,
+                        concept: r,
+                        display: display.clone(),
+                    });
                 }
             }
             return Ok(out);
@@ -568,7 +571,7 @@ impl Evaluator<'_> {
         compose: &Compose,
         system: &str,
         code: &str,
-    ) -> Result<Option<(Arc<CodeSystemVersion>, ConceptRef, Option<String>)>, FhirError> {
+    ) -> Result<Option<Hit>, FhirError> {
         self.contains_depth(compose, system, code, 0)
     }
 
@@ -578,7 +581,7 @@ impl Evaluator<'_> {
         system: &str,
         code: &str,
         depth: usize,
-    ) -> Result<Option<(Arc<CodeSystemVersion>, ConceptRef, Option<String>)>, FhirError> {
+    ) -> Result<Option<Hit>, FhirError> {
         if depth > MAX_IMPORT_DEPTH {
             return Err(FhirError::Unprocessable(
                 "ValueSet imports nest too deeply (is there a cycle?)".into(),
@@ -607,7 +610,7 @@ impl Evaluator<'_> {
         system: &str,
         code: &str,
         depth: usize,
-    ) -> Result<Option<(Arc<CodeSystemVersion>, ConceptRef, Option<String>)>, FhirError> {
+    ) -> Result<Option<Hit>, FhirError> {
         let mut imported_hit = None;
         for canonical in &rule.value_sets {
             let vs = self.value_set(canonical)?;

@@ -204,10 +204,10 @@ pub fn expand(
             );
         }
         let mut ext = Vec::new();
-        if req.include_definition {
-            if let Some(d) = &c.definition {
-                ext.push(json!({ "url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition", "valueString": d }));
-            }
+        if req.include_definition
+            && let Some(d) = &c.definition
+        {
+            ext.push(json!({ "url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition", "valueString": d }));
         }
         for p in &req.properties {
             let mut values: Vec<(&str, Json)> = Vec::new();

@@ -112,9 +112,9 @@ pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirErro
             if let Some(l) = &d.language {
                 parts.push(part("language", "valueCode", json!(l)));
             }
-            if let Some((s, code, display)) = &d.use_ {
-                let mut coding = json!({ "system": s, "code": code });
-                if let Some(disp) = display {
+            if let Some(u) = &d.use_ {
+                let mut coding = json!({ "system": u.system, "code": u.code });
+                if let Some(disp) = &u.display {
                     coding["display"] = json!(disp);
                 }
                 parts.push(part("use", "valueCoding", coding));

@@ -107,13 +107,13 @@ pub fn concept_property_parts(
             part("value", "valueBoolean", json!(c.inactive)),
         ]);
     }
-    if wants("status") {
-        if let Some(s) = &c.status {
-            out.push(vec![
-                part("code", "valueCode", json!("status")),
-                part("value", "valueCode", json!(s)),
-            ]);
-        }
+    if wants("status")
+        && let Some(s) = &c.status
+    {
+        out.push(vec![
+            part("code", "valueCode", json!("status")),
+            part("value", "valueCode", json!(s)),
+        ]);
     }
     if c.not_selectable && wants("notSelectable") {
         out.push(vec![

@@ -6,8 +6,8 @@ use serde_json::{Map, Value as Json, json};
 use super::value_json;
 use crate::error::FhirError;
 use crate::store::{
-    CodeSystemMeta, CodeSystemVersion, Concept, Designation, FilterDecl, PropertyDecl, Release,
-    ReleaseInfo, Value, version_id,
+    CodeSystemMeta, CodeSystemVersion, Concept, Designation, DesignationUse, FilterDecl,
+    PropertyDecl, Release, ReleaseInfo, Value, version_id,
 };
 
 /// The resource id of a CodeSystem version: `{id}` for the latest, `{id}--{version}` otherwise.
@@ -161,9 +161,9 @@ pub fn designation_json(d: &Designation) -> Json {
     if let Some(l) = &d.language {
         o.insert("language".into(), json!(l));
     }
-    if let Some((s, c, disp)) = &d.use_ {
-        let mut u = json!({ "system": s, "code": c });
-        if let Some(x) = disp {
+    if let Some(use_) = &d.use_ {
+        let mut u = json!({ "system": use_.system, "code": use_.code });
+        if let Some(x) = &use_.display {
             u["display"] = json!(x);
         }
         o.insert("use".into(), u);
@@ -328,11 +328,11 @@ fn read_concepts(
             k.designations.push(Designation {
                 language: text(d, "language").map(Into::into),
                 use_: d.get("use").and_then(|u| {
-                    Some((
-                        text(u, "system")?.into(),
-                        text(u, "code")?.into(),
-                        text(u, "display").map(Into::into),
-                    ))
+                    Some(DesignationUse {
+                        system: text(u, "system")?.into(),
+                        code: text(u, "code")?.into(),
+                        display: text(u, "display").map(Into::into),
+                    })
                 }),
                 value: value.into(),
             });

@@ -333,10 +333,10 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     if let Some(c) = code {
         params.value("code", "valueCode", json!(c));
     }
-    if let Some((cs, r)) = &o.found {
-        if let Some(d) = &cs.concept(*r).display {
-            params.value("display", "valueString", json!(d));
-        }
+    if let Some((cs, r)) = &o.found
+        && let Some(d) = &cs.concept(*r).display
+    {
+        params.value("display", "valueString", json!(d));
     }
     let all_issues: Vec<&Issue> = if result {
         o.issues.iter().collect()
@@ -357,10 +357,10 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         texts.dedup();
         params.value("message", "valueString", json!(texts.join("; ")));
     }
-    if let Some((cs, r)) = &o.found {
-        if cs.concept(*r).inactive {
-            params.value("inactive", "valueBoolean", json!(true));
-        }
+    if let Some((cs, r)) = &o.found
+        && cs.concept(*r).inactive
+    {
+        params.value("inactive", "valueBoolean", json!(true));
     }
     params.value("result", "valueBoolean", json!(result));
     if let Some(s) = o
@@ -371,10 +371,10 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     {
         params.value("system", "valueUri", json!(s));
     }
-    if let Some((cs, _)) = &o.found {
-        if !cs.version.is_empty() {
-            params.value("version", "valueString", json!(cs.version));
-        }
+    if let Some((cs, _)) = &o.found
+        && !cs.version.is_empty()
+    {
+        params.value("version", "valueString", json!(cs.version));
     }
     if let Some(cc) = &req.codeable_concept {
         params.value("codeableConcept", "valueCodeableConcept", cc.clone());
