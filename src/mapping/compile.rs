@@ -93,6 +93,7 @@ struct PropertyRule {
     map: Option<BTreeMap<String, String>>,
     map_default: Option<String>,
     required: bool,
+    split: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -462,6 +463,7 @@ impl Mapping {
                     map: p.map.clone(),
                     map_default: p.map_default.clone(),
                     required: p.required,
+                    split: p.split.clone().filter(|s| !s.is_empty()),
                 });
             }
         }
@@ -880,67 +882,100 @@ impl Bound<'_> {
         }
         for p in &m.properties {
             let col = Self::source_column(&p.source);
-            let raw = self.render(&ctx, &p.source);
-            let mapped = match &p.map {
-                Some(table) if !raw.is_empty() => match table.get(&raw) {
-                    Some(v) => v.clone(),
-                    None => match &p.map_default {
-                        Some(d) => d.replace("{raw}", &raw),
-                        None => {
+            let whole = self.render(&ctx, &p.source);
+            let pieces: Vec<String> = match &p.split {
+                Some(sep) => whole
+                    .split(sep.as_str())
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect(),
+                None => vec![whole],
+            };
+            if pieces.is_empty() && p.required {
+                errors.push(self.error(&ctx, &p.key, col, None, "is empty but required"));
+            }
+            for raw in pieces {
+                let mapped = match &p.map {
+                    Some(table) if !raw.is_empty() => match table.get(&raw) {
+                        Some(v) => v.clone(),
+                        None => match &p.map_default {
+                            Some(d) => d.replace("{raw}", &raw),
+                            None => {
+                                errors.push(self.error(
+                                    &ctx,
+                                    &p.key,
+                                    col,
+                                    Some(&raw),
+                                    format!(
+                                        "is not in the value table (expected one of {})",
+                                        table.keys().cloned().collect::<Vec<_>>().join(", ")
+                                    ),
+                                ));
+                                continue;
+                            }
+                        },
+                    },
+                    _ => raw.clone(),
+                };
+                let expanded: Vec<String> = match &p.split {
+                    Some(sep) if p.map.is_some() && mapped.contains(sep.as_str()) => mapped
+                        .split(sep.as_str())
+                        .map(|x| x.trim().to_string())
+                        .filter(|x| !x.is_empty())
+                        .collect(),
+                    _ => vec![mapped],
+                };
+                for mapped in expanded {
+                    if mapped.is_empty() {
+                        if p.required {
                             errors.push(self.error(
                                 &ctx,
                                 &p.key,
                                 col,
-                                Some(&raw),
-                                format!(
-                                    "is not in the value table (expected one of {})",
-                                    table.keys().cloned().collect::<Vec<_>>().join(", ")
-                                ),
+                                None,
+                                "is empty but required",
                             ));
-                            continue;
                         }
-                    },
-                },
-                _ => raw.clone(),
-            };
-            if mapped.is_empty() {
-                if p.required {
-                    errors.push(self.error(&ctx, &p.key, col, None, "is empty but required"));
+                        continue;
+                    }
+                    let value = match p.kind {
+                        PropertyType::Code => Ok(Value::Code(mapped.into())),
+                        PropertyType::String => Ok(Value::String(mapped.into())),
+                        PropertyType::Integer => mapped
+                            .parse::<i64>()
+                            .map(Value::Integer)
+                            .map_err(|_| "is not an integer".to_string()),
+                        PropertyType::Boolean => match mapped.to_ascii_lowercase().as_str() {
+                            "true" | "1" | "y" | "yes" => Ok(Value::Boolean(true)),
+                            "false" | "0" | "n" | "no" => Ok(Value::Boolean(false)),
+                            _ => {
+                                Err("is not a boolean (expected true/false, 1/0, Y/N)".to_string())
+                            }
+                        },
+                        PropertyType::DateTime => p
+                            .date_format
+                            .to_fhir(&mapped)
+                            .map(|d| Value::DateTime(d.into()))
+                            .ok_or_else(|| {
+                                format!("is not a date (expected {})", p.date_format.name())
+                            }),
+                        PropertyType::Decimal => mapped
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|f| f.is_finite())
+                            .map(|_| Value::Decimal(mapped.as_str().into()))
+                            .ok_or_else(|| "is not a decimal".to_string()),
+                        PropertyType::Coding => Ok(Value::Coding {
+                            system: p.system.clone().unwrap_or_default(),
+                            code: mapped.into(),
+                            display: None,
+                        }),
+                    };
+                    match value {
+                        Ok(v) => concept.properties.push((p.code.clone(), v)),
+                        Err(msg) => errors.push(self.error(&ctx, &p.key, col, Some(&raw), msg)),
+                    }
                 }
-                continue;
-            }
-            let value = match p.kind {
-                PropertyType::Code => Ok(Value::Code(mapped.into())),
-                PropertyType::String => Ok(Value::String(mapped.into())),
-                PropertyType::Integer => mapped
-                    .parse::<i64>()
-                    .map(Value::Integer)
-                    .map_err(|_| "is not an integer".to_string()),
-                PropertyType::Boolean => match mapped.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "y" | "yes" => Ok(Value::Boolean(true)),
-                    "false" | "0" | "n" | "no" => Ok(Value::Boolean(false)),
-                    _ => Err("is not a boolean (expected true/false, 1/0, Y/N)".to_string()),
-                },
-                PropertyType::DateTime => p
-                    .date_format
-                    .to_fhir(&mapped)
-                    .map(|d| Value::DateTime(d.into()))
-                    .ok_or_else(|| format!("is not a date (expected {})", p.date_format.name())),
-                PropertyType::Decimal => mapped
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .map(|_| Value::Decimal(mapped.as_str().into()))
-                    .ok_or_else(|| "is not a decimal".to_string()),
-                PropertyType::Coding => Ok(Value::Coding {
-                    system: p.system.clone().unwrap_or_default(),
-                    code: mapped.into(),
-                    display: None,
-                }),
-            };
-            match value {
-                Ok(v) => concept.properties.push((p.code.clone(), v)),
-                Err(msg) => errors.push(self.error(&ctx, &p.key, col, Some(&raw), msg)),
             }
         }
         if let Some(col) = &m.status_column {

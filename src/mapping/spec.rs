@@ -304,6 +304,10 @@ pub struct PropertySpec {
     /// Row is an error when the value is empty.
     #[serde(default)]
     pub required: bool,
+    /// Splits the value on this separator into several values of the property (each mapped and
+    /// typed on its own), e.g. `"|"` for `RO319|RO326`. What `map` gives is split again, so a
+    /// table entry may stand for several values (`"3" = "RO80|RO87"`).
+    pub split: Option<String>,
 }
 
 /// Status: a value table over a column and/or an inactive-from-date rule.
@@ -371,7 +375,7 @@ pub struct ValueSetSpec {
     pub title: Option<String>,
     /// Description.
     pub description: Option<String>,
-    /// Whether inactive codes are excluded from the expansion.
+    /// FHIR `compose.inactive`: whether inactive codes are included (`false` leaves them out).
     pub inactive: Option<bool>,
     /// Include rules (unioned).
     #[serde(default)]
