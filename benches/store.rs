@@ -1,2 +1,195 @@
-//! Store benchmarks (filled in with the store).
-fn main() {}
+//! Store and operation benchmarks: `$lookup`, `$validate-code`, `$expand` with a text filter and
+//! paging, and hierarchy `is-a`, over the real registers.
+//!
+//! Inputs: the full OS Code-Point Open 2014-08 file (1.68M postcodes) from
+//! `../shared/data/postcodes` when it is there (else the shipped 34k-postcode slice), and the
+//! shipped WHO ICD-10 2019 file. Run with `cargo bench --bench store`.
+#![expect(missing_docs, reason = "criterion_group! generates an undocumented function")]
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fhir_registers::fhir::params::OperationParams;
+use fhir_registers::mapping::{self, MappingSet};
+use fhir_registers::registers;
+use fhir_registers::source;
+use fhir_registers::store::{CodeSystemVersion, IndexedRelease, Registry};
+use fhir_registers::terminology::expand::{ExpandLimits, ExpandRequest, expand};
+use fhir_registers::terminology::lookup::{LookupRequest, lookup};
+use fhir_registers::terminology::validate::{Target, ValidateRequest, validate_code};
+
+const POSTCODE: &str =
+    "https://digital.nhs.uk/services/organisation-data-service/CodeSystem/postcode";
+const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load(set: &MappingSet, feed: &str, file: &Path, registry: &mut Registry) -> Vec<String> {
+    let m = set
+        .mappings
+        .iter()
+        .find(|m| m.feed() == feed)
+        .expect("mapping");
+    let local = source::local_file(file.to_str().expect("path")).expect("file");
+    let started = Instant::now();
+    let release = mapping::read_release(m, &local, "bench", &mut |_| {}).expect("imports");
+    let codes: Vec<String> = release
+        .concepts
+        .iter()
+        .map(|c| c.code.to_string())
+        .collect();
+    let read = started.elapsed();
+    let meta = Arc::new(set.code_systems[&m.spec.code_system.url].clone());
+    let indexed = Instant::now();
+    registry.add_code_system(CodeSystemVersion::new(
+        meta,
+        "bench".into(),
+        vec![Arc::new(IndexedRelease::new(release))],
+    ));
+    eprintln!(
+        "{feed}: {} concepts from {} (read {:.1} s, index {:.1} s)",
+        codes.len(),
+        file.display(),
+        read.as_secs_f64(),
+        indexed.elapsed().as_secs_f64()
+    );
+    codes
+}
+
+fn params(pairs: &[(&str, &str)]) -> OperationParams {
+    OperationParams::from_query(
+        &pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn benches(c: &mut Criterion) {
+    let set = MappingSet::load_dir(&repo().join("mappings")).expect("mappings");
+    let mut registry = Registry::default();
+    let full = repo().join("../shared/data/postcodes/codepoint_open_gb_2014-08.csv.gz");
+    let postcodes = if full.is_file() {
+        full
+    } else {
+        repo().join("mappings/data/postcodes/codepoint_open_2014-08_TS_DL_HG.csv.gz")
+    };
+    let codes = load(&set, "postcodes-codepoint", &postcodes, &mut registry);
+    load(
+        &set,
+        "icd10-who",
+        &repo().join("mappings/data/icd10/who_icd10_2019_flat.csv"),
+        &mut registry,
+    );
+    for vs in set.value_sets() {
+        registers::add_value_set(&mut registry, vs);
+    }
+    let picks: Vec<&String> = (0..1024)
+        .map(|i| &codes[(i * 7919 * 104_729) % codes.len()])
+        .collect();
+
+    let mut g = c.benchmark_group("lookup");
+    let mut i = 0;
+    g.bench_function("postcode", |b| {
+        b.iter(|| {
+            i = (i + 1) % picks.len();
+            let req = LookupRequest {
+                system: POSTCODE.into(),
+                code: picks[i].clone(),
+                ..Default::default()
+            };
+            black_box(lookup(&registry, &req).expect("found"))
+        })
+    });
+    g.bench_function("icd10_with_parse", |b| {
+        let p = params(&[("system", ICD10), ("code", "J45.9")]);
+        b.iter(|| {
+            black_box(
+                lookup(&registry, &LookupRequest::from_params(&p).expect("ok")).expect("found"),
+            )
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("validate_code");
+    g.bench_function("postcode_in_code_system", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % picks.len();
+            let p = params(&[("url", POSTCODE), ("code", picks[i].as_str())]);
+            let req = ValidateRequest::from_params(&p, Target::CodeSystem).expect("ok");
+            black_box(validate_code(&registry, &req).expect("answers"))
+        })
+    });
+    g.bench_function("icd10_in_value_set_is_a", |b| {
+        let p = params(&[
+            (
+                "url",
+                "https://fhir-registers.org/fhir/ValueSet/icd-10-chapter-x",
+            ),
+            ("system", ICD10),
+            ("code", "J45.9"),
+        ]);
+        let req = ValidateRequest::from_params(&p, Target::ValueSet).expect("ok");
+        b.iter(|| black_box(validate_code(&registry, &req).expect("answers")))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("expand");
+    g.sample_size(20);
+    let limits = ExpandLimits::default();
+    for filter in ["ts18 1", "b1", "ab10 1a"] {
+        g.bench_function(
+            format!("postcodes_filter_{}", filter.replace(' ', "_")),
+            |b| {
+                let p = params(&[
+                    (
+                        "url",
+                        "https://fhir-registers.org/fhir/ValueSet/postcodes-all",
+                    ),
+                    ("filter", filter),
+                    ("count", "20"),
+                ]);
+                let req = ExpandRequest::from_params(&p).expect("ok");
+                b.iter(|| black_box(expand(&registry, &req, limits).expect("expands")))
+            },
+        );
+    }
+    g.bench_function("postcodes_deep_page", |b| {
+        let offset = (codes.len() / 2).to_string();
+        let p = params(&[
+            (
+                "url",
+                "https://fhir-registers.org/fhir/ValueSet/postcodes-all",
+            ),
+            ("offset", &offset),
+            ("count", "20"),
+        ]);
+        let req = ExpandRequest::from_params(&p).expect("ok");
+        b.iter(|| black_box(expand(&registry, &req, limits).expect("expands")))
+    });
+    g.bench_function("icd10_is_a_chapter_x", |b| {
+        let p = params(&[
+            (
+                "url",
+                "https://fhir-registers.org/fhir/ValueSet/icd-10-chapter-x",
+            ),
+            ("count", "20"),
+        ]);
+        let req = ExpandRequest::from_params(&p).expect("ok");
+        b.iter(|| black_box(expand(&registry, &req, limits).expect("expands")))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = store;
+    config = Criterion::default();
+    targets = benches
+}
+criterion_main!(store);

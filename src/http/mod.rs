@@ -180,5 +180,21 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
                 )
             })
     };
-    router.with_state(state)
+    router
+        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+}
+
+/// A panic in a handler is a bug: log it and answer 500 with an OperationOutcome.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let detail = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into());
+    request::respond_with(
+        Ok(crate::fhir::format::Format::Json),
+        false,
+        Err(FhirError::Internal(format!("handler panicked: {detail}"))),
+    )
 }

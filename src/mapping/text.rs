@@ -237,6 +237,9 @@ impl DateFormat {
     /// real date in this format.
     pub fn to_fhir(self, value: &str) -> Option<String> {
         let v = value.trim();
+        if !v.is_ascii() {
+            return None;
+        }
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         let (y, m, d) = match self {
             Self::Yyyymmdd if v.len() == 8 && digits(v) => (&v[0..4], &v[4..6], Some(&v[6..8])),
@@ -285,6 +288,9 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 
 /// Whether `value` is a FHIR date (`YYYY`, `YYYY-MM` or `YYYY-MM-DD`) that really exists.
 pub fn is_fhir_date(value: &str) -> bool {
+    if !value.is_ascii() {
+        return false;
+    }
     match value.len() {
         4 => value.bytes().all(|b| b.is_ascii_digit()),
         7 => {
@@ -409,5 +415,7 @@ mod tests {
         assert!(is_fhir_date("2019-10"));
         assert!(!is_fhir_date("2019-13-01"));
         assert!(!is_fhir_date("yesterday"));
+        assert!(!is_fhir_date("202é-01-1"), "multi-byte text is rejected, not sliced");
+        assert_eq!(DateFormat::IsoDate.to_fhir("2020é1-01"), None);
     }
 }

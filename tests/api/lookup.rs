@@ -209,9 +209,20 @@ async fn unknown_code_and_system_are_404_operation_outcomes() {
 async fn split_values_give_several_values_of_one_property() {
     // eccg field 14 for 36L is "RO319|RO326": both roles.
     let raw = ods_rows("ods/eccg_2024-07_slice.csv");
-    let row = raw.iter().find(|r| r[0] == "36L").expect("36L in the fixture");
+    let row = raw
+        .iter()
+        .find(|r| r[0] == "36L")
+        .expect("36L in the fixture");
     assert_eq!(row[13], "RO319|RO326");
-    let p = get(&format!("/fhir/CodeSystem/$lookup?system={}&code=36L&property=role", enc(ODS))).await.json();
-    let roles: Vec<String> = prop(&properties(&p), "role").iter().map(|v| v["code"].as_str().unwrap_or("").to_string()).collect();
+    let p = get(&format!(
+        "/fhir/CodeSystem/$lookup?system={}&code=36L&property=role",
+        enc(ODS)
+    ))
+    .await
+    .json();
+    let roles: Vec<String> = prop(&properties(&p), "role")
+        .iter()
+        .map(|v| v["code"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(roles, vec!["RO319", "RO326"]);
 }
