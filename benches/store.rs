@@ -4,7 +4,10 @@
 //! Inputs: the full OS Code-Point Open 2014-08 file (1.68M postcodes) from
 //! `../shared/data/postcodes` when it is there (else the shipped 34k-postcode slice), and the
 //! shipped WHO ICD-10 2019 file. Run with `cargo bench --bench store`.
-#![expect(missing_docs, reason = "criterion_group! generates an undocumented function")]
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

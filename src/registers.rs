@@ -14,7 +14,7 @@ use crate::store::{
     CodeSystemMeta, CodeSystemVersion, IndexedRelease, Registry, Release, ReleaseInfo,
     ValueSetEntry, compare_versions, persist,
 };
-use crate::terminology::resources::code_system_from_fhir;
+use crate::terminology::resources::code_system_version_from_fhir;
 
 /// Why the registry could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -159,14 +159,9 @@ pub fn build_registry(
     for (name, r) in resources {
         match r.get("resourceType").and_then(Json::as_str) {
             Some("CodeSystem") => {
-                let (meta, release) = code_system_from_fhir(r, name)
+                let cs = code_system_version_from_fhir(r, name)
                     .map_err(|e| LoadError::Resource(e.to_string()))?;
-                let version = release.info.version.clone();
-                registry.add_code_system(CodeSystemVersion::new(
-                    Arc::new(meta),
-                    version,
-                    vec![Arc::new(IndexedRelease::new(release))],
-                ));
+                registry.add_code_system(cs);
             }
             Some("ValueSet") => add_value_set(&mut registry, r.clone()),
             _ => {}
@@ -177,15 +172,20 @@ pub fn build_registry(
 
 /// Adds a ValueSet resource to the registry.
 pub fn add_value_set(registry: &mut Registry, vs: Json) {
+    registry.add_value_set(value_set_entry(vs));
+}
+
+/// A ValueSet resource as a registry entry.
+pub fn value_set_entry(vs: Json) -> ValueSetEntry {
     let text = |k: &str| vs.get(k).and_then(Json::as_str).map(str::to_string);
     let url = text("url").unwrap_or_default();
     let id = text("id").unwrap_or_else(|| mapping::default_id(&url));
-    registry.add_value_set(ValueSetEntry {
+    ValueSetEntry {
         id,
         url,
         version: text("version"),
         resource: vs,
-    });
+    }
 }
 
 fn add_mapped(

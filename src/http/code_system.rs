@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{Value as Json, json};
 
-use super::AppState;
 use super::request::{FhirRequest, respond};
+use super::{AppState, as_is};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParamValue};
 use crate::store::{CodeSystemVersion, Registry};
@@ -187,14 +187,25 @@ fn instance_params(
     Ok(p)
 }
 
+fn do_lookup(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
+    lookup(registry, &LookupRequest::from_params(p)?)
+}
+
+fn do_validate(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
+    validate_code(
+        registry,
+        &ValidateRequest::from_params(p, Target::CodeSystem)?,
+    )
+}
+
+fn do_subsumes(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
+    subsumes(registry, &SubsumesRequest::from_params(p, None)?)
+}
+
 /// `CodeSystem/$lookup` (GET and POST).
 /// <http://hl7.org/fhir/R4/codesystem-operation-lookup.html>
 pub async fn lookup_code(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
-    let result = req
-        .params()
-        .and_then(|p| LookupRequest::from_params(&p))
-        .and_then(|r| lookup(&state.registry(), &r));
-    respond(&req, result)
+    state.operate(&req, as_is, false, do_lookup).await
 }
 
 /// `CodeSystem/{id}/$lookup`.
@@ -203,13 +214,14 @@ pub async fn lookup_code_in(
     Path(id): Path<String>,
     req: FhirRequest,
 ) -> Response {
-    let registry = state.registry();
-    let result = req
-        .params()
-        .and_then(|p| instance_params(&registry, &id, p, "system"))
-        .and_then(|p| LookupRequest::from_params(&p))
-        .and_then(|r| lookup(&registry, &r));
-    respond(&req, result)
+    state
+        .operate(
+            &req,
+            |r, p| instance_params(r, &id, p, "system"),
+            false,
+            do_lookup,
+        )
+        .await
 }
 
 /// `CodeSystem/$validate-code` (GET and POST).
@@ -218,11 +230,7 @@ pub async fn validate_code_in_code_system(
     State(state): State<Arc<AppState>>,
     req: FhirRequest,
 ) -> Response {
-    let result = req
-        .params()
-        .and_then(|p| ValidateRequest::from_params(&p, Target::CodeSystem))
-        .and_then(|r| validate_code(&state.registry(), &r));
-    respond(&req, result)
+    state.operate(&req, as_is, false, do_validate).await
 }
 
 /// `CodeSystem/{id}/$validate-code`.
@@ -231,23 +239,20 @@ pub async fn validate_code_in_code_system_in(
     Path(id): Path<String>,
     req: FhirRequest,
 ) -> Response {
-    let registry = state.registry();
-    let result = req
-        .params()
-        .and_then(|p| instance_params(&registry, &id, p, "url"))
-        .and_then(|p| ValidateRequest::from_params(&p, Target::CodeSystem))
-        .and_then(|r| validate_code(&registry, &r));
-    respond(&req, result)
+    state
+        .operate(
+            &req,
+            |r, p| instance_params(r, &id, p, "url"),
+            false,
+            do_validate,
+        )
+        .await
 }
 
 /// `CodeSystem/$subsumes` (GET and POST).
 /// <http://hl7.org/fhir/R4/codesystem-operation-subsumes.html>
 pub async fn subsumes_codes(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
-    let result = req
-        .params()
-        .and_then(|p| SubsumesRequest::from_params(&p, None))
-        .and_then(|r| subsumes(&state.registry(), &r));
-    respond(&req, result)
+    state.operate(&req, as_is, false, do_subsumes).await
 }
 
 /// `CodeSystem/{id}/$subsumes`.
@@ -256,11 +261,12 @@ pub async fn subsumes_codes_in(
     Path(id): Path<String>,
     req: FhirRequest,
 ) -> Response {
-    let registry = state.registry();
-    let result = req
-        .params()
-        .and_then(|p| instance_params(&registry, &id, p, "system"))
-        .and_then(|p| SubsumesRequest::from_params(&p, None))
-        .and_then(|r| subsumes(&registry, &r));
-    respond(&req, result)
+    state
+        .operate(
+            &req,
+            |r, p| instance_params(r, &id, p, "system"),
+            false,
+            do_subsumes,
+        )
+        .await
 }

@@ -6,15 +6,18 @@ mod metadata;
 pub mod request;
 mod value_set;
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::Response;
 use axum::routing::{MethodRouter, get};
 use serde_json::Value as Json;
 
 use crate::error::FhirError;
-use crate::store::Registry;
+use crate::fhir::params::{OperationParams, ParamValue};
+use crate::store::{CodeSystemVersion, Registry};
 use crate::terminology::expand::ExpandLimits;
 use request::{FhirRequest, respond};
 
@@ -25,6 +28,7 @@ pub struct AppState {
     pub limits: ExpandLimits,
     /// Time budget of one operation.
     pub request_timeout: Duration,
+    tx_cache: Mutex<HashMap<String, Arc<CodeSystemVersion>>>,
 }
 
 impl AppState {
@@ -34,6 +38,7 @@ impl AppState {
             registry: RwLock::new(Arc::new(registry)),
             limits: ExpandLimits::default(),
             request_timeout: Duration::from_secs(30),
+            tx_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -54,24 +59,99 @@ impl AppState {
         *guard = Arc::new(registry);
     }
 
-    /// Runs a domain function on the blocking pool within the time budget.
-    pub async fn run<F>(self: &Arc<Self>, f: F) -> Result<Json, FhirError>
-    where
-        F: FnOnce(&Registry) -> Result<Json, FhirError> + Send + 'static,
-    {
-        let registry = self.registry();
-        let task = tokio::task::spawn_blocking(move || f(&registry));
-        match tokio::time::timeout(self.request_timeout, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(FhirError::Internal(format!(
-                "operation task failed: {join}"
-            ))),
-            Err(_) => Err(FhirError::TooCostly(format!(
-                "the operation did not finish within its time budget of {} s",
-                self.request_timeout.as_secs()
-            ))),
+    /// The registry a request sees: the shared one, plus the CodeSystems, ValueSets and
+    /// ConceptMaps it supplies as `tx-resource` parameters (compiled once per distinct content
+    /// and cached).
+    pub fn registry_for(&self, params: &OperationParams) -> Result<Arc<Registry>, FhirError> {
+        let base = self.registry();
+        let supplied: Vec<&Json> = params
+            .all("tx-resource")
+            .filter_map(|v| match v {
+                ParamValue::Resource(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        if supplied.is_empty() {
+            return Ok(base);
         }
+        let mut code_systems = Vec::new();
+        let mut value_sets = Vec::new();
+        for r in supplied {
+            match r.get("resourceType").and_then(Json::as_str) {
+                Some("CodeSystem") => code_systems.push(self.compiled_code_system(r)?),
+                Some("ValueSet") => value_sets.push(crate::registers::value_set_entry(r.clone())),
+                Some(_) | None => {}
+            }
+        }
+        Ok(Arc::new(base.overlay(code_systems, value_sets)))
     }
+
+    fn compiled_code_system(&self, resource: &Json) -> Result<Arc<CodeSystemVersion>, FhirError> {
+        let text = resource.to_string();
+        let key = crate::source::ContentHash::of(text.as_bytes());
+        let mut cache = match self.tx_cache.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(cs) = cache.get(&key) {
+            return Ok(cs.clone());
+        }
+        let cs = Arc::new(
+            crate::terminology::resources::code_system_version_from_fhir(resource, "tx-resource")?,
+        );
+        if cache.len() >= TX_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, cs.clone());
+        Ok(cs)
+    }
+
+    /// Runs an operation: parameters from the request, the registry it sees (with its
+    /// `tx-resource`s), an optional instance adjustment, then the domain function — on the
+    /// blocking pool within the time budget when `blocking`, inline otherwise.
+    pub async fn operate<A, F>(
+        self: &Arc<Self>,
+        req: &FhirRequest,
+        adjust: A,
+        blocking: bool,
+        op: F,
+    ) -> Response
+    where
+        A: FnOnce(&Registry, OperationParams) -> Result<OperationParams, FhirError>,
+        F: FnOnce(&Registry, &OperationParams) -> Result<Json, FhirError> + Send + 'static,
+    {
+        let prepared = req.params().and_then(|p| {
+            let registry = self.registry_for(&p)?;
+            let p = adjust(&registry, p)?;
+            Ok((registry, p))
+        });
+        let result = match prepared {
+            Err(e) => Err(e),
+            Ok((registry, p)) if !blocking => op(&registry, &p),
+            Ok((registry, p)) => {
+                let task = tokio::task::spawn_blocking(move || op(&registry, &p));
+                match tokio::time::timeout(self.request_timeout, task).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(join)) => Err(FhirError::Internal(format!(
+                        "operation task failed: {join}"
+                    ))),
+                    Err(_) => Err(FhirError::TooCostly(format!(
+                        "the operation did not finish within its time budget of {} s",
+                        self.request_timeout.as_secs()
+                    ))),
+                }
+            }
+        };
+        respond(req, result)
+    }
+}
+
+/// How many compiled `tx-resource` CodeSystems are cached.
+const TX_CACHE_ENTRIES: usize = 256;
+
+/// No instance adjustment.
+pub fn as_is(_: &Registry, p: OperationParams) -> Result<OperationParams, FhirError> {
+    Ok(p)
 }
 
 /// Methods other than the route's own get a 405 OperationOutcome.
@@ -182,7 +262,9 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
     };
     router
         .with_state(state)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
 }
 
 /// A panic in a handler is a bug: log it and answer 500 with an OperationOutcome.

@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
-use super::AppState;
 use super::code_system::{search_controls, search_matches, searchset};
 use super::request::{FhirRequest, respond};
+use super::{AppState, as_is};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParamValue};
 use crate::store::Registry;
-use crate::terminology::expand::{ExpandRequest, expand};
+use crate::terminology::expand::{ExpandLimits, ExpandRequest, expand};
 use crate::terminology::validate::{Target, ValidateRequest, validate_code};
 
 /// `GET /ValueSet/{id}` — read.
@@ -81,22 +81,24 @@ fn with_instance(
     Ok(p)
 }
 
-async fn run_expand(
-    state: Arc<AppState>,
-    params: Result<OperationParams, FhirError>,
-) -> Result<serde_json::Value, FhirError> {
-    let request = ExpandRequest::from_params(&params?)?;
-    let limits = state.limits;
-    state
-        .run(move |registry| expand(registry, &request, limits))
-        .await
+fn do_expand(
+    limits: ExpandLimits,
+) -> impl FnOnce(&Registry, &OperationParams) -> Result<Json, FhirError> + Send + 'static {
+    move |registry, p| expand(registry, &ExpandRequest::from_params(p)?, limits)
+}
+
+fn do_validate(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
+    validate_code(
+        registry,
+        &ValidateRequest::from_params(p, Target::ValueSet)?,
+    )
 }
 
 /// `ValueSet/$expand` (GET and POST).
 /// <http://hl7.org/fhir/R4/valueset-operation-expand.html>
 pub async fn expand_value_set(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
-    let result = run_expand(state, req.params()).await;
-    respond(&req, result)
+    let op = do_expand(state.limits);
+    state.operate(&req, as_is, true, op).await
 }
 
 /// `ValueSet/{id}/$expand`.
@@ -105,20 +107,9 @@ pub async fn expand_value_set_in(
     Path(id): Path<String>,
     req: FhirRequest,
 ) -> Response {
-    let params = req
-        .params()
-        .and_then(|p| with_instance(&state.registry(), &id, p));
-    let result = run_expand(state, params).await;
-    respond(&req, result)
-}
-
-async fn run_validate(
-    state: Arc<AppState>,
-    params: Result<OperationParams, FhirError>,
-) -> Result<serde_json::Value, FhirError> {
-    let request = ValidateRequest::from_params(&params?, Target::ValueSet)?;
+    let op = do_expand(state.limits);
     state
-        .run(move |registry| validate_code(registry, &request))
+        .operate(&req, |r, p| with_instance(r, &id, p), true, op)
         .await
 }
 
@@ -128,8 +119,7 @@ pub async fn validate_code_in_value_set(
     State(state): State<Arc<AppState>>,
     req: FhirRequest,
 ) -> Response {
-    let result = run_validate(state, req.params()).await;
-    respond(&req, result)
+    state.operate(&req, as_is, true, do_validate).await
 }
 
 /// `ValueSet/{id}/$validate-code`.
@@ -138,9 +128,7 @@ pub async fn validate_code_in_value_set_in(
     Path(id): Path<String>,
     req: FhirRequest,
 ) -> Response {
-    let params = req
-        .params()
-        .and_then(|p| with_instance(&state.registry(), &id, p));
-    let result = run_validate(state, params).await;
-    respond(&req, result)
+    state
+        .operate(&req, |r, p| with_instance(r, &id, p), true, do_validate)
+        .await
 }

@@ -415,7 +415,10 @@ mod tests {
         assert!(is_fhir_date("2019-10"));
         assert!(!is_fhir_date("2019-13-01"));
         assert!(!is_fhir_date("yesterday"));
-        assert!(!is_fhir_date("202é-01-1"), "multi-byte text is rejected, not sliced");
+        assert!(
+            !is_fhir_date("202é-01-1"),
+            "multi-byte text is rejected, not sliced"
+        );
         assert_eq!(DateFormat::IsoDate.to_fhir("2020é1-01"), None);
     }
 }

@@ -271,10 +271,7 @@ pub struct Registry {
 impl Registry {
     /// Adds a CodeSystem version (versions are kept sorted; the last is the latest).
     pub fn add_code_system(&mut self, v: CodeSystemVersion) {
-        let list = self.code_systems.entry(v.meta.url.clone()).or_default();
-        list.retain(|x| x.version != v.version);
-        list.push(Arc::new(v));
-        list.sort_by(|a, b| compare_versions(&a.version, &b.version));
+        self.add_code_system_arc(Arc::new(v));
     }
 
     /// Adds a ValueSet (replacing one with the same url and version).
@@ -288,6 +285,34 @@ impl Registry {
                 b.version.as_deref().unwrap_or(""),
             )
         });
+    }
+
+    /// A copy of this registry with more CodeSystem versions and ValueSets (request-supplied
+    /// resources); the originals are shared, not copied.
+    pub fn overlay(
+        &self,
+        code_systems: Vec<Arc<CodeSystemVersion>>,
+        value_sets: Vec<ValueSetEntry>,
+    ) -> Registry {
+        let mut out = Registry {
+            code_systems: self.code_systems.clone(),
+            value_sets: self.value_sets.clone(),
+        };
+        for cs in code_systems {
+            out.add_code_system_arc(cs);
+        }
+        for vs in value_sets {
+            out.add_value_set(vs);
+        }
+        out
+    }
+
+    /// Adds a shared CodeSystem version.
+    pub fn add_code_system_arc(&mut self, v: Arc<CodeSystemVersion>) {
+        let list = self.code_systems.entry(v.meta.url.clone()).or_default();
+        list.retain(|x| x.version != v.version);
+        list.push(v);
+        list.sort_by(|a, b| compare_versions(&a.version, &b.version));
     }
 
     /// A CodeSystem by canonical URL and optional version (the latest when none is given).

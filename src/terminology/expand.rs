@@ -178,13 +178,22 @@ pub fn expand(
         None => total,
     };
     let start = req.offset.min(total);
+    // `contains.version` only where one expansion draws on several versions of a system; the
+    // `used-codesystem` parameters say which version was used otherwise.
+    let mut seen_urls = std::collections::HashSet::new();
+    let several_versions: std::collections::HashSet<&str> = expansion
+        .systems
+        .iter()
+        .filter(|cs| !seen_urls.insert(cs.meta.url.as_str()))
+        .map(|cs| cs.meta.url.as_str())
+        .collect();
     let mut contains = Vec::with_capacity(end - start);
     for m in &expansion.members[start..end] {
         let cs = &expansion.systems[m.system];
         let c = cs.concept(m.concept);
         let mut e = Map::new();
         e.insert("system".into(), json!(cs.meta.url));
-        if !cs.version.is_empty() {
+        if !cs.version.is_empty() && several_versions.contains(cs.meta.url.as_str()) {
             e.insert("version".into(), json!(cs.version));
         }
         e.insert("code".into(), json!(c.code));

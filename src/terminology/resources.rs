@@ -7,7 +7,7 @@ use super::value_json;
 use crate::error::FhirError;
 use crate::store::{
     CodeSystemMeta, CodeSystemVersion, Concept, Designation, DesignationUse, FilterDecl,
-    PropertyDecl, Release, ReleaseInfo, Value, version_id,
+    IndexedRelease, PropertyDecl, Release, ReleaseInfo, Value, version_id,
 };
 
 /// The resource id of a CodeSystem version: `{id}` for the latest, `{id}--{version}` otherwise.
@@ -303,6 +303,20 @@ pub fn code_system_from_fhir(
         concepts,
     };
     Ok((meta, release))
+}
+
+/// A plain FHIR CodeSystem as a servable CodeSystem version.
+pub fn code_system_version_from_fhir(
+    resource: &Json,
+    origin: &str,
+) -> Result<CodeSystemVersion, FhirError> {
+    let (meta, release) = code_system_from_fhir(resource, origin)?;
+    let version = release.info.version.clone();
+    Ok(CodeSystemVersion::new(
+        std::sync::Arc::new(meta),
+        version,
+        vec![std::sync::Arc::new(IndexedRelease::new(release))],
+    ))
 }
 
 fn read_concepts(

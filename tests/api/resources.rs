@@ -162,3 +162,25 @@ async fn subsumes_follows_the_hierarchy() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test]
+async fn resources_supplied_with_a_request_are_used_for_that_request_only() {
+    let cs = json!({"resourceType": "CodeSystem", "url": "http://example.org/cs/colours", "version": "1", "status": "active", "content": "complete",
+        "concept": [{"code": "red", "display": "Red", "concept": [{"code": "crimson", "display": "Crimson"}]}, {"code": "blue", "display": "Blue"}]});
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/vs/reds", "status": "active",
+        "compose": {"include": [{"system": "http://example.org/cs/colours", "filter": [{"property": "concept", "op": "is-a", "value": "red"}]}]}});
+    let with = |mut params: Vec<serde_json::Value>| {
+        params.push(json!({"name": "tx-resource", "resource": cs.clone()}));
+        params.push(json!({"name": "tx-resource", "resource": vs.clone()}));
+        json!({"resourceType": "Parameters", "parameter": params})
+    };
+    let p = post("/fhir/CodeSystem/$lookup", &with(vec![json!({"name": "system", "valueUri": "http://example.org/cs/colours"}), json!({"name": "code", "valueCode": "crimson"})])).await.json();
+    assert_eq!(param(&p, "display"), Some(&json!("Crimson")));
+    assert!(properties(&p).contains(&("parent".into(), json!("red"))));
+    let e = post("/fhir/ValueSet/$expand", &with(vec![json!({"name": "url", "valueUri": "http://example.org/vs/reds"})])).await.json();
+    assert_eq!(codes(&e), vec!["crimson", "red"]);
+    let v = post("/fhir/ValueSet/$validate-code", &with(vec![json!({"name": "url", "valueUri": "http://example.org/vs/reds"}), json!({"name": "system", "valueUri": "http://example.org/cs/colours"}), json!({"name": "code", "valueCode": "blue"})])).await.json();
+    assert_eq!(param(&v, "result"), Some(&json!(false)));
+    let later = get("/fhir/CodeSystem/$lookup?system=http://example.org/cs/colours&code=red").await;
+    assert_eq!(later.status, StatusCode::NOT_FOUND, "not kept after the request");
+}
