@@ -11,10 +11,11 @@ use serde_json::Value as Json;
 use crate::mapping::{self, ImportError, Mapping, MappingSet};
 use crate::source;
 use crate::store::{
-    CodeSystemMeta, CodeSystemVersion, IndexedRelease, Registry, Release, ReleaseInfo,
-    ValueSetEntry, compare_versions, persist,
+    CodeSystemMeta, CodeSystemVersion, ConceptMapEntry, DerivedMap, IndexedRelease, MapKind,
+    MapSide, Registry, Release, ReleaseInfo, ValueSetEntry, compare_versions, persist,
 };
 use crate::terminology::resources::code_system_version_from_fhir;
+use crate::terminology::translate::concept_map_from_fhir;
 
 /// Why the registry could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +59,7 @@ pub fn load_resources(dir: &Path) -> Result<Vec<(String, Json)>, LoadError> {
         let json: Json = serde_json::from_str(&json_text)
             .map_err(|e| LoadError::Resource(format!("{name}: not valid JSON: {e}")))?;
         match json.get("resourceType").and_then(Json::as_str) {
-            Some("CodeSystem" | "ValueSet") => out.push((name, json)),
+            Some("CodeSystem" | "ValueSet" | "ConceptMap") => out.push((name, json)),
             Some("Bundle") => {
                 for entry in json
                     .get("entry")
@@ -156,6 +157,11 @@ pub fn build_registry(
     for vs in set.value_sets() {
         add_value_set(&mut registry, vs);
     }
+    for m in &set.mappings {
+        for cm in derived_concept_maps(m) {
+            registry.add_concept_map(cm);
+        }
+    }
     for (name, r) in resources {
         match r.get("resourceType").and_then(Json::as_str) {
             Some("CodeSystem") => {
@@ -164,10 +170,79 @@ pub fn build_registry(
                 registry.add_code_system(cs);
             }
             Some("ValueSet") => add_value_set(&mut registry, r.clone()),
+            Some("ConceptMap") => registry.add_concept_map(
+                concept_map_from_fhir(r)
+                    .map_err(|e| LoadError::Resource(format!("{name}: {e}")))?,
+            ),
             _ => {}
         }
     }
     Ok(registry)
+}
+
+/// The ConceptMaps a mapping derives from its concepts.
+pub fn derived_concept_maps(m: &Mapping) -> Vec<ConceptMapEntry> {
+    let own = &m.spec.code_system.url;
+    m.spec
+        .concept_maps
+        .iter()
+        .map(|cm| {
+            let side = |v: &str| {
+                if v == "code" {
+                    MapSide::Code
+                } else {
+                    MapSide::Property(v.to_string())
+                }
+            };
+            let source_system = cm.source_system.clone().unwrap_or_else(|| own.clone());
+            let target_system = cm.target_system.clone().unwrap_or_else(|| own.clone());
+            let relationship = cm
+                .relationship
+                .as_deref()
+                .map(|r| {
+                    if r.contains('-') || r == "equivalent" {
+                        r.to_string()
+                    } else {
+                        crate::terminology::translate::relationship_of(r).to_string()
+                    }
+                })
+                .unwrap_or_else(|| "equivalent".into());
+            let mut resource = serde_json::json!({
+                "resourceType": "ConceptMap",
+                "id": cm.id,
+                "url": cm.url,
+                "status": "active",
+                "sourceUri": source_system,
+                "targetUri": target_system,
+            });
+            for (k, v) in [
+                ("name", &cm.name),
+                ("title", &cm.title),
+                ("description", &cm.description),
+            ] {
+                if let Some(v) = v {
+                    resource[k] = serde_json::json!(v);
+                }
+            }
+            if let Some(p) = &m.spec.code_system.publisher {
+                resource["publisher"] = serde_json::json!(p);
+            }
+            ConceptMapEntry {
+                id: cm.id.clone(),
+                url: cm.url.clone(),
+                version: None,
+                resource,
+                kind: MapKind::Derived(DerivedMap {
+                    code_system: own.clone(),
+                    source_system,
+                    source: side(&cm.source),
+                    target_system,
+                    target: side(&cm.target),
+                    relationship,
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Adds a ValueSet resource to the registry.

@@ -10,7 +10,7 @@ use super::AppState;
 use super::request::{FhirRequest, respond};
 
 /// Operations the server implements: (resource type, operation name, OperationDefinition).
-pub const OPERATIONS: [(&str, &str, &str); 5] = [
+pub const OPERATIONS: [(&str, &str, &str); 6] = [
     (
         "CodeSystem",
         "lookup",
@@ -35,6 +35,11 @@ pub const OPERATIONS: [(&str, &str, &str); 5] = [
         "ValueSet",
         "validate-code",
         "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code",
+    ),
+    (
+        "ConceptMap",
+        "translate",
+        "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate",
     ),
 ];
 
@@ -81,7 +86,7 @@ pub fn capability_statement() -> Json {
         "format": ["application/fhir+json", "application/fhir+xml", "json", "xml"],
         "rest": [{
             "mode": "server",
-            "resource": [resource("CodeSystem"), resource("ValueSet")]
+            "resource": [resource("CodeSystem"), resource("ValueSet"), resource("ConceptMap")]
         }]
     })
 }

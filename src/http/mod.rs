@@ -2,6 +2,7 @@
 //! call one domain function, and render. Handlers live in one file per resource.
 
 mod code_system;
+mod concept_map;
 mod metadata;
 pub mod request;
 mod value_set;
@@ -76,14 +77,22 @@ impl AppState {
         }
         let mut code_systems = Vec::new();
         let mut value_sets = Vec::new();
+        let mut concept_maps = Vec::new();
         for r in supplied {
             match r.get("resourceType").and_then(Json::as_str) {
                 Some("CodeSystem") => code_systems.push(self.compiled_code_system(r)?),
                 Some("ValueSet") => value_sets.push(crate::registers::value_set_entry(r.clone())),
+                Some("ConceptMap") => {
+                    concept_maps.push(crate::terminology::translate::concept_map_from_fhir(r)?)
+                }
                 Some(_) | None => {}
             }
         }
-        Ok(Arc::new(base.overlay(code_systems, value_sets)))
+        Ok(Arc::new(base.overlay(
+            code_systems,
+            value_sets,
+            concept_maps,
+        )))
     }
 
     fn compiled_code_system(&self, resource: &Json) -> Result<Arc<CodeSystemVersion>, FhirError> {
@@ -236,6 +245,22 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
                 get(value_set::validate_code_in_value_set_in)
                     .post(value_set::validate_code_in_value_set_in),
             ),
+        )
+        .route(
+            "/ConceptMap",
+            with_405(get(concept_map::search_concept_maps)),
+        )
+        .route(
+            "/ConceptMap/$translate",
+            with_405(get(concept_map::translate_code).post(concept_map::translate_code)),
+        )
+        .route(
+            "/ConceptMap/{id}",
+            with_405(get(concept_map::read_concept_map)),
+        )
+        .route(
+            "/ConceptMap/{id}/$translate",
+            with_405(get(concept_map::translate_code_in).post(concept_map::translate_code_in)),
         )
         .fallback(|req: FhirRequest| async move {
             respond(

@@ -94,6 +94,8 @@ struct PropertyRule {
     map_default: Option<String>,
     required: bool,
     split: Option<String>,
+    replace: Vec<(Regex, String)>,
+    matches: Option<Regex>,
 }
 
 #[derive(Debug, Clone)]
@@ -452,6 +454,25 @@ impl Mapping {
                 p.value.as_ref(),
                 &p.normalise,
             );
+            let replace: Vec<(Regex, String)> = p
+                .replace
+                .iter()
+                .enumerate()
+                .filter_map(|(j, [pattern, with])| match Regex::new(pattern) {
+                    Ok(r) => Some((r, with.clone())),
+                    Err(e) => {
+                        c.err(
+                            format!("{key}.replace[{j}]"),
+                            format!("invalid regular expression: {e}"),
+                        );
+                        None
+                    }
+                })
+                .collect();
+            let matches = p
+                .matches
+                .as_ref()
+                .and_then(|m| c.regex(&format!("{key}.matches"), m));
             if let Some(source) = source {
                 properties.push(PropertyRule {
                     key,
@@ -464,6 +485,8 @@ impl Mapping {
                     map_default: p.map_default.clone(),
                     required: p.required,
                     split: p.split.clone().filter(|s| !s.is_empty()),
+                    replace,
+                    matches,
                 });
             }
         }
@@ -577,6 +600,26 @@ impl Mapping {
                             );
                         }
                     }
+                }
+            }
+        }
+        for (i, cm) in spec.concept_maps.iter().enumerate() {
+            let key = format!("concept_map[{i}] ({})", cm.id);
+            for (side, value, system) in [
+                ("source", &cm.source, &cm.source_system),
+                ("target", &cm.target, &cm.target_system),
+            ] {
+                if value != "code" && !declared.contains_key(value.as_str()) {
+                    c.err(
+                        &key,
+                        format!("{side} `{value}` is neither `code` nor a declared property"),
+                    );
+                }
+                if value != "code" && system.is_none() {
+                    c.err(
+                        &key,
+                        format!("`{side}_system` is needed when {side} is a property"),
+                    );
                 }
             }
         }
@@ -882,7 +925,13 @@ impl Bound<'_> {
         }
         for p in &m.properties {
             let col = Self::source_column(&p.source);
-            let whole = self.render(&ctx, &p.source);
+            let mut whole = self.render(&ctx, &p.source);
+            if p.matches.as_ref().is_some_and(|m| !m.is_match(&whole)) {
+                continue;
+            }
+            for (re, with) in &p.replace {
+                whole = re.replace_all(&whole, with.as_str()).into_owned();
+            }
             let pieces: Vec<String> = match &p.split {
                 Some(sep) => whole
                     .split(sep.as_str())

@@ -21,6 +21,36 @@ pub struct MappingSpec {
     /// ValueSets this register offers.
     #[serde(default, rename = "value_set")]
     pub value_sets: Vec<ValueSetSpec>,
+    /// ConceptMaps derived from the concepts' codes and properties.
+    #[serde(default, rename = "concept_map")]
+    pub concept_maps: Vec<ConceptMapSpec>,
+}
+
+/// A ConceptMap derived from this register: each concept maps its `source` (the code or a
+/// property) to its `target` (a property or the code).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConceptMapSpec {
+    /// Logical id (`/ConceptMap/{id}`).
+    pub id: String,
+    /// Canonical URL.
+    pub url: String,
+    /// Computer-friendly name.
+    pub name: Option<String>,
+    /// Human title.
+    pub title: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// `code` or a property code: what is translated from.
+    pub source: String,
+    /// System of the source codes (default: this CodeSystem when `source = "code"`).
+    pub source_system: Option<String>,
+    /// `code` or a property code: what is translated to.
+    pub target: String,
+    /// System of the target codes (default: this CodeSystem when `target = "code"`).
+    pub target_system: Option<String>,
+    /// R5 relationship (or R4 equivalence) of every mapping; `equivalent` unless said.
+    pub relationship: Option<String>,
 }
 
 /// The register feed: a stable id (used in the data directory and in version metadata).
@@ -304,6 +334,13 @@ pub struct PropertySpec {
     /// Row is an error when the value is empty.
     #[serde(default)]
     pub required: bool,
+    /// Regular-expression replacements `[pattern, replacement]` applied in order after the
+    /// normalisers and `matches` (`[["\\.", ""]]` drops dots).
+    #[serde(default)]
+    pub replace: Vec<[String; 2]>,
+    /// The property is kept only when its value (after normalisers, before `replace`) matches this
+    /// regular expression (whole value).
+    pub matches: Option<String>,
     /// Splits the value on this separator into several values of the property (each mapped and
     /// typed on its own), e.g. `"|"` for `RO319|RO326`. What `map` gives is split again, so a
     /// table entry may stand for several values (`"3" = "RO80|RO87"`).

@@ -7,6 +7,7 @@
 //! failed import leaves the previous one serving.
 
 mod concept;
+mod concept_map;
 mod index;
 pub mod persist;
 
@@ -17,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 pub use concept::{Concept, Designation, DesignationUse, Release, ReleaseInfo, Value};
+pub use concept_map::{
+    ConceptMapEntry, DerivedMap, MapElement, MapGroup, MapKind, MapSide, MapTarget,
+};
 pub use index::{IndexedRelease, matches_words, words};
 
 /// A property a CodeSystem advertises (`CodeSystem.property`).
@@ -266,6 +270,7 @@ pub struct ValueSetEntry {
 pub struct Registry {
     code_systems: BTreeMap<String, Vec<Arc<CodeSystemVersion>>>,
     value_sets: BTreeMap<String, Vec<Arc<ValueSetEntry>>>,
+    concept_maps: BTreeMap<String, Vec<Arc<ConceptMapEntry>>>,
 }
 
 impl Registry {
@@ -293,11 +298,16 @@ impl Registry {
         &self,
         code_systems: Vec<Arc<CodeSystemVersion>>,
         value_sets: Vec<ValueSetEntry>,
+        concept_maps: Vec<ConceptMapEntry>,
     ) -> Registry {
         let mut out = Registry {
             code_systems: self.code_systems.clone(),
             value_sets: self.value_sets.clone(),
+            concept_maps: self.concept_maps.clone(),
         };
+        for cm in concept_maps {
+            out.add_concept_map(cm);
+        }
         for cs in code_systems {
             out.add_code_system_arc(cs);
         }
@@ -356,6 +366,46 @@ impl Registry {
                 .find(|x| x.version.as_deref() == Some(v))
                 .cloned(),
         }
+    }
+
+    /// Adds a ConceptMap (replacing one with the same url and version).
+    pub fn add_concept_map(&mut self, m: ConceptMapEntry) {
+        let list = self.concept_maps.entry(m.url.clone()).or_default();
+        list.retain(|x| x.version != m.version);
+        list.push(Arc::new(m));
+        list.sort_by(|a, b| {
+            compare_versions(
+                a.version.as_deref().unwrap_or(""),
+                b.version.as_deref().unwrap_or(""),
+            )
+        });
+    }
+
+    /// A ConceptMap by canonical URL (`url|version` allowed) and optional version.
+    pub fn concept_map(&self, url: &str, version: Option<&str>) -> Option<Arc<ConceptMapEntry>> {
+        let (url, version) = match url.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (url, version),
+        };
+        let list = self.concept_maps.get(url)?;
+        match version {
+            None => list.last().cloned(),
+            Some(v) => list
+                .iter()
+                .rev()
+                .find(|x| x.version.as_deref() == Some(v))
+                .cloned(),
+        }
+    }
+
+    /// Every ConceptMap.
+    pub fn all_concept_maps(&self) -> impl Iterator<Item = &Arc<ConceptMapEntry>> {
+        self.concept_maps.values().flatten()
+    }
+
+    /// A ConceptMap by resource id.
+    pub fn concept_map_by_id(&self, id: &str) -> Option<Arc<ConceptMapEntry>> {
+        self.all_concept_maps().find(|m| m.id == id).cloned()
     }
 
     /// Every ValueSet.

@@ -9,6 +9,7 @@ pub mod expand;
 pub mod lookup;
 pub mod resources;
 pub mod subsumes;
+pub mod translate;
 pub mod validate;
 
 use std::sync::Arc;

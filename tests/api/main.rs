@@ -9,4 +9,5 @@ mod loopback;
 mod mappings;
 mod resources;
 mod support;
+mod translate;
 mod validate;

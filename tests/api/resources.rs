@@ -174,13 +174,41 @@ async fn resources_supplied_with_a_request_are_used_for_that_request_only() {
         params.push(json!({"name": "tx-resource", "resource": vs.clone()}));
         json!({"resourceType": "Parameters", "parameter": params})
     };
-    let p = post("/fhir/CodeSystem/$lookup", &with(vec![json!({"name": "system", "valueUri": "http://example.org/cs/colours"}), json!({"name": "code", "valueCode": "crimson"})])).await.json();
+    let p = post(
+        "/fhir/CodeSystem/$lookup",
+        &with(vec![
+            json!({"name": "system", "valueUri": "http://example.org/cs/colours"}),
+            json!({"name": "code", "valueCode": "crimson"}),
+        ]),
+    )
+    .await
+    .json();
     assert_eq!(param(&p, "display"), Some(&json!("Crimson")));
     assert!(properties(&p).contains(&("parent".into(), json!("red"))));
-    let e = post("/fhir/ValueSet/$expand", &with(vec![json!({"name": "url", "valueUri": "http://example.org/vs/reds"})])).await.json();
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with(vec![
+            json!({"name": "url", "valueUri": "http://example.org/vs/reds"}),
+        ]),
+    )
+    .await
+    .json();
     assert_eq!(codes(&e), vec!["crimson", "red"]);
-    let v = post("/fhir/ValueSet/$validate-code", &with(vec![json!({"name": "url", "valueUri": "http://example.org/vs/reds"}), json!({"name": "system", "valueUri": "http://example.org/cs/colours"}), json!({"name": "code", "valueCode": "blue"})])).await.json();
+    let v = post(
+        "/fhir/ValueSet/$validate-code",
+        &with(vec![
+            json!({"name": "url", "valueUri": "http://example.org/vs/reds"}),
+            json!({"name": "system", "valueUri": "http://example.org/cs/colours"}),
+            json!({"name": "code", "valueCode": "blue"}),
+        ]),
+    )
+    .await
+    .json();
     assert_eq!(param(&v, "result"), Some(&json!(false)));
     let later = get("/fhir/CodeSystem/$lookup?system=http://example.org/cs/colours&code=red").await;
-    assert_eq!(later.status, StatusCode::NOT_FOUND, "not kept after the request");
+    assert_eq!(
+        later.status,
+        StatusCode::NOT_FOUND,
+        "not kept after the request"
+    );
 }
