@@ -1,6 +1,7 @@
 //! The HTTP layer (axum only): the routes table, shared state, and thin handlers that parse,
 //! call one domain function, and render. Handlers live in one file per resource.
 
+mod batch;
 mod code_system;
 mod concept_map;
 mod metadata;
@@ -183,6 +184,12 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// The router with the FHIR base at `base_path`.
 pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
     let fhir = Router::new()
+        .route("/", with_405(axum::routing::post(batch::run_batch)))
+        .route("/$versions", with_405(get(batch::versions)))
+        .route(
+            "/ValueSet/$batch-validate-code",
+            with_405(get(batch::batch_validate_codes).post(batch::batch_validate_codes)),
+        )
         .route("/metadata", with_405(get(metadata::capabilities)))
         .route(
             "/CodeSystem",

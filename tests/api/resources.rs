@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
 use super::support::*;
 
@@ -211,4 +211,103 @@ async fn resources_supplied_with_a_request_are_used_for_that_request_only() {
         StatusCode::NOT_FOUND,
         "not kept after the request"
     );
+}
+
+#[tokio::test]
+async fn a_batch_runs_each_entry_and_reports_each_status() {
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "CodeSystem/$lookup?system=http://hl7.org/fhir/sid/icd-10&code=J45.9"}},
+        {"request": {"method": "GET", "url": "CodeSystem/$lookup?system=http://hl7.org/fhir/sid/icd-10&code=NOPE"}},
+        {"request": {"method": "POST", "url": "ValueSet/$validate-code"}, "resource": {"resourceType": "Parameters", "parameter": [
+            {"name": "url", "valueUri": "https://fhir-registers.org/fhir/ValueSet/icd-10-chapter-x"},
+            {"name": "coding", "valueCoding": {"system": ICD10, "code": "A00"}}]}}
+    ]});
+    let r = post("/fhir", &bundle).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["type"], "batch-response");
+    let statuses: Vec<&str> = b["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(statuses, vec!["200 OK", "404 Not Found", "200 OK"]);
+    assert_eq!(
+        param(&b["entry"][0]["resource"], "display"),
+        Some(&json!("Asthma, unspecified"))
+    );
+    assert_eq!(
+        b["entry"][1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert_eq!(
+        param(&b["entry"][2]["resource"], "result"),
+        Some(&json!(false))
+    );
+    let shown = {
+        let mut s = b.clone();
+        s["entry"][0]["resource"] = json!("[lookup]");
+        s
+    };
+    insta::assert_snapshot!("batch_response", pretty(&shown));
+    let not_batch = post(
+        "/fhir",
+        &json!({"resourceType": "Bundle", "type": "transaction"}),
+    )
+    .await;
+    assert_eq!(not_batch.status, StatusCode::BAD_REQUEST);
+    let versions = get("/fhir/$versions").await.json();
+    assert_eq!(param(&versions, "default"), Some(&json!("4.0")));
+}
+
+#[tokio::test]
+async fn batch_validate_code_checks_every_coding() {
+    let p = post("/fhir/ValueSet/$batch-validate-code", &json!({"resourceType": "Parameters", "parameter": [
+        {"name": "url", "valueUri": "https://fhir-registers.org/fhir/ValueSet/icd-10-chapter-x"},
+        {"name": "validation", "resource": {"resourceType": "Parameters", "parameter": [{"name": "coding", "valueCoding": {"system": ICD10, "code": "J45.9"}}]}},
+        {"name": "validation", "resource": {"resourceType": "Parameters", "parameter": [{"name": "coding", "valueCoding": {"system": ICD10, "code": "A00"}}]}}
+    ]})).await.json();
+    let results: Vec<Json> = p["parameter"]
+        .as_array()
+        .expect("p")
+        .iter()
+        .map(|v| param(&v["resource"], "result").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(results, vec![json!(true), json!(false)]);
+}
+
+#[tokio::test]
+async fn terminology_capabilities_list_code_systems_with_their_versions() {
+    let tc = get("/fhir/metadata?mode=terminology").await.json();
+    assert_eq!(tc["resourceType"], "TerminologyCapabilities");
+    let ods = tc["codeSystem"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .find(|c| c["uri"] == ODS)
+        .expect("ODS");
+    let versions: Vec<&str> = ods["version"]
+        .as_array()
+        .expect("v")
+        .iter()
+        .map(|v| v["code"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(versions, vec!["2020-01-01", "2020-10-01", "2024-07-01"]);
+    assert_eq!(ods["version"][2]["isDefault"], true);
+    let params: Vec<&str> = tc["expansion"]["parameter"]
+        .as_array()
+        .expect("p")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or(""))
+        .collect();
+    assert!(params.contains(&"filter") || params.contains(&"count"));
+    insta::assert_snapshot!("terminology_capabilities", pretty(&tc));
+    assert_eq!(
+        get("/fhir/metadata?mode=bogus").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let xml = get("/fhir/metadata?mode=terminology&_format=xml").await;
+    assert_eq!(xml.status, StatusCode::OK, "{}", xml.text());
+    assert!(xml.text().contains("<TerminologyCapabilities"));
 }
