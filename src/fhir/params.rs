@@ -82,6 +82,9 @@ pub enum ParamValue {
 pub struct OperationParams {
     /// (name, value) pairs.
     pub params: Vec<(String, ParamValue)>,
+    /// The parameters as received (`{name, value[x]}` objects, query values as `valueString`),
+    /// for operations that echo them with their original types.
+    pub original: Vec<Json>,
 }
 
 /// Query parameters that control the HTTP exchange, not the operation.
@@ -90,13 +93,33 @@ const TRANSPORT_PARAMS: [&str; 3] = ["_format", "_pretty", "_summary"];
 impl OperationParams {
     /// From a query string's pairs (already percent-decoded). Transport parameters are dropped.
     pub fn from_query(pairs: &[(String, String)]) -> Self {
+        let kept: Vec<&(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| !TRANSPORT_PARAMS.contains(&k.as_str()))
+            .collect();
         Self {
-            params: pairs
+            params: kept
                 .iter()
-                .filter(|(k, _)| !TRANSPORT_PARAMS.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), ParamValue::Text(v.clone())))
                 .collect(),
+            original: kept
+                .iter()
+                .map(|(k, v)| json!({ "name": k, "valueString": v }))
+                .collect(),
         }
+    }
+
+    /// The parameters as received whose names are listed, in the order received.
+    pub fn echo(&self, names: &[&str]) -> Vec<Json> {
+        self.original
+            .iter()
+            .filter(|p| {
+                p.get("name")
+                    .and_then(Json::as_str)
+                    .is_some_and(|n| names.contains(&n))
+            })
+            .cloned()
+            .collect()
     }
 
     /// From a `Parameters` resource (JSON).
@@ -117,21 +140,23 @@ impl OperationParams {
                 ));
             }
         }
-        let params = match obj.get("parameter") {
-            None => Vec::new(),
-            Some(Json::Array(items)) => parse_items(items)?,
+        let (params, original) = match obj.get("parameter") {
+            None => (Vec::new(), Vec::new()),
+            Some(Json::Array(items)) => (parse_items(items)?, items.clone()),
             Some(_) => {
                 return Err(FhirError::Invalid(
                     "Parameters.parameter must be an array".into(),
                 ));
             }
         };
-        Ok(Self { params })
+        Ok(Self { params, original })
     }
 
     /// Adds parameters from the query string (e.g. a POST with `?url=` as well as a body).
     pub fn extend_from_query(&mut self, pairs: &[(String, String)]) {
-        self.params.extend(Self::from_query(pairs).params);
+        let q = Self::from_query(pairs);
+        self.params.extend(q.params);
+        self.original.extend(q.original);
     }
 
     /// Every value of a parameter.

@@ -150,12 +150,13 @@ fn do_batch_validate(registry: &Registry, p: &OperationParams) -> Result<Json, F
                 "each 'validation' must be a Parameters resource".into(),
             ));
         };
+        let inner = OperationParams::from_parameters(inner)?;
         let mut params = OperationParams {
             params: shared.clone(),
+            original: p.original.clone(),
         };
-        params
-            .params
-            .extend(OperationParams::from_parameters(inner)?.params);
+        params.params.extend(inner.params);
+        params.original.extend(inner.original);
         let result = ValidateRequest::from_params(&params, Target::ValueSet)
             .and_then(|r| validate_code(registry, &r))
             .unwrap_or_else(|e| e.to_operation_outcome());

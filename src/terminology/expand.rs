@@ -10,6 +10,41 @@ use crate::error::FhirError;
 use crate::fhir::params::OperationParams;
 use crate::store::{Registry, words};
 
+/// Elements of the ValueSet kept in an `$expand` answer (the definition — compose, publisher,
+/// dates — is left out, as reference servers do).
+const EXPANSION_KEEPS: [&str; 11] = [
+    "resourceType",
+    "id",
+    "language",
+    "extension",
+    "url",
+    "identifier",
+    "version",
+    "name",
+    "title",
+    "status",
+    "experimental",
+];
+
+/// Request parameters an expansion echoes in `expansion.parameter`, with their original types.
+const ECHOED: [&str; 15] = [
+    "filter",
+    "count",
+    "offset",
+    "activeOnly",
+    "includeDesignations",
+    "designation",
+    "includeDefinition",
+    "excludeNested",
+    "displayLanguage",
+    "system-version",
+    "check-system-version",
+    "force-system-version",
+    "default-valueset-version",
+    "limitedExpansion",
+    "excludeNotForUI",
+];
+
 /// Limits an expansion must respect.
 #[derive(Debug, Clone, Copy)]
 pub struct ExpandLimits {
@@ -57,6 +92,8 @@ pub struct ExpandRequest {
     pub display_language: Option<String>,
     /// `system-version` pins, `url|version`.
     pub system_versions: Vec<(String, String)>,
+    /// Parameters to echo in the expansion.
+    pub echo: Vec<Json>,
 }
 
 impl ExpandRequest {
@@ -88,6 +125,7 @@ impl ExpandRequest {
             exclude_nested: p.boolean("excludeNested")?,
             display_language: p.text("displayLanguage")?,
             system_versions,
+            echo: p.echo(&ECHOED),
         })
     }
 }
@@ -241,34 +279,7 @@ pub fn expand(
         }
         contains.push(Json::Object(e));
     }
-    let mut parameters = Vec::new();
-    if let Some(f) = &req.filter {
-        parameters.push(json!({ "name": "filter", "valueString": f }));
-    }
-    if req.offset > 0 || req.count.is_some() {
-        parameters.push(json!({ "name": "offset", "valueInteger": req.offset }));
-    }
-    if let Some(c) = req.count {
-        parameters.push(json!({ "name": "count", "valueInteger": c }));
-    }
-    if req.active_only {
-        parameters.push(json!({ "name": "activeOnly", "valueBoolean": true }));
-    }
-    if req.include_designations {
-        parameters.push(json!({ "name": "includeDesignations", "valueBoolean": true }));
-    }
-    if req.include_definition {
-        parameters.push(json!({ "name": "includeDefinition", "valueBoolean": true }));
-    }
-    if let Some(x) = req.exclude_nested {
-        parameters.push(json!({ "name": "excludeNested", "valueBoolean": x }));
-    }
-    if let Some(l) = &req.display_language {
-        parameters.push(json!({ "name": "displayLanguage", "valueCode": l }));
-    }
-    for p in &req.properties {
-        parameters.push(json!({ "name": "property", "valueString": p }));
-    }
+    let mut parameters = req.echo.clone();
     for cs in &expansion.systems {
         let v = if cs.version.is_empty() {
             cs.meta.url.clone()
@@ -281,19 +292,24 @@ pub fn expand(
     exp.insert("identifier".into(), json!(new_uuid()));
     exp.insert("timestamp".into(), json!(crate::mapping::now_rfc3339()));
     exp.insert("total".into(), json!(total));
-    exp.insert("offset".into(), json!(req.offset));
+    if req.offset > 0 {
+        exp.insert("offset".into(), json!(req.offset));
+    }
     if !parameters.is_empty() {
         exp.insert("parameter".into(), Json::Array(parameters));
     }
     if !contains.is_empty() {
         exp.insert("contains".into(), Json::Array(contains));
     }
-    let mut out = match vs {
-        Json::Object(o) => o,
-        _ => Map::new(),
-    };
-    out.remove("expansion");
-    out.remove("text");
+    // The expansion carries the ValueSet's identity, not its definition.
+    let mut out = Map::new();
+    if let Json::Object(o) = vs {
+        for (k, v) in o {
+            if EXPANSION_KEEPS.contains(&k.as_str()) {
+                out.insert(k, v);
+            }
+        }
+    }
     out.insert("expansion".into(), Json::Object(exp));
     Ok(Json::Object(out))
 }
