@@ -46,7 +46,7 @@ pub struct ServeArgs {
     /// Largest `$expand` answered without `count` (larger ones are 422 too-costly).
     #[arg(long, env = "FHIR_REGISTERS_MAX_EXPANSION", default_value_t = 50_000)]
     pub max_expansion: usize,
-    /// Time budget of one request, in seconds (then 503 with an OperationOutcome).
+    /// Time budget of one operation, in seconds (then 422 `too-costly`).
     #[arg(long, env = "FHIR_REGISTERS_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
     /// Do not import mappings' `default_file`s on start (serve only what is already stored).

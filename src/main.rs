@@ -15,7 +15,11 @@ async fn main() {
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
-        None => commands::serve(ServeArgs::default()).await,
+        // No subcommand means `serve`, with its flags' environment variables honoured.
+        None => match Cli::parse_from(["fhir-registers", "serve"]).command {
+            Some(Command::Serve(args)) => commands::serve(args).await,
+            _ => commands::serve(ServeArgs::default()).await,
+        },
         Some(Command::Serve(args)) => commands::serve(args).await,
         Some(Command::Import(args)) => commands::import(args).await,
         Some(Command::Check(args)) => commands::check(args).await,

@@ -205,7 +205,7 @@ pub fn expand(
     let expansion =
         evaluator.expand(&compose, filter_words.as_deref().filter(|w| !w.is_empty()))?;
     let total = expansion.members.len();
-    if req.count.is_none() && req.offset == 0 && total > limits.max_unpaged {
+    if req.count.is_none() && total.saturating_sub(req.offset) > limits.max_unpaged {
         return Err(FhirError::TooCostly(format!(
             "The value set expansion has {total} codes, more than the limit of {} for an expansion without paging; use 'count' and 'offset', or 'filter'",
             limits.max_unpaged

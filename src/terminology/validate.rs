@@ -167,13 +167,7 @@ fn check_concept(
         let mut valid: Vec<&str> = c.display.as_deref().into_iter().collect();
         valid.extend(override_display);
         valid.extend(c.designations.iter().map(|d| &*d.value));
-        let norm = |s: &str| {
-            s.split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_lowercase()
-        };
-        if !valid.iter().any(|v| norm(v) == norm(given)) {
+        if !valid.iter().any(|v| *v == given) {
             let expected = c.display.as_deref().unwrap_or("");
             out.issues.push(Issue {
                 severity: if lenient { "warning" } else { "error" },

@@ -305,6 +305,12 @@ async fn too_large_expansions_without_count_are_too_costly() {
     let r = send_to(state.clone(), req(String::new())).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(outcome(&r.json()).0, "too-costly");
+    let r = send_to(state.clone(), req("&offset=1".into())).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "an offset alone does not get round the limit"
+    );
     let r = send_to(state.clone(), req("&count=5".into())).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = send_to(state, req("&count=500".into())).await;
