@@ -167,7 +167,7 @@ fn check_concept(
         let mut valid: Vec<&str> = c.display.as_deref().into_iter().collect();
         valid.extend(override_display);
         valid.extend(c.designations.iter().map(|d| &*d.value));
-        if !valid.iter().any(|v| *v == given) {
+        if !valid.contains(&given) {
             let expected = c.display.as_deref().unwrap_or("");
             out.issues.push(Issue {
                 severity: if lenient { "warning" } else { "error" },
