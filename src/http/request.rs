@@ -26,11 +26,28 @@ pub struct FhirRequest {
     pub pretty: bool,
     /// The parsed body, if there was one.
     pub body: Option<Result<Body, FhirError>>,
+    /// The `Accept-Language` header, if any.
+    pub accept_language: Option<String>,
 }
 
 impl FhirRequest {
     /// The operation parameters: the query for GET, the `Parameters` body (plus query) for POST.
     pub fn params(&self) -> Result<OperationParams, FhirError> {
+        let mut p = self.params_as_sent()?;
+        if let Some(lang) = &self.accept_language
+            && p.all("displayLanguage").next().is_none()
+        {
+            p.params.push((
+                "displayLanguage".into(),
+                crate::fhir::params::ParamValue::Text(lang.clone()),
+            ));
+            p.original
+                .push(serde_json::json!({ "name": "displayLanguage", "valueCode": lang }));
+        }
+        Ok(p)
+    }
+
+    fn params_as_sent(&self) -> Result<OperationParams, FhirError> {
         match &self.body {
             None => Ok(OperationParams::from_query(&self.query)),
             Some(Err(e)) => Err(e.clone()),
@@ -82,6 +99,13 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
             .and_then(|v| v.to_str().ok());
         let format = format::negotiate(find("_format"), accept);
         let pretty = find("_pretty") == Some("true");
+        let accept_language = parts
+            .headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -99,6 +123,7 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
             format,
             pretty,
             body,
+            accept_language,
         })
     }
 }

@@ -368,10 +368,10 @@ impl Registry {
         }
     }
 
-    /// Adds a ConceptMap (replacing one with the same url and version).
+    /// Adds a ConceptMap.
     pub fn add_concept_map(&mut self, m: ConceptMapEntry) {
+        // Maps sharing url and version are all kept: their groups add up in `$translate`.
         let list = self.concept_maps.entry(m.url.clone()).or_default();
-        list.retain(|x| x.version != m.version);
         list.push(Arc::new(m));
         list.sort_by(|a, b| {
             compare_versions(

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value as Json, json};
 
 use super::compose::{Compose, Evaluator};
-use super::resources::designation_json;
+use super::language;
 use super::value_json;
 use crate::error::FhirError;
 use crate::fhir::params::OperationParams;
@@ -88,8 +88,10 @@ pub struct ExpandRequest {
     pub properties: Vec<String>,
     /// `excludeNested` (expansions are always flat here; echoed).
     pub exclude_nested: Option<bool>,
-    /// `displayLanguage` (echoed).
+    /// `displayLanguage`: the language(s) displays are wanted in.
     pub display_language: Option<String>,
+    /// `designation` parameters (`urn:ietf:bcp:47|es`): the designations wanted.
+    pub designations: Vec<String>,
     /// `system-version` pins, `url|version`.
     pub system_versions: Vec<(String, String)>,
     /// Parameters to echo in the expansion.
@@ -124,6 +126,13 @@ impl ExpandRequest {
             properties: p.texts("property"),
             exclude_nested: p.boolean("excludeNested")?,
             display_language: p.text("displayLanguage")?,
+            designations: p
+                .all("designation")
+                .filter_map(|v| match v {
+                    crate::fhir::params::ParamValue::Text(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect(),
             system_versions,
             echo: p.echo(&ECHOED),
         })
@@ -225,6 +234,13 @@ pub fn expand(
         .filter(|cs| !seen_urls.insert(cs.meta.url.as_str()))
         .map(|cs| cs.meta.url.as_str())
         .collect();
+    let display_language = req
+        .display_language
+        .clone()
+        .or_else(|| language::value_set_display_language(&vs));
+    let prefs = display_language
+        .as_deref()
+        .map(language::Preferences::parse);
     let mut contains = Vec::with_capacity(end - start);
     for m in &expansion.members[start..end] {
         let cs = &expansion.systems[m.system];
@@ -235,7 +251,13 @@ pub fn expand(
             e.insert("version".into(), json!(cs.version));
         }
         e.insert("code".into(), json!(c.code));
-        if let Some(d) = m.display.as_deref().or(c.display.as_deref()) {
+        let (display, used) = language::choose_display(cs, c, prefs.as_ref());
+        let display = if prefs.is_some() && used.is_some() {
+            display
+        } else {
+            m.display.as_deref().or(display)
+        };
+        if let Some(d) = display {
             e.insert("display".into(), json!(d));
         }
         if c.inactive {
@@ -244,11 +266,11 @@ pub fn expand(
         if c.not_selectable {
             e.insert("abstract".into(), json!(true));
         }
-        if req.include_designations && !c.designations.is_empty() {
-            e.insert(
-                "designation".into(),
-                Json::Array(c.designations.iter().map(designation_json).collect()),
-            );
+        if req.include_designations || !req.designations.is_empty() {
+            let designations = language::designations_json(cs, c, used, &req.designations);
+            if !designations.is_empty() {
+                e.insert("designation".into(), Json::Array(designations));
+            }
         }
         let mut ext = Vec::new();
         if req.include_definition
@@ -280,6 +302,11 @@ pub fn expand(
         contains.push(Json::Object(e));
     }
     let mut parameters = req.echo.clone();
+    if let Some(l) = &display_language
+        && !parameters.iter().any(|p| p["name"] == "displayLanguage")
+    {
+        parameters.push(language::display_language_parameter(l));
+    }
     for cs in &expansion.systems {
         let v = if cs.version.is_empty() {
             cs.meta.url.clone()

@@ -1,0 +1,190 @@
+//! Display languages: parsing `displayLanguage` / `Accept-Language` preference lists, and
+//! choosing a concept's display and designations for them.
+
+use serde_json::{Value as Json, json};
+
+use super::resources::designation_json;
+use crate::store::{CodeSystemVersion, Concept, Designation, DesignationUse};
+
+/// A language preference list (`de, en;q=0.5, *;q=0`), best first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preferences {
+    /// (tag, q) in order of preference; `*` is any language.
+    pub tags: Vec<(String, f32)>,
+}
+
+impl Preferences {
+    /// Parses a comma-separated list with optional `;q=` weights.
+    pub fn parse(text: &str) -> Self {
+        let mut tags: Vec<(usize, String, f32)> = text
+            .split(',')
+            .enumerate()
+            .filter_map(|(i, part)| {
+                let mut bits = part.split(';');
+                let tag = bits.next()?.trim().to_string();
+                if tag.is_empty() {
+                    return None;
+                }
+                let q = bits
+                    .find_map(|b| {
+                        b.trim()
+                            .strip_prefix("q=")
+                            .and_then(|q| q.trim().parse::<f32>().ok())
+                    })
+                    .unwrap_or(1.0);
+                Some((i, tag, q))
+            })
+            .collect();
+        tags.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+        Self {
+            tags: tags.into_iter().map(|(_, t, q)| (t, q)).collect(),
+        }
+    }
+
+    /// The most preferred concrete language, if any.
+    pub fn first(&self) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(t, q)| *q > 0.0 && t != "*")
+            .map(|(t, _)| t.as_str())
+    }
+}
+
+/// Whether a language tag satisfies a requested tag (`de-CH` satisfies `de`).
+pub fn matches(tag: &str, requested: &str) -> bool {
+    let (tag, requested) = (tag.to_ascii_lowercase(), requested.to_ascii_lowercase());
+    tag == requested || tag.starts_with(&format!("{requested}-"))
+}
+
+/// The language of a CodeSystem's own displays (`CodeSystem.language`), if it says.
+pub fn code_system_language(cs: &CodeSystemVersion) -> Option<&str> {
+    cs.meta
+        .extra
+        .as_ref()
+        .and_then(|e| e.get("language"))
+        .and_then(Json::as_str)
+}
+
+/// The display of a concept for the preferences, and which designation (if any) supplied it.
+pub fn choose_display<'a>(
+    cs: &CodeSystemVersion,
+    c: &'a Concept,
+    prefs: Option<&Preferences>,
+) -> (Option<&'a str>, Option<usize>) {
+    let default = c.display.as_deref();
+    let Some(prefs) = prefs else {
+        return (default, None);
+    };
+    let own = code_system_language(cs);
+    for (tag, q) in &prefs.tags {
+        if *q <= 0.0 {
+            continue;
+        }
+        if tag == "*" || own.is_none_or(|l| matches(l, tag)) {
+            return (default, None);
+        }
+        if let Some(i) = c
+            .designations
+            .iter()
+            .position(|d| d.language.as_deref().is_some_and(|l| matches(l, tag)))
+        {
+            return (Some(&c.designations[i].value), Some(i));
+        }
+    }
+    (default, None)
+}
+
+/// The designations to show with a concept: its own (less the one used as display, if any),
+/// the CodeSystem display as a `preferredForLanguage` designation when it was replaced, and only
+/// the languages asked for by `designation` parameters (`urn:ietf:bcp:47|es`) when there are any.
+pub fn designations_json(
+    cs: &CodeSystemVersion,
+    c: &Concept,
+    used: Option<usize>,
+    wanted: &[String],
+) -> Vec<Json> {
+    let mut out = Vec::new();
+    if used.is_some()
+        && let Some(d) = &c.display
+    {
+        let replaced = Designation {
+            language: code_system_language(cs).map(Into::into),
+            use_: Some(DesignationUse {
+                system: "http://terminology.hl7.org/CodeSystem/hl7TermMaintInfra".into(),
+                code: "preferredForLanguage".into(),
+                display: Some("Preferred For Language".into()),
+            }),
+            value: d.clone(),
+        };
+        out.push(replaced);
+    }
+    out.extend(
+        c.designations
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != used)
+            .map(|(_, d)| d.clone()),
+    );
+    let languages: Vec<&str> = wanted
+        .iter()
+        .filter_map(|w| w.strip_prefix("urn:ietf:bcp:47|"))
+        .collect();
+    out.iter()
+        .filter(|d| {
+            languages.is_empty()
+                || d.language
+                    .as_deref()
+                    .is_some_and(|l| languages.iter().any(|w| matches(l, w)))
+        })
+        .map(designation_json)
+        .collect()
+}
+
+/// The `displayLanguage` a ValueSet asks for through the `valueset-expansion-parameter`
+/// extension on its compose.
+pub fn value_set_display_language(vs: &Json) -> Option<String> {
+    vs.get("compose")?
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .filter(|e| {
+            e.get("url").and_then(Json::as_str)
+                == Some("http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter")
+        })
+        .find_map(|e| {
+            let parts = e.get("extension")?.as_array()?;
+            let name = parts.iter().find(|p| p["url"] == "name")?["valueCode"].as_str()?;
+            if name != "displayLanguage" {
+                return None;
+            }
+            let value = parts.iter().find(|p| p["url"] == "value")?;
+            value
+                .as_object()?
+                .iter()
+                .find(|(k, _)| k.starts_with("value"))
+                .and_then(|(_, v)| v.as_str())
+                .map(str::to_string)
+        })
+}
+
+/// A `displayLanguage` expansion parameter.
+pub fn display_language_parameter(value: &str) -> Json {
+    json!({ "name": "displayLanguage", "valueCode": value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preference_lists_order_by_weight() {
+        let p = Preferences::parse("de, *; q=0");
+        assert_eq!(p.first(), Some("de"));
+        assert_eq!(p.tags[1], ("*".to_string(), 0.0));
+        let p = Preferences::parse("en;q=0.4, fr");
+        assert_eq!(p.first(), Some("fr"));
+        assert!(matches("de-CH", "de"));
+        assert!(!matches("de", "de-CH"));
+        assert!(matches("EN", "en"));
+    }
+}
