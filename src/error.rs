@@ -22,6 +22,10 @@ pub enum FhirError {
     /// The request is understood but cannot be processed (422, `processing`).
     #[error("{0}")]
     Unprocessable(String),
+    /// The version of a CodeSystem that would be used is not allowed by a
+    /// `check-system-version` parameter (422, `exception`, tx-issue-type `version-error`).
+    #[error("{0}")]
+    VersionNotAllowed(String),
     /// The result would be too large or slow to produce (422, `too-costly`).
     #[error("{0}")]
     TooCostly(String),
@@ -51,6 +55,11 @@ impl FhirError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", Some("not-found")),
             Self::UnknownCode(_) => (StatusCode::NOT_FOUND, "not-found", Some("invalid-code")),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
+            Self::VersionNotAllowed(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "exception",
+                Some("version-error"),
+            ),
             Self::TooCostly(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too-costly", None),
             Self::NotSupported(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "not-supported", None),
@@ -106,6 +115,7 @@ mod tests {
             (FhirError::UnknownCode("x".into()), 404, "not-found"),
             (FhirError::Unprocessable("x".into()), 422, "processing"),
             (FhirError::TooCostly("x".into()), 422, "too-costly"),
+            (FhirError::VersionNotAllowed("x".into()), 422, "exception"),
             (FhirError::NotSupported("x".into()), 400, "not-supported"),
             (
                 FhirError::MethodNotAllowed("x".into()),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde_json::Value as Json;
 
+use super::versions::{self, Origin, Purpose, Usage, VersionRules};
 use crate::error::FhirError;
 use crate::store::{CodeSystemVersion, Concept, ConceptRef, Registry, matches_words};
 
@@ -360,45 +361,92 @@ pub struct Evaluator<'a> {
     pub registry: &'a Registry,
     /// Leave inactive codes out.
     pub active_only: bool,
-    /// Pinned CodeSystem versions (`system-version`-style), by url.
-    pub system_versions: &'a [(String, String)],
-    /// ValueSets supplied with the request (`tx-resource`), by url.
+    /// The request's version rules (`system-version`, `force-system-version`, …).
+    pub versions: &'a VersionRules,
+    /// Which of those rules were used.
+    pub version_usage: Usage,
+    /// The CodeSystem version every include of its system uses (`$validate-code` decides it,
+    /// coding by coding, from the coding's version and the ValueSet's).
+    pub pinned: std::cell::RefCell<Option<Arc<CodeSystemVersion>>>,
+    /// Resources contained in the ValueSet being evaluated (`#id` references).
     pub extra_value_sets: &'a [Json],
+    /// ValueSets imported while evaluating (for `used-valueset` and status warnings).
+    pub imported: std::cell::RefCell<Vec<Json>>,
 }
 
 impl Evaluator<'_> {
-    /// Resolves a CodeSystem version for a rule.
+    /// Resolves the CodeSystem version an include of `url` stating `version` uses, after the
+    /// request's version rules; a version `check-system-version` does not allow is an error.
     pub fn code_system(
         &self,
         url: &str,
         version: Option<&str>,
     ) -> Result<Arc<CodeSystemVersion>, FhirError> {
-        let pinned = self
-            .system_versions
-            .iter()
-            .find(|(u, _)| u == url)
-            .map(|(_, v)| v.as_str());
-        let version = version.or(pinned);
-        self.registry.code_system(url, version).ok_or_else(|| match version {
-            Some(v) if self.registry.knows_code_system(url) => FhirError::NotFound(format!(
-                "A definition for CodeSystem '{url}' version '{v}' could not be found (known versions: {})",
-                self.registry
-                    .code_system_versions(url)
-                    .iter()
-                    .map(|c| c.version.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            _ => FhirError::NotFound(format!("A definition for CodeSystem '{url}' could not be found")),
-        })
+        if let Some(cs) = self
+            .pinned
+            .borrow()
+            .as_ref()
+            .filter(|cs| cs.meta.url == url)
+        {
+            return Ok(cs.clone());
+        }
+        let spec = self.versions.for_include(url, version);
+        let cs = versions::find_code_system(self.registry, url, spec.pattern.as_deref())
+            .ok_or_else(|| {
+                FhirError::NotFound(versions::unknown_version_text(
+                    self.registry,
+                    url,
+                    spec.pattern.as_deref(),
+                    Purpose::Expand,
+                ))
+            })?;
+        if let Some(p) = &spec.pattern {
+            self.version_usage.rule(spec.origin, url, p);
+        }
+        if let Some(text) = self.versions.check(url, &cs.version) {
+            return Err(FhirError::VersionNotAllowed(text));
+        }
+        Ok(cs)
     }
 
     /// Resolves a ValueSet canonical (`url` or `url|version`).
     pub fn value_set(&self, canonical: &str) -> Result<Json, FhirError> {
+        let found = self.find_value_set(canonical)?;
+        let mut imported = self.imported.borrow_mut();
+        if !imported.contains(&found) {
+            imported.push(found.clone());
+        }
+        Ok(found)
+    }
+
+    fn find_value_set(&self, canonical: &str) -> Result<Json, FhirError> {
+        if let Some(id) = canonical.strip_prefix('#') {
+            return self
+                .extra_value_sets
+                .iter()
+                .find(|r| {
+                    r.get("resourceType").and_then(Json::as_str) == Some("ValueSet")
+                        && r.get("id").and_then(Json::as_str) == Some(id)
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    FhirError::NotFound(format!(
+                        "A definition for the value Set '{canonical}' could not be found"
+                    ))
+                });
+        }
         let (url, version) = match canonical.split_once('|') {
             Some((u, v)) => (u, Some(v)),
             None => (canonical, None),
         };
+        let defaulted = version
+            .is_none()
+            .then(|| self.versions.value_set_default(url))
+            .flatten();
+        if let Some(v) = defaulted {
+            self.version_usage.rule(Origin::ValueSetDefault, url, v);
+        }
+        let version = version.or(defaulted);
         if let Some(vs) = self.extra_value_sets.iter().find(|v| {
             v.get("url").and_then(Json::as_str) == Some(url)
                 && version.is_none_or(|ver| v.get("version").and_then(Json::as_str) == Some(ver))
@@ -408,10 +456,19 @@ impl Evaluator<'_> {
         self.registry
             .value_set(url, version)
             .map(|v| v.resource.clone())
-            .ok_or_else(|| {
-                FhirError::NotFound(format!(
-                    "A definition for the value Set '{canonical}' could not be found"
-                ))
+            .ok_or_else(|| match (defaulted, version) {
+                (Some(v), _) => {
+                    self.version_usage.missing_value_set(format!("{url}|{v}"));
+                    FhirError::NotFound(format!(
+                        "Unable to find included value set '{url}' version '{v}'"
+                    ))
+                }
+                _ => {
+                    self.version_usage.missing_value_set(canonical.to_string());
+                    FhirError::NotFound(format!(
+                        "A definition for the value Set '{canonical}' could not be found"
+                    ))
+                }
             })
     }
 

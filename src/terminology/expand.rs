@@ -4,8 +4,9 @@
 use serde_json::{Map, Value as Json, json};
 
 use super::compose::{Compose, Evaluator};
-use super::language;
 use super::value_json;
+use super::versions::{self, VersionRules};
+use super::{language, status};
 use crate::error::FhirError;
 use crate::fhir::params::OperationParams;
 use crate::store::{Registry, words};
@@ -27,7 +28,7 @@ const EXPANSION_KEEPS: [&str; 11] = [
 ];
 
 /// Request parameters an expansion echoes in `expansion.parameter`, with their original types.
-const ECHOED: [&str; 15] = [
+const ECHOED: [&str; 11] = [
     "filter",
     "count",
     "offset",
@@ -37,10 +38,6 @@ const ECHOED: [&str; 15] = [
     "includeDefinition",
     "excludeNested",
     "displayLanguage",
-    "system-version",
-    "check-system-version",
-    "force-system-version",
-    "default-valueset-version",
     "limitedExpansion",
     "excludeNotForUI",
 ];
@@ -92,8 +89,9 @@ pub struct ExpandRequest {
     pub display_language: Option<String>,
     /// `designation` parameters (`urn:ietf:bcp:47|es`): the designations wanted.
     pub designations: Vec<String>,
-    /// `system-version` pins, `url|version`.
-    pub system_versions: Vec<(String, String)>,
+    /// `system-version`, `force-system-version`, `check-system-version` and
+    /// `default-valueset-version` (echoed as `valueUri` where they were used).
+    pub versions: VersionRules,
     /// Parameters to echo in the expansion.
     pub echo: Vec<Json>,
 }
@@ -101,18 +99,6 @@ pub struct ExpandRequest {
 impl ExpandRequest {
     /// Builds the request from operation parameters.
     pub fn from_params(p: &OperationParams) -> Result<Self, FhirError> {
-        let system_versions = p
-            .texts("system-version")
-            .into_iter()
-            .chain(p.texts("force-system-version"))
-            .map(|sv| {
-                sv.split_once('|')
-                    .map(|(u, v)| (u.to_string(), v.to_string()))
-                    .ok_or_else(|| {
-                        FhirError::Invalid(format!("system-version '{sv}' must be url|version"))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             url: p.text("url")?,
             value_set: p.resource("valueSet")?,
@@ -133,7 +119,7 @@ impl ExpandRequest {
                     _ => None,
                 })
                 .collect(),
-            system_versions,
+            versions: VersionRules::from_params(p)?,
             echo: p.echo(&ECHOED),
         })
     }
@@ -205,11 +191,19 @@ pub fn expand(
         )));
     }
     let filter_words: Option<Vec<String>> = req.filter.as_deref().map(|f| words(f).collect());
+    let contained: Vec<Json> = vs
+        .get("contained")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
-        system_versions: &req.system_versions,
-        extra_value_sets: &[],
+        versions: &req.versions,
+        version_usage: Default::default(),
+        pinned: Default::default(),
+        extra_value_sets: &contained,
+        imported: Default::default(),
     };
     let expansion =
         evaluator.expand(&compose, filter_words.as_deref().filter(|w| !w.is_empty()))?;
@@ -234,6 +228,7 @@ pub fn expand(
         .filter(|cs| !seen_urls.insert(cs.meta.url.as_str()))
         .map(|cs| cs.meta.url.as_str())
         .collect();
+    let stated_several = versions::systems_with_several_versions(&compose);
     let display_language = req
         .display_language
         .clone()
@@ -247,7 +242,10 @@ pub fn expand(
         let c = cs.concept(m.concept);
         let mut e = Map::new();
         e.insert("system".into(), json!(cs.meta.url));
-        if !cs.version.is_empty() && several_versions.contains(cs.meta.url.as_str()) {
+        if !cs.version.is_empty()
+            && (several_versions.contains(cs.meta.url.as_str())
+                || stated_several.contains(cs.meta.url.as_str()))
+        {
             e.insert("version".into(), json!(cs.version));
         }
         e.insert("code".into(), json!(c.code));
@@ -259,6 +257,9 @@ pub fn expand(
         };
         if let Some(d) = display {
             e.insert("display".into(), json!(d));
+        }
+        if let Some(x) = status::listed_concept_extensions(&vs, &cs.meta.url, &c.code) {
+            e.insert("extension".into(), x);
         }
         if c.inactive {
             e.insert("inactive".into(), json!(true));
@@ -288,7 +289,7 @@ pub fn expand(
             }
             for (key, value) in values {
                 let mut v = Map::new();
-                v.insert("url".into(), json!("value"));
+                v.insert("url".into(), json!("value[x]"));
                 v.insert(key.into(), value);
                 ext.push(json!({
                     "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property",
@@ -302,18 +303,29 @@ pub fn expand(
         contains.push(Json::Object(e));
     }
     let mut parameters = req.echo.clone();
+    parameters.extend(evaluator.version_usage.expansion_parameters());
     if let Some(l) = &display_language
         && !parameters.iter().any(|p| p["name"] == "displayLanguage")
     {
         parameters.push(language::display_language_parameter(l));
     }
+    let imported = evaluator.imported.borrow().clone();
+    for v in &imported {
+        parameters.push(json!({ "name": "used-valueset", "valueUri": status::value_set_label(v) }));
+    }
     for cs in &expansion.systems {
-        let v = if cs.version.is_empty() {
-            cs.meta.url.clone()
-        } else {
-            format!("{}|{}", cs.meta.url, cs.version)
-        };
-        parameters.push(json!({ "name": "used-codesystem", "valueUri": v }));
+        parameters
+            .push(json!({ "name": "used-codesystem", "valueUri": status::code_system_label(cs) }));
+    }
+    for cs in &expansion.systems {
+        if let Some(note) = status::code_system_note(cs) {
+            parameters.push(json!({ "name": format!("warning-{note}"), "valueUri": status::code_system_label(cs) }));
+        }
+    }
+    for v in std::iter::once(&vs).chain(imported.iter()) {
+        if let Some(note) = status::value_set_note(v) {
+            parameters.push(json!({ "name": format!("warning-{note}"), "valueUri": status::value_set_label(v) }));
+        }
     }
     let mut exp = Map::new();
     exp.insert("identifier".into(), json!(new_uuid()));

@@ -9,9 +9,11 @@ pub mod expand;
 pub mod language;
 pub mod lookup;
 pub mod resources;
+pub mod status;
 pub mod subsumes;
 pub mod translate;
 pub mod validate;
+pub mod versions;
 
 use std::sync::Arc;
 

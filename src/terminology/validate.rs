@@ -9,6 +9,8 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 
 use super::compose::{Compose, Evaluator};
+use super::status;
+use super::versions::{self, Problem, Purpose, Reconciled, VersionRules};
 use crate::error::FhirError;
 use crate::fhir::params::{Coding, OperationParams, ParametersOut};
 use crate::store::{CodeSystemVersion, ConceptRef, Registry};
@@ -41,6 +43,9 @@ pub struct ValidateRequest {
     pub lenient_display: bool,
     /// `activeOnly`: inactive codes are not valid.
     pub active_only: bool,
+    /// `system-version`, `force-system-version`, `check-system-version`,
+    /// `default-valueset-version`.
+    pub versions: VersionRules,
 }
 
 impl ValidateRequest {
@@ -102,6 +107,7 @@ impl ValidateRequest {
             codeable_concept,
             lenient_display: p.boolean("lenient-display-validation")?.unwrap_or(false),
             active_only: p.boolean("activeOnly")?.unwrap_or(false),
+            versions: VersionRules::from_params(p)?,
         })
     }
 }
@@ -126,21 +132,24 @@ struct Issue {
     code: &'static str,
     tx: &'static str,
     text: String,
-    expression: String,
+    expression: Option<String>,
 }
 
 impl Issue {
     fn json(&self) -> Json {
-        json!({
+        let mut issue = json!({
             "severity": self.severity,
             "code": self.code,
             "details": {
                 "coding": [{ "system": "http://hl7.org/fhir/tools/CodeSystem/tx-issue-type", "code": self.tx }],
                 "text": self.text
-            },
-            "location": [self.expression],
-            "expression": [self.expression]
-        })
+            }
+        });
+        if let Some(e) = &self.expression {
+            issue["location"] = json!([e]);
+            issue["expression"] = json!([e]);
+        }
+        issue
     }
 }
 
@@ -150,6 +159,10 @@ struct Outcome {
     valid: bool,
     issues: Vec<Issue>,
     coding: Coding,
+    /// `url|version` of a CodeSystem version that could not be found.
+    caused_by: Option<String>,
+    /// Membership could not be tested (the ValueSet's version of the system is unknown).
+    untested: bool,
 }
 
 fn check_concept(
@@ -177,7 +190,7 @@ fn check_concept(
                     "Wrong Display Name '{given}' for {}#{}. Valid display is '{expected}'",
                     cs.meta.url, c.code
                 ),
-                expression: format!("{path}display"),
+                expression: Some(format!("{path}display")),
             });
             if !lenient {
                 out.valid = false;
@@ -194,7 +207,7 @@ fn check_concept(
                 c.code,
                 c.status.as_deref().unwrap_or("inactive")
             ),
-            expression: format!("{path}code"),
+            expression: Some(format!("{path}code")),
         });
     }
 }
@@ -234,14 +247,23 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                     None => url.to_string(),
                 }
             };
-            Some((Compose::from_value_set(&resource)?, label))
+            Some((Compose::from_value_set(&resource)?, label, resource))
         }
     };
+    let contained: Vec<Json> = vs_context
+        .as_ref()
+        .and_then(|v| v.2.get("contained"))
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
-        system_versions: &[],
-        extra_value_sets: &[],
+        versions: &req.versions,
+        version_usage: Default::default(),
+        pinned: Default::default(),
+        extra_value_sets: &contained,
+        imported: Default::default(),
     };
     let mut outcomes = Vec::new();
     for (coding, path) in &req.codings {
@@ -259,26 +281,40 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                 text: format!(
                     "The System URI could not be determined for the code '{code}' in the ValueSet '{vs}'"
                 ),
-                expression: format!("{path}system"),
+                expression: Some(format!("{path}system")),
             });
             outcomes.push(out);
             continue;
         };
-        let cs = super::resolve_code_system(registry, &system, coding.version.as_deref());
-        match (&vs_context, cs) {
-            (_, Err(e)) => {
-                out.issues.push(Issue {
-                    severity: "error",
-                    code: "not-found",
-                    tx: "not-found",
-                    text: format!("{e}, so the code cannot be validated"),
-                    expression: format!("{path}system"),
-                });
-                if let Some((_, label)) = &vs_context {
-                    out.issues.push(not_in_vs(&system, &code, label, path));
-                }
+        if !registry.knows_code_system(&system) {
+            out.issues.push(Issue {
+                severity: "error",
+                code: "not-found",
+                tx: "not-found",
+                text: versions::unknown_version_text(registry, &system, None, Purpose::Validate),
+                expression: Some(format!("{path}system")),
+            });
+            if let Some((_, label, _)) = &vs_context {
+                out.issues.push(not_in_vs(&system, &code, label, path));
             }
-            (None, Ok(cs)) => match cs.find(&code) {
+            outcomes.push(out);
+            continue;
+        }
+        let rec = versions::reconcile(
+            registry,
+            &req.versions,
+            vs_context.as_ref().map(|v| &v.0),
+            &system,
+            coding.version.as_deref(),
+        );
+        let version_failed = version_issues(&rec, path, &mut out);
+        let Some(cs) = rec.used.clone() else {
+            outcomes.push(out);
+            continue;
+        };
+        *evaluator.pinned.borrow_mut() = rec.pin.then(|| cs.clone());
+        match &vs_context {
+            None => match cs.find(&code) {
                 Some(r) => {
                     check_concept(&cs, r, coding, path, req.lenient_display, None, &mut out);
                     if req.active_only && cs.concept(r).inactive {
@@ -288,8 +324,33 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                 }
                 None => out.issues.push(unknown_code(&cs, &code, path)),
             },
-            (Some((compose, label)), Ok(cs)) => {
-                match evaluator.contains(compose, &system, &code)? {
+            Some(_) if !rec.testable => {
+                out.untested = true;
+                match cs.find(&code) {
+                    Some(r) => out.found = Some((cs, r)),
+                    None => out.issues.push(unknown_code(&cs, &code, path)),
+                }
+            }
+            Some((compose, label, vs_resource)) => {
+                let hit = evaluator.contains(compose, &system, &code);
+                if hit.is_err()
+                    && let Some(missing) = evaluator.version_usage.missing()
+                {
+                    // An imported ValueSet that cannot be found fails the code, not the request.
+                    out.issues.push(Issue {
+                        severity: "error",
+                        code: "not-found",
+                        tx: "not-found",
+                        text: format!(
+                            "A definition for the value Set '{missing}' could not be found"
+                        ),
+                        expression: None,
+                    });
+                    out.untested = true;
+                    outcomes.push(out);
+                    continue;
+                }
+                match hit? {
                     Some((hit_cs, r, display)) => {
                         check_concept(
                             &hit_cs,
@@ -300,6 +361,17 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                             display.as_deref(),
                             &mut out,
                         );
+                        if status::listed_concept_deprecated(vs_resource, &system, &code) {
+                            out.issues.push(Issue {
+                                severity: "warning",
+                                code: "business-rule",
+                                tx: "code-comment",
+                                text: format!(
+                                    "The presence of the concept '{code}' in the system '{system}' in the value set {label} is marked with a status of deprecated and its use should be reviewed"
+                                ),
+                                expression: Some(format!("{path}code")),
+                            });
+                        }
                         out.found = Some((hit_cs, r));
                     }
                     None => {
@@ -313,18 +385,23 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                 }
             }
         }
+        if version_failed {
+            out.valid = false;
+        }
         outcomes.push(out);
     }
     let chosen = outcomes.iter().position(|o| o.valid).unwrap_or(0);
     let result = outcomes.iter().any(|o| o.valid);
     let o = &outcomes[chosen];
     let mut params = ParametersOut::new();
+    // A CodeableConcept names the code it settled on only when its membership was tested.
+    let settled = req.codeable_concept.is_none() || !o.untested;
     let code = o
         .found
         .as_ref()
         .map(|(cs, r)| cs.concept(*r).code.to_string())
         .or_else(|| o.coding.code.clone());
-    if let Some(c) = code {
+    if let Some(c) = code.filter(|_| settled) {
         params.value("code", "valueCode", json!(c));
     }
     if let Some((cs, r)) = &o.found
@@ -332,24 +409,48 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     {
         params.value("display", "valueString", json!(d));
     }
-    let all_issues: Vec<&Issue> = if result {
-        o.issues.iter().collect()
+    let mut notes: Vec<Issue> = Vec::new();
+    if let Some((cs, _)) = &o.found
+        && let Some(note) = status::code_system_note(cs)
+    {
+        notes.push(status_issue(&format!(
+            "Reference to {note} CodeSystem {}",
+            status::code_system_label(cs)
+        )));
+    }
+    if let Some((_, _, vs)) = &vs_context {
+        for v in std::iter::once(vs).chain(evaluator.imported.borrow().iter()) {
+            if let Some(note) = status::value_set_note(v) {
+                notes.push(status_issue(&format!(
+                    "Reference to {note} ValueSet {}",
+                    status::value_set_label(v)
+                )));
+            }
+        }
+    }
+    let mut all_issues: Vec<&Issue> = notes.iter().collect();
+    if result {
+        all_issues.extend(o.issues.iter());
     } else {
-        outcomes.iter().flat_map(|o| o.issues.iter()).collect()
-    };
+        all_issues.extend(outcomes.iter().flat_map(|o| o.issues.iter()));
+    }
     if !all_issues.is_empty() {
         params.resource(
             "issues",
             json!({ "resourceType": "OperationOutcome", "issue": all_issues.iter().map(|i| i.json()).collect::<Vec<_>>() }),
         );
+        // The message is the errors when there are any, else the warnings.
+        let has_error = all_issues.iter().any(|i| i.severity == "error");
         let mut texts: Vec<&str> = all_issues
             .iter()
-            .filter(|i| !result || i.severity != "information")
+            .filter(|i| i.severity == "error" || (!has_error && i.severity == "warning"))
             .map(|i| i.text.as_str())
             .collect();
         texts.sort_unstable();
         texts.dedup();
-        params.value("message", "valueString", json!(texts.join("; ")));
+        if !texts.is_empty() {
+            params.value("message", "valueString", json!(texts.join("; ")));
+        }
     }
     if let Some((cs, r)) = &o.found
         && cs.concept(*r).inactive
@@ -362,6 +463,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         .as_ref()
         .map(|(cs, _)| cs.meta.url.clone())
         .or_else(|| o.coding.system.clone())
+        .filter(|_| settled)
     {
         params.value("system", "valueUri", json!(s));
     }
@@ -370,10 +472,57 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     {
         params.value("version", "valueString", json!(cs.version));
     }
+    if !result && let Some(c) = &o.caused_by {
+        params.value("x-caused-by-unknown-system", "valueCanonical", json!(c));
+    }
     if let Some(cc) = &req.codeable_concept {
         params.value("codeableConcept", "valueCodeableConcept", cc.clone());
     }
     Ok(params.build())
+}
+
+fn status_issue(text: &str) -> Issue {
+    Issue {
+        severity: "information",
+        code: "business-rule",
+        tx: "status-check",
+        text: text.to_string(),
+        expression: None,
+    }
+}
+
+/// Adds the issues of a version reconciliation; whether any of them fails the validation.
+fn version_issues(rec: &Reconciled, path: &str, out: &mut Outcome) -> bool {
+    let mut failed = false;
+    for p in &rec.problems {
+        let issue = match p {
+            Problem::Unknown(text) => Issue {
+                severity: "error",
+                code: "not-found",
+                tx: "not-found",
+                text: text.clone(),
+                expression: Some(format!("{path}system")),
+            },
+            Problem::Mismatch { error, text } => Issue {
+                severity: if *error { "error" } else { "warning" },
+                code: "invalid",
+                tx: "vs-invalid",
+                text: text.clone(),
+                expression: Some(format!("{path}version")),
+            },
+            Problem::NotAllowed(text) => Issue {
+                severity: "error",
+                code: "exception",
+                tx: "version-error",
+                text: text.clone(),
+                expression: Some(format!("{path}version")),
+            },
+        };
+        failed |= issue.severity == "error";
+        out.issues.push(issue);
+    }
+    out.caused_by.clone_from(&rec.unknown);
+    failed
 }
 
 fn unknown_code(cs: &CodeSystemVersion, code: &str, path: &str) -> Issue {
@@ -385,7 +534,7 @@ fn unknown_code(cs: &CodeSystemVersion, code: &str, path: &str) -> Issue {
             "Unknown code '{code}' in the CodeSystem '{}' version '{}'",
             cs.meta.url, cs.version
         ),
-        expression: format!("{path}code"),
+        expression: Some(format!("{path}code")),
     }
 }
 
@@ -397,6 +546,6 @@ fn not_in_vs(system: &str, code: &str, label: &str, path: &str) -> Issue {
         text: format!(
             "The provided code '{system}#{code}' was not found in the value set '{label}'"
         ),
-        expression: format!("{path}code"),
+        expression: Some(format!("{path}code")),
     }
 }

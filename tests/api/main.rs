@@ -11,3 +11,4 @@ mod resources;
 mod support;
 mod translate;
 mod validate;
+mod versions;

@@ -1,0 +1,104 @@
+//! Publication-status notes: a CodeSystem or ValueSet that is draft, experimental, deprecated or
+//! withdrawn is reported (`warning-…` expansion parameters, `status-check` issues), as reference
+//! servers do.
+
+use serde_json::Value as Json;
+
+use crate::store::CodeSystemVersion;
+
+const STANDARDS_STATUS: &str =
+    "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status";
+
+fn standards_status(extensions: Option<&Json>) -> Option<&'static str> {
+    extensions?.as_array()?.iter().find_map(|e| {
+        if e.get("url").and_then(Json::as_str) != Some(STANDARDS_STATUS) {
+            return None;
+        }
+        match e.get("valueCode").and_then(Json::as_str)? {
+            "deprecated" => Some("deprecated"),
+            "withdrawn" => Some("withdrawn"),
+            _ => None,
+        }
+    })
+}
+
+fn note(
+    status: Option<&str>,
+    experimental: bool,
+    extensions: Option<&Json>,
+) -> Option<&'static str> {
+    standards_status(extensions)
+        .or_else(|| (status == Some("draft")).then_some("draft"))
+        .or_else(|| experimental.then_some("experimental"))
+}
+
+/// The note for a CodeSystem version, if any.
+pub fn code_system_note(cs: &CodeSystemVersion) -> Option<&'static str> {
+    let extra = cs.meta.extra.as_ref();
+    note(
+        Some(cs.meta.status.as_str()),
+        extra
+            .and_then(|e| e.get("experimental"))
+            .and_then(Json::as_bool)
+            .unwrap_or(false),
+        extra.and_then(|e| e.get("extension")),
+    )
+}
+
+/// The note for a ValueSet resource, if any: only deprecation or withdrawal (a draft or
+/// experimental ValueSet is the caller's own choice and is not reported).
+pub fn value_set_note(vs: &Json) -> Option<&'static str> {
+    standards_status(vs.get("extension"))
+}
+
+/// `url|version` of a CodeSystem version.
+pub fn code_system_label(cs: &CodeSystemVersion) -> String {
+    if cs.version.is_empty() {
+        cs.meta.url.clone()
+    } else {
+        format!("{}|{}", cs.meta.url, cs.version)
+    }
+}
+
+/// `url|version` of a ValueSet resource.
+pub fn value_set_label(vs: &Json) -> String {
+    let url = vs.get("url").and_then(Json::as_str).unwrap_or("");
+    match vs.get("version").and_then(Json::as_str) {
+        Some(v) => format!("{url}|{v}"),
+        None => url.to_string(),
+    }
+}
+
+/// The extensions a ValueSet's compose gives a listed concept (`valueset-deprecated`,
+/// standards status), if any.
+pub fn listed_concept_extensions(vs: &Json, system: &str, code: &str) -> Option<Json> {
+    vs.get("compose")?
+        .get("include")?
+        .as_array()?
+        .iter()
+        .filter(|i| i.get("system").and_then(Json::as_str) == Some(system))
+        .flat_map(|i| {
+            i.get("concept")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .find(|c| c.get("code").and_then(Json::as_str) == Some(code))?
+        .get("extension")
+        .cloned()
+}
+
+/// Whether a listed concept is marked deprecated by its ValueSet.
+pub fn listed_concept_deprecated(vs: &Json, system: &str, code: &str) -> bool {
+    listed_concept_extensions(vs, system, code)
+        .and_then(|e| e.as_array().cloned())
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            (e.get("url").and_then(Json::as_str)
+                == Some("http://hl7.org/fhir/StructureDefinition/valueset-deprecated")
+                && e.get("valueCode").and_then(Json::as_str) == Some("true"))
+                || (e.get("url").and_then(Json::as_str) == Some(STANDARDS_STATUS)
+                    && e.get("valueCode").and_then(Json::as_str) == Some("deprecated"))
+        })
+}
