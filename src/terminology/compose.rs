@@ -413,7 +413,7 @@ impl Evaluator<'_> {
     pub fn value_set(&self, canonical: &str) -> Result<Json, FhirError> {
         let found = self.find_value_set(canonical)?;
         let mut imported = self.imported.borrow_mut();
-        if !imported.contains(&found) {
+        if !canonical.starts_with('#') && !imported.contains(&found) {
             imported.push(found.clone());
         }
         Ok(found)
@@ -509,6 +509,9 @@ impl Evaluator<'_> {
         }
         for rule in &compose.include {
             let part = self.eval_rule(rule, text, depth)?;
+            for cs in &part.systems {
+                out.system_index(cs);
+            }
             for m in part.members {
                 let cs = &part.systems[m.system];
                 let c = cs.concept(m.concept);

@@ -28,14 +28,13 @@ const EXPANSION_KEEPS: [&str; 11] = [
 ];
 
 /// Request parameters an expansion echoes in `expansion.parameter`, with their original types.
-const ECHOED: [&str; 11] = [
+const ECHOED: [&str; 10] = [
     "filter",
     "count",
     "offset",
     "activeOnly",
     "includeDesignations",
     "designation",
-    "includeDefinition",
     "excludeNested",
     "displayLanguage",
     "limitedExpansion",

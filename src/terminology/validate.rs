@@ -127,6 +127,9 @@ fn coding_json(c: &Coding) -> Json {
     o
 }
 
+/// How a ValueSet's deprecation of a listed concept is worded (reported, but not in `message`).
+const DEPRECATED_LISTING: &str = "The presence of the concept ";
+
 struct Issue {
     severity: &'static str,
     code: &'static str,
@@ -159,6 +162,8 @@ struct Outcome {
     valid: bool,
     issues: Vec<Issue>,
     coding: Coding,
+    /// A CodeSystem not known at all (`x-unknown-system`).
+    unknown_system: Option<String>,
     /// `url|version` of a CodeSystem version that could not be found.
     caused_by: Option<String>,
     /// Membership could not be tested (the ValueSet's version of the system is unknown).
@@ -205,9 +210,16 @@ fn check_concept(
             text: format!(
                 "The concept '{}' has a status of {} and its use should be reviewed",
                 c.code,
-                c.status.as_deref().unwrap_or("inactive")
+                match c.status.as_deref() {
+                    None | Some("inactive") => "inactive".to_string(),
+                    Some(other) => format!("{other} and inactive"),
+                }
             ),
-            expression: Some(format!("{path}code")),
+            expression: Some(if path.is_empty() {
+                "code".to_string()
+            } else {
+                path.trim_end_matches('.').to_string()
+            }),
         });
     }
 }
@@ -287,6 +299,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
             continue;
         };
         if !registry.knows_code_system(&system) {
+            out.unknown_system = Some(system.clone());
             out.issues.push(Issue {
                 severity: "error",
                 code: "not-found",
@@ -367,7 +380,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                                 code: "business-rule",
                                 tx: "code-comment",
                                 text: format!(
-                                    "The presence of the concept '{code}' in the system '{system}' in the value set {label} is marked with a status of deprecated and its use should be reviewed"
+                                    "{DEPRECATED_LISTING}'{code}' in the system '{system}' in the value set {label} is marked with a status of deprecated and its use should be reviewed"
                                 ),
                                 expression: Some(format!("{path}code")),
                             });
@@ -443,6 +456,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         let has_error = all_issues.iter().any(|i| i.severity == "error");
         let mut texts: Vec<&str> = all_issues
             .iter()
+            .filter(|i| !i.text.starts_with(DEPRECATED_LISTING))
             .filter(|i| i.severity == "error" || (!has_error && i.severity == "warning"))
             .map(|i| i.text.as_str())
             .collect();
@@ -458,6 +472,16 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         params.value("inactive", "valueBoolean", json!(true));
     }
     params.value("result", "valueBoolean", json!(result));
+    if !result {
+        let mut unknown: Vec<&str> = outcomes
+            .iter()
+            .filter_map(|o| o.unknown_system.as_deref())
+            .collect();
+        unknown.dedup();
+        for u in unknown {
+            params.value("x-unknown-system", "valueCanonical", json!(u));
+        }
+    }
     if let Some(s) = o
         .found
         .as_ref()

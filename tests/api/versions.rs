@@ -151,19 +151,14 @@ async fn system_version_is_only_a_default_and_check_system_version_rejects_other
 
 #[tokio::test]
 async fn validate_code_reports_a_coding_version_that_differs_from_the_value_set() {
-    let validate = |include: Option<&'static str>, version: &'static str| {
-        post(
-            "/fhir/ValueSet/$validate-code",
-            &body(
-                include,
-                vec![
-                    url(),
-                    json!({"name": "coding", "valueCoding": {"system": CS, "version": version, "code": "circle"}}),
-                ],
-            ),
-        )
-    };
-    let ok = validate(Some("1.x.x"), "1.0.0").await.json();
+    async fn validate(include: Option<&str>, version: &str) -> Json {
+        let coding = json!({"system": CS, "version": version, "code": "circle"});
+        let params = vec![url(), json!({"name": "coding", "valueCoding": coding})];
+        post("/fhir/ValueSet/$validate-code", &body(include, params))
+            .await
+            .json()
+    }
+    let ok = validate(Some("1.x.x"), "1.0.0").await;
     assert_eq!(param(&ok, "result"), Some(&json!(true)));
     assert_eq!(
         param(&ok, "version"),
@@ -171,7 +166,7 @@ async fn validate_code_reports_a_coding_version_that_differs_from_the_value_set(
         "the coding's version, which the wildcard allows"
     );
 
-    let differs = validate(Some("1.2.0"), "1.0.0").await.json();
+    let differs = validate(Some("1.2.0"), "1.0.0").await;
     assert_eq!(param(&differs, "result"), Some(&json!(false)));
     assert_eq!(
         param(&differs, "message"),
@@ -180,7 +175,7 @@ async fn validate_code_reports_a_coding_version_that_differs_from_the_value_set(
         )))
     );
 
-    let unknown = validate(None, "2.4.0").await.json();
+    let unknown = validate(None, "2.4.0").await;
     assert_eq!(param(&unknown, "result"), Some(&json!(false)));
     assert_eq!(
         param(&unknown, "message"),
