@@ -26,6 +26,14 @@ pub enum FhirError {
     /// `check-system-version` parameter (422, `exception`, tx-issue-type `version-error`).
     #[error("{0}")]
     VersionNotAllowed(String),
+    /// A ValueSet definition is broken (400, `invalid`, tx-issue-type `vs-invalid`), at `location`.
+    #[error("{text}")]
+    InvalidValueSet {
+        /// What is wrong.
+        text: String,
+        /// FHIRPath of the broken element.
+        location: String,
+    },
     /// The result would be too large or slow to produce (422, `too-costly`).
     #[error("{0}")]
     TooCostly(String),
@@ -55,6 +63,9 @@ impl FhirError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", Some("not-found")),
             Self::UnknownCode(_) => (StatusCode::NOT_FOUND, "not-found", Some("invalid-code")),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
+            Self::InvalidValueSet { .. } => {
+                (StatusCode::BAD_REQUEST, "invalid", Some("vs-invalid"))
+            }
             Self::VersionNotAllowed(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "exception",
@@ -84,7 +95,12 @@ impl FhirError {
     /// The OperationOutcome resource for this error.
     pub fn to_operation_outcome(&self) -> Json {
         let (_, code, tx) = self.classify();
-        operation_outcome("error", code, tx, &self.client_text())
+        let mut oo = operation_outcome("error", code, tx, &self.client_text());
+        if let Self::InvalidValueSet { location, .. } = self {
+            oo["issue"][0]["location"] = serde_json::json!([location]);
+            oo["issue"][0]["expression"] = serde_json::json!([location]);
+        }
+        oo
     }
 }
 
@@ -116,6 +132,14 @@ mod tests {
             (FhirError::Unprocessable("x".into()), 422, "processing"),
             (FhirError::TooCostly("x".into()), 422, "too-costly"),
             (FhirError::VersionNotAllowed("x".into()), 422, "exception"),
+            (
+                FhirError::InvalidValueSet {
+                    text: "x".into(),
+                    location: "ValueSet.compose".into(),
+                },
+                400,
+                "invalid",
+            ),
             (FhirError::NotSupported("x".into()), 400, "not-supported"),
             (
                 FhirError::MethodNotAllowed("x".into()),

@@ -87,7 +87,11 @@ impl Compose {
             let items = items.as_array().ok_or_else(|| {
                 FhirError::Invalid(format!("ValueSet '{url}': compose.{key} must be an array"))
             })?;
-            items.iter().map(|i| rule_from_json(i, &url, key)).collect()
+            items
+                .iter()
+                .enumerate()
+                .map(|(n, i)| rule_from_json(i, &url, key, n))
+                .collect()
         };
         Ok(Self {
             inactive: compose.get("inactive").and_then(Json::as_bool),
@@ -97,7 +101,7 @@ impl Compose {
     }
 }
 
-fn rule_from_json(item: &Json, url: &str, key: &str) -> Result<Rule, FhirError> {
+fn rule_from_json(item: &Json, url: &str, key: &str, index: usize) -> Result<Rule, FhirError> {
     let concepts = item
         .get("concept")
         .and_then(Json::as_array)
@@ -112,7 +116,8 @@ fn rule_from_json(item: &Json, url: &str, key: &str) -> Result<Rule, FhirError> 
         .and_then(Json::as_array)
         .map(|a| {
             a.iter()
-                .map(|f| {
+                .enumerate()
+                .map(|(j, f)| {
                     let get = |k: &str| {
                         str_field(f, k).ok_or_else(|| {
                             FhirError::Invalid(format!(
@@ -120,17 +125,20 @@ fn rule_from_json(item: &Json, url: &str, key: &str) -> Result<Rule, FhirError> 
                             ))
                         })
                     };
-                    Ok(FilterRule {
-                        property: get("property")?,
-                        op: get("op")?,
-                        value: f
-                            .get("value")
-                            .map(|v| match v {
-                                Json::String(s) => s.clone(),
-                                other => other.to_string(),
-                            })
-                            .unwrap_or_default(),
-                    })
+                    let (property, op) = (get("property")?, get("op")?);
+                    let Some(value) = f.get("value").map(|v| match v {
+                        Json::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }) else {
+                        return Err(FhirError::InvalidValueSet {
+                            text: format!(
+                                "The system {} filter with property = {property}, op = {op} has no value",
+                                str_field(item, "system").unwrap_or_default()
+                            ),
+                            location: format!("ValueSet.compose.{key}[{index}].filter[{j}]"),
+                        });
+                    };
+                    Ok(FilterRule { property, op, value })
                 })
                 .collect::<Result<Vec<_>, FhirError>>()
         })

@@ -273,11 +273,6 @@ pub fn expand(
             }
         }
         let mut ext = Vec::new();
-        if req.include_definition
-            && let Some(d) = &c.definition
-        {
-            ext.push(json!({ "url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition", "valueString": d }));
-        }
         for p in &req.properties {
             let mut values: Vec<(&str, Json)> = Vec::new();
             match p.as_str() {
