@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 
 use super::compose::{Compose, Evaluator};
+use super::language::{self, Preferences};
 use super::status;
 use super::versions::{self, Problem, Purpose, Reconciled, VersionRules};
 use crate::error::FhirError;
@@ -41,6 +42,8 @@ pub struct ValidateRequest {
     pub codeable_concept: Option<Json>,
     /// `lenient-display-validation`: a wrong display is a warning, not a failure.
     pub lenient_display: bool,
+    /// `displayLanguage` (or the `Accept-Language` header): the languages displays are judged in.
+    pub display_language: Option<String>,
     /// `activeOnly`: inactive codes are not valid.
     pub active_only: bool,
     /// `system-version`, `force-system-version`, `check-system-version`,
@@ -106,6 +109,7 @@ impl ValidateRequest {
             codings,
             codeable_concept,
             lenient_display: p.boolean("lenient-display-validation")?.unwrap_or(false),
+            display_language: p.text("displayLanguage")?,
             active_only: p.boolean("activeOnly")?.unwrap_or(false),
             versions: VersionRules::from_params(p)?,
         })
@@ -162,6 +166,10 @@ struct Outcome {
     valid: bool,
     issues: Vec<Issue>,
     coding: Coding,
+    /// The display language(s) asked for.
+    language: Option<String>,
+    /// The display in the language asked for, when there is one.
+    display: Option<String>,
     /// A CodeSystem not known at all (`x-unknown-system`).
     unknown_system: Option<String>,
     /// `url|version` of a CodeSystem version that could not be found.
@@ -181,20 +189,97 @@ fn check_concept(
 ) {
     let c = cs.concept(r);
     out.valid = true;
+    let prefs = out.language.as_deref().map(Preferences::parse);
+    let own = language::code_system_language(cs);
+    // Displays in the languages asked for, best first, with their language.
+    let mut in_languages: Vec<(&str, Option<&str>)> = Vec::new();
+    if let Some(prefs) = &prefs {
+        for (tag, q) in &prefs.tags {
+            if *q <= 0.0 || tag == "*" {
+                continue;
+            }
+            if own.is_none_or(|l| language::matches(l, tag))
+                && let Some(d) = c.display.as_deref()
+            {
+                in_languages.push((d, own));
+            }
+            for d in &c.designations {
+                if d.language
+                    .as_deref()
+                    .is_some_and(|l| language::matches(l, tag))
+                {
+                    in_languages.push((&d.value, d.language.as_deref()));
+                }
+            }
+        }
+        in_languages.dedup();
+        if let Some((first, _)) = in_languages.first() {
+            out.display = Some(first.to_string());
+        }
+    }
     if let Some(given) = coding.display.as_deref() {
-        let mut valid: Vec<&str> = c.display.as_deref().into_iter().collect();
-        valid.extend(override_display);
-        valid.extend(c.designations.iter().map(|d| &*d.value));
-        if !valid.contains(&given) {
-            let expected = c.display.as_deref().unwrap_or("");
+        let id = format!("{}#{}", cs.meta.url, c.code);
+        let default = c.display.as_deref().unwrap_or("");
+        let mut any: Vec<&str> = c.display.as_deref().into_iter().collect();
+        any.extend(override_display);
+        any.extend(c.designations.iter().map(|d| &*d.value));
+        let mut problem = None;
+        match &prefs {
+            None => {
+                if !any.contains(&given) {
+                    problem = Some(format!(
+                        "Wrong Display Name '{given}' for {id}. Valid display is '{default}'"
+                    ));
+                }
+            }
+            Some(_) if in_languages.iter().any(|(d, _)| *d == given) => {}
+            Some(_) if in_languages.is_empty() => {
+                let langs = out.language.clone().unwrap_or_default();
+                if any.contains(&given) {
+                    out.issues.push(Issue {
+                        severity: "information",
+                        code: "invalid",
+                        tx: "invalid-display",
+                        text: format!(
+                            "There are no valid display names found for the code {id} for language(s) '{langs}'. The display is '{given}' which is a valid display for the default language"
+                        ),
+                        expression: Some(format!("{path}display")),
+                    });
+                } else {
+                    problem = Some(format!(
+                        "Wrong Display Name '{given}' for {id}. There are no valid display names found for language(s) '{langs}'. Default display is '{default}'"
+                    ));
+                }
+            }
+            Some(_) => {
+                let langs = out.language.clone().unwrap_or_default();
+                let shown: Vec<String> = in_languages
+                    .iter()
+                    .map(|(d, l)| match l {
+                        Some(l) => format!("'{d}' ({l})"),
+                        None => format!("'{d}'"),
+                    })
+                    .collect();
+                let valid = if shown.len() == 1 {
+                    format!("Valid display is {}", shown[0])
+                } else {
+                    format!(
+                        "Valid display is one of {} choices: {}",
+                        shown.len(),
+                        shown.join(" or ")
+                    )
+                };
+                problem = Some(format!(
+                    "Wrong Display Name '{given}' for {id}. {valid} (for the language(s) '{langs}')"
+                ));
+            }
+        }
+        if let Some(text) = problem {
             out.issues.push(Issue {
                 severity: if lenient { "warning" } else { "error" },
                 code: "invalid",
                 tx: "invalid-display",
-                text: format!(
-                    "Wrong Display Name '{given}' for {}#{}. Valid display is '{expected}'",
-                    cs.meta.url, c.code
-                ),
+                text,
                 expression: Some(format!("{path}display")),
             });
             if !lenient {
@@ -277,10 +362,19 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         extra_value_sets: &contained,
         imported: Default::default(),
     };
+    let display_language = req.display_language.clone().or_else(|| {
+        let vs = &vs_context.as_ref()?.2;
+        language::value_set_display_language(vs).or_else(|| {
+            vs.get("language")
+                .and_then(Json::as_str)
+                .map(str::to_string)
+        })
+    });
     let mut outcomes = Vec::new();
     for (coding, path) in &req.codings {
         let mut out = Outcome {
             coding: coding.clone(),
+            language: display_language.clone(),
             ..Outcome::default()
         };
         let code = coding.code.clone().unwrap_or_default();
@@ -418,7 +512,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         params.value("code", "valueCode", json!(c));
     }
     if let Some((cs, r)) = &o.found
-        && let Some(d) = &cs.concept(*r).display
+        && let Some(d) = o.display.as_deref().or(cs.concept(*r).display.as_deref())
     {
         params.value("display", "valueString", json!(d));
     }
@@ -457,7 +551,11 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         let mut texts: Vec<&str> = all_issues
             .iter()
             .filter(|i| !i.text.starts_with(DEPRECATED_LISTING))
-            .filter(|i| i.severity == "error" || (!has_error && i.severity == "warning"))
+            .filter(|i| {
+                i.severity == "error"
+                    || (!has_error && i.severity == "warning")
+                    || (!has_error && i.tx == "invalid-display")
+            })
             .map(|i| i.text.as_str())
             .collect();
         texts.sort_unstable();
