@@ -416,7 +416,11 @@ mod tests {
             ]
         }))
         .expect("parses");
-        assert_eq!(q, p);
+        assert_eq!(q.params, p.params);
+        assert_eq!(
+            p.original[1]["valueCode"], "J45.9",
+            "the original types are kept for echoing"
+        );
         assert_eq!(p.text("code").expect("ok").as_deref(), Some("J45.9"));
     }
 
