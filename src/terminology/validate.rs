@@ -83,9 +83,16 @@ impl ValidateRequest {
             }
             codings.push((c, "Coding.".into()));
         } else if let Some(cc) = p.codeable_concept("codeableConcept")? {
-            codeable_concept = Some(json!({
-                "coding": cc.iter().map(coding_json).collect::<Vec<_>>()
-            }));
+            // Echo the CodeableConcept as sent (text included) when it came as JSON.
+            codeable_concept = p
+                .echo(&["codeableConcept"])
+                .first()
+                .and_then(|o| o.get("valueCodeableConcept").cloned())
+                .or_else(|| {
+                    Some(json!({
+                        "coding": cc.iter().map(coding_json).collect::<Vec<_>>()
+                    }))
+                });
             for (i, c) in cc.into_iter().enumerate() {
                 codings.push((c, format!("CodeableConcept.coding[{i}].")));
             }
@@ -286,6 +293,21 @@ fn check_concept(
                 out.valid = false;
             }
         }
+    }
+    if let Some(given) = coding.code.as_deref()
+        && given != &*c.code
+    {
+        out.issues.push(Issue {
+            severity: "information",
+            code: "business-rule",
+            tx: "code-rule",
+            text: format!(
+                "The code '{given}' differs from the correct code '{}' by case. Although the code system '{}' is case insensitive, implementers are strongly encouraged to use the correct case anyway",
+                c.code,
+                status::code_system_label(cs)
+            ),
+            expression: Some(format!("{path}code")),
+        });
     }
     if c.inactive {
         out.issues.push(Issue {
@@ -503,13 +525,16 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     let mut params = ParametersOut::new();
     // A CodeableConcept names the code it settled on only when its membership was tested.
     let settled = req.codeable_concept.is_none() || !o.untested;
-    let code = o
-        .found
-        .as_ref()
-        .map(|(cs, r)| cs.concept(*r).code.to_string())
-        .or_else(|| o.coding.code.clone());
-    if let Some(c) = code.filter(|_| settled) {
+    let stored = o.found.as_ref().map(|(cs, r)| cs.concept(*r).code.to_string());
+    let code = o.coding.code.clone().or_else(|| stored.clone());
+    if let Some(c) = code.clone().filter(|_| settled) {
         params.value("code", "valueCode", json!(c));
+    }
+    if let (Some(stored), Some(given)) = (&stored, &code)
+        && stored != given
+        && settled
+    {
+        params.value("normalized-code", "valueCode", json!(stored));
     }
     if let Some((cs, r)) = &o.found
         && let Some(d) = o.display.as_deref().or(cs.concept(*r).display.as_deref())

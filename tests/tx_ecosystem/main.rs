@@ -51,9 +51,17 @@ async fn tx_ecosystem_conformance() {
         let _ = std::fs::remove_dir_all(&failures_dir);
     }
 
-    let state = Arc::new(fhir_registers::AppState::new(
-        fhir_registers::store::Registry::default(),
-    ));
+    // The server as shipped, less the register imports: the plain FHIR resources in mappings/
+    // (the FHIR core code systems a terminology server is expected to know).
+    let resources = fhir_registers::registers::load_resources(&manifest.join("mappings"))
+        .expect("mappings/ resources load");
+    let registry = fhir_registers::registers::build_registry(
+        &fhir_registers::mapping::MappingSet::default(),
+        &manifest.join("target/tx-ecosystem-no-data"),
+        &resources,
+    )
+    .expect("registry builds");
+    let state = Arc::new(fhir_registers::AppState::new(registry));
     let app = fhir_registers::app(state);
 
     let mut table: Vec<(String, usize, usize)> = Vec::new();
