@@ -310,24 +310,29 @@ fn check_concept(
         });
     }
     if c.inactive {
-        out.issues.push(Issue {
-            severity: "warning",
-            code: "business-rule",
-            tx: "code-comment",
-            text: format!(
-                "The concept '{}' has a status of {} and its use should be reviewed",
-                c.code,
-                match c.status.as_deref() {
-                    None | Some("inactive") => "inactive".to_string(),
-                    Some(other) => format!("{other} and inactive"),
-                }
-            ),
-            expression: Some(if path.is_empty() {
-                "code".to_string()
-            } else {
-                path.trim_end_matches('.').to_string()
-            }),
-        });
+        out.issues.push(inactive_issue(c, path));
+    }
+}
+
+/// The warning that a concept is inactive.
+fn inactive_issue(c: &crate::store::Concept, path: &str) -> Issue {
+    Issue {
+        severity: "warning",
+        code: "business-rule",
+        tx: "code-comment",
+        text: format!(
+            "The concept '{}' has a status of {} and its use should be reviewed",
+            c.code,
+            match c.status.as_deref() {
+                None | Some("inactive") => "inactive".to_string(),
+                Some(other) => format!("{other} and inactive"),
+            }
+        ),
+        expression: Some(if path.is_empty() {
+            "code".to_string()
+        } else {
+            path.trim_end_matches('.').to_string()
+        }),
     }
 }
 
@@ -400,8 +405,36 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
             ..Outcome::default()
         };
         let code = coding.code.clone().unwrap_or_default();
-        let Some(system) = coding.system.clone() else {
+        let implied = match (&coding.system, &vs_context, path.is_empty()) {
+            // A bare `code` against a ValueSet of one system means that system.
+            (None, Some((compose, _, _)), true) => {
+                let mut systems: Vec<&str> = compose
+                    .include
+                    .iter()
+                    .filter_map(|r| r.system.as_deref())
+                    .collect();
+                systems.dedup();
+                (systems.len() == 1 && compose.include.iter().all(|r| r.value_sets.is_empty()))
+                    .then(|| systems[0].to_string())
+            }
+            _ => None,
+        };
+        let Some(system) = coding.system.clone().or(implied) else {
             let vs = vs_context.as_ref().map(|v| v.1.as_str()).unwrap_or("");
+            if let Some((_, label, _)) = &vs_context
+                && !path.is_empty()
+            {
+                out.issues.push(not_in_vs("", &code, label, path));
+                out.issues.push(Issue {
+                    severity: "warning",
+                    code: "invalid",
+                    tx: "invalid-data",
+                    text: "Coding has no system. A code with no system has no defined meaning, and it cannot be validated. A system should be provided".into(),
+                    expression: Some(path.trim_end_matches('.').to_string()),
+                });
+                outcomes.push(out);
+                continue;
+            }
             out.issues.push(Issue {
                 severity: "error",
                 code: "invalid",
@@ -508,6 +541,21 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                         if cs.find(&code).is_none() {
                             out.issues.push(unknown_code(&cs, &code, path));
                         } else if let Some(r) = cs.find(&code) {
+                            // Left out only because inactive codes are excluded?
+                            if cs.concept(r).inactive
+                                && (req.active_only || compose.inactive == Some(false))
+                            {
+                                out.issues.push(Issue {
+                                    severity: "error",
+                                    code: "business-rule",
+                                    tx: "code-rule",
+                                    text: format!(
+                                        "The concept '{code}' is valid but is not active"
+                                    ),
+                                    expression: Some(format!("{path}code")),
+                                });
+                                out.issues.push(inactive_issue(cs.concept(r), path));
+                            }
                             out.found = Some((cs.clone(), r));
                         }
                     }
@@ -525,7 +573,10 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     let mut params = ParametersOut::new();
     // A CodeableConcept names the code it settled on only when its membership was tested.
     let settled = req.codeable_concept.is_none() || !o.untested;
-    let stored = o.found.as_ref().map(|(cs, r)| cs.concept(*r).code.to_string());
+    let stored = o
+        .found
+        .as_ref()
+        .map(|(cs, r)| cs.concept(*r).code.to_string());
     let code = o.coding.code.clone().or_else(|| stored.clone());
     if let Some(c) = code.clone().filter(|_| settled) {
         params.value("code", "valueCode", json!(c));
