@@ -65,6 +65,11 @@ pub fn code_system_language(cs: &CodeSystemVersion) -> Option<&str> {
         .and_then(Json::as_str)
 }
 
+/// The "designation index" returned when the CodeSystem display was withheld (no display in the
+/// languages asked for, and `*;q=0` forbids falling back): no designation has this index, and the
+/// CodeSystem display is then listed as a designation.
+pub const SUPPRESSED: usize = usize::MAX;
+
 /// The display of a concept for the preferences, and which designation (if any) supplied it.
 pub fn choose_display<'a>(
     cs: &CodeSystemVersion,
@@ -90,6 +95,10 @@ pub fn choose_display<'a>(
         {
             return (Some(&c.designations[i].value), Some(i));
         }
+    }
+    // `*;q=0`: nothing but the languages asked for, so no display at all.
+    if prefs.tags.iter().any(|(t, q)| t == "*" && *q <= 0.0) {
+        return (None, Some(SUPPRESSED));
     }
     (default, None)
 }
@@ -134,7 +143,7 @@ pub fn designations_json(
             languages.is_empty()
                 || d.language
                     .as_deref()
-                    .is_some_and(|l| languages.iter().any(|w| matches(l, w)))
+                    .is_some_and(|l| languages.iter().any(|w| l.eq_ignore_ascii_case(w)))
         })
         .map(designation_json)
         .collect()

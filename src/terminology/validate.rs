@@ -644,6 +644,9 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         && cs.concept(*r).inactive
     {
         params.value("inactive", "valueBoolean", json!(true));
+        if let Some(status) = &cs.concept(*r).status {
+            params.value("status", "valueCode", json!(status));
+        }
     }
     params.value("result", "valueBoolean", json!(result));
     if !result {
