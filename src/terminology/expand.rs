@@ -324,6 +324,31 @@ pub fn expand(
     let mut exp = Map::new();
     exp.insert("identifier".into(), json!(new_uuid()));
     exp.insert("timestamp".into(), json!(crate::mapping::now_rfc3339()));
+    // R5 `expansion.property`, as the R4 cross-version extension: the properties returned.
+    let declared: Vec<Json> = req
+        .properties
+        .iter()
+        .map(|p| {
+            let uri = expansion.systems.iter().find_map(|cs| {
+                cs.meta
+                    .properties
+                    .iter()
+                    .find(|d| d.code == *p)
+                    .and_then(|d| d.uri.clone())
+            });
+            let mut parts = vec![json!({ "url": "code", "valueCode": p })];
+            if let Some(u) = uri {
+                parts.push(json!({ "url": "uri", "valueUri": u }));
+            }
+            json!({
+                "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.property",
+                "extension": parts
+            })
+        })
+        .collect();
+    if !declared.is_empty() {
+        exp.insert("extension".into(), Json::Array(declared));
+    }
     exp.insert("total".into(), json!(total));
     if req.offset > 0 {
         exp.insert("offset".into(), json!(req.offset));
