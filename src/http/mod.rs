@@ -63,7 +63,7 @@ impl AppState {
 
     /// The registry a request sees: the shared one, plus the CodeSystems, ValueSets and
     /// ConceptMaps it supplies as `tx-resource` parameters (compiled once per distinct content
-    /// and cached).
+    /// and cached), with the CodeSystem supplements named by `useSupplement` applied.
     pub fn registry_for(&self, params: &OperationParams) -> Result<Arc<Registry>, FhirError> {
         let base = self.registry();
         let supplied: Vec<&Json> = params
@@ -73,7 +73,8 @@ impl AppState {
                 _ => None,
             })
             .collect();
-        if supplied.is_empty() {
+        let use_supplements = params.texts("useSupplement");
+        if supplied.is_empty() && use_supplements.is_empty() {
             return Ok(base);
         }
         let mut code_systems = Vec::new();
@@ -89,11 +90,9 @@ impl AppState {
                 Some(_) | None => {}
             }
         }
-        Ok(Arc::new(base.overlay(
-            code_systems,
-            value_sets,
-            concept_maps,
-        )))
+        let mut registry = base.overlay(code_systems, value_sets, concept_maps);
+        crate::terminology::resources::apply_supplements(&mut registry, &use_supplements)?;
+        Ok(Arc::new(registry))
     }
 
     fn compiled_code_system(&self, resource: &Json) -> Result<Arc<CodeSystemVersion>, FhirError> {

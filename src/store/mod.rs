@@ -94,7 +94,7 @@ pub struct ConceptRef {
 }
 
 /// One version of a CodeSystem: metadata plus one release per feed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CodeSystemVersion {
     /// Metadata.
     pub meta: Arc<CodeSystemMeta>,
@@ -102,6 +102,9 @@ pub struct CodeSystemVersion {
     pub version: String,
     /// The releases, one per feed.
     pub parts: Vec<Arc<IndexedRelease>>,
+    /// CodeSystem supplements (`content: supplement`) a request asked for with `useSupplement`:
+    /// their designations and properties add to this version's concepts. Never persisted.
+    pub supplements: Vec<Arc<CodeSystemVersion>>,
     children: HashMap<Box<str>, Vec<ConceptRef>>,
     folded: Option<HashMap<String, ConceptRef>>,
 }
@@ -117,6 +120,7 @@ impl CodeSystemVersion {
             meta,
             version,
             parts,
+            supplements: Vec::new(),
             children: HashMap::new(),
             folded: None,
         };
@@ -136,6 +140,47 @@ impl CodeSystemVersion {
     /// The concept at a reference.
     pub fn concept(&self, r: ConceptRef) -> &Concept {
         &self.parts[r.part as usize].concepts()[r.index as usize]
+    }
+
+    /// This version with `supplement` applied (see [`CodeSystemVersion::supplements`]).
+    pub fn with_supplement(&self, supplement: Arc<CodeSystemVersion>) -> Self {
+        let mut v = self.clone();
+        v.supplements.push(supplement);
+        v
+    }
+
+    /// `url|version` of a CodeSystem version (`url` alone when it has no version).
+    pub fn canonical(&self) -> String {
+        if self.version.is_empty() {
+            self.meta.url.clone()
+        } else {
+            format!("{}|{}", self.meta.url, self.version)
+        }
+    }
+
+    /// The designations the applied supplements give a code, each with the canonical
+    /// (`url|version`) of the supplement it comes from.
+    pub fn supplement_designations(&self, code: &str) -> Vec<(&Designation, String)> {
+        self.supplements
+            .iter()
+            .filter_map(|s| Some((s, s.find(code)?)))
+            .flat_map(|(s, r)| {
+                let canonical = s.canonical();
+                s.concept(r)
+                    .designations
+                    .iter()
+                    .map(move |d| (d, canonical.clone()))
+            })
+            .collect()
+    }
+
+    /// The properties the applied supplements give a code.
+    pub fn supplement_properties(&self, code: &str) -> Vec<&(Box<str>, Value)> {
+        self.supplements
+            .iter()
+            .filter_map(|s| Some((s, s.find(code)?)))
+            .flat_map(|(s, r)| s.concept(r).properties.iter())
+            .collect()
     }
 
     /// Finds a code (exactly, or case-folded when the CodeSystem is not case sensitive).

@@ -279,6 +279,9 @@ pub fn expand(
                 "inactive" => values.push(("valueBoolean", json!(c.inactive))),
                 "status" => values.extend(c.status.as_ref().map(|s| ("valueCode", json!(s)))),
                 "parent" => values.extend(c.parents.iter().map(|x| ("valueCode", json!(x)))),
+                "definition" => {
+                    values.extend(c.definition.as_ref().map(|d| ("valueString", json!(d))))
+                }
                 other => values.extend(c.property(other).map(value_json)),
             }
             for (key, value) in values {
@@ -335,6 +338,11 @@ pub fn expand(
                     .iter()
                     .find(|d| d.code == *p)
                     .and_then(|d| d.uri.clone())
+            })
+            .or_else(|| {
+                // Properties every CodeSystem has, defined by FHIR.
+                matches!(p.as_str(), "definition" | "status")
+                    .then(|| format!("http://hl7.org/fhir/concept-properties#{p}"))
             });
             let mut parts = vec![json!({ "url": "code", "valueCode": p })];
             if let Some(u) = uri {

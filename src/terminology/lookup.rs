@@ -3,10 +3,10 @@
 
 use serde_json::{Value as Json, json};
 
-use super::{concept_property_parts, resolve_code_system};
+use super::{concept_property_parts, language, resolve_code_system, value_json};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParametersOut, part};
-use crate::store::Registry;
+use crate::store::{Designation, DesignationUse, Registry};
 
 /// A `$lookup` request, whatever the transport.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,7 +90,9 @@ pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirErro
         .unwrap_or_else(|| cs.meta.url.clone());
     out.value("name", "valueString", json!(name));
     out.value("system", "valueUri", json!(cs.meta.url));
-    out.value("version", "valueString", json!(cs.version));
+    if !cs.version.is_empty() {
+        out.value("version", "valueString", json!(cs.version));
+    }
     out.value("code", "valueCode", json!(c.code));
     if let Some(d) = &c.display {
         out.value("display", "valueString", json!(d));
@@ -100,7 +102,29 @@ pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirErro
     }
     out.value("abstract", "valueBoolean", json!(c.not_selectable));
     if wants("designation") || req.properties.is_empty() {
-        for d in &c.designations {
+        // The display, as the preferred designation in the CodeSystem's language.
+        let preferred = match (language::code_system_language(&cs), &c.display) {
+            (Some(l), Some(d)) => Some(Designation {
+                language: Some(l.into()),
+                use_: Some(DesignationUse {
+                    system: "http://terminology.hl7.org/CodeSystem/hl7TermMaintInfra".into(),
+                    code: "preferredForLanguage".into(),
+                    display: Some("Preferred For Language".into()),
+                }),
+                value: d.clone(),
+            }),
+            _ => None,
+        };
+        let designations = preferred
+            .iter()
+            .map(|d| (d, None))
+            .chain(c.designations.iter().map(|d| (d, None)))
+            .chain(
+                cs.supplement_designations(&c.code)
+                    .into_iter()
+                    .map(|(d, source)| (d, Some(source))),
+            );
+        for (d, source) in designations {
             if req
                 .display_language
                 .as_deref()
@@ -119,12 +143,30 @@ pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirErro
                 }
                 parts.push(part("use", "valueCoding", coding));
             }
+            if let Some(source) = source {
+                parts.push(part("source", "valueCanonical", json!(source)));
+            }
             parts.push(part("value", "valueString", json!(d.value)));
             out.parts("designation", parts);
         }
     }
     for parts in concept_property_parts(&cs, r, &wants) {
         out.parts("property", parts);
+    }
+    for (code, v) in cs.supplement_properties(&c.code) {
+        if wants(code) {
+            let (key, value) = value_json(v);
+            out.parts(
+                "property",
+                vec![
+                    part("code", "valueCode", json!(code)),
+                    part("value", key, value),
+                ],
+            );
+        }
+    }
+    for s in &cs.supplements {
+        out.value("used-supplement", "valueCanonical", json!(s.canonical()));
     }
     Ok(out.build())
 }

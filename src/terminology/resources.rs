@@ -1,13 +1,15 @@
 //! CodeSystem and ValueSet resources: rendering stored CodeSystem versions as FHIR R4 JSON (with
 //! or without concepts), and reading plain FHIR CodeSystem resources into the store's shape.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value as Json, json};
 
 use super::value_json;
 use crate::error::FhirError;
 use crate::store::{
     CodeSystemMeta, CodeSystemVersion, Concept, Designation, DesignationUse, FilterDecl,
-    IndexedRelease, PropertyDecl, Release, ReleaseInfo, Value, version_id,
+    IndexedRelease, PropertyDecl, Registry, Release, ReleaseInfo, Value, version_id,
 };
 
 /// The resource id of a CodeSystem version: `{id}` for the latest, `{id}--{version}` otherwise.
@@ -303,6 +305,47 @@ pub fn code_system_from_fhir(
         concepts,
     };
     Ok((meta, release))
+}
+
+/// Applies the CodeSystem supplements named by `useSupplement` canonicals (`url` or
+/// `url|version`) to the CodeSystem versions they supplement, in place in `registry`. A
+/// supplement that is not known is an error ("Required supplement not found").
+pub fn apply_supplements(registry: &mut Registry, canonicals: &[String]) -> Result<(), FhirError> {
+    for canonical in canonicals {
+        let (url, version) = match canonical.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (canonical.as_str(), None),
+        };
+        let supplement = registry
+            .code_system(url, version)
+            .filter(|s| s.meta.content == "supplement")
+            .ok_or_else(|| {
+                FhirError::NotFound(format!("Required supplement not found: {canonical}"))
+            })?;
+        let Some(target) = supplement
+            .meta
+            .extra
+            .as_ref()
+            .and_then(|e| e.get("supplements"))
+            .and_then(Json::as_str)
+        else {
+            continue;
+        };
+        let (base_url, base_version) = match target.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (target, None),
+        };
+        let bases: Vec<Arc<CodeSystemVersion>> = registry
+            .code_system_versions(base_url)
+            .iter()
+            .filter(|b| base_version.is_none_or(|v| b.version == v))
+            .cloned()
+            .collect();
+        for base in bases {
+            registry.add_code_system_arc(Arc::new(base.with_supplement(supplement.clone())));
+        }
+    }
+    Ok(())
 }
 
 /// A plain FHIR CodeSystem as a servable CodeSystem version.

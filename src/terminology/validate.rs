@@ -230,13 +230,33 @@ fn check_concept(
         let mut any: Vec<&str> = c.display.as_deref().into_iter().collect();
         any.extend(override_display);
         any.extend(c.designations.iter().map(|d| &*d.value));
+        let supplemented = cs.supplement_designations(&c.code);
+        any.extend(supplemented.iter().map(|(d, _)| &*d.value));
         let mut problem = None;
         match &prefs {
             None => {
                 if !any.contains(&given) {
-                    problem = Some(format!(
-                        "Wrong Display Name '{given}' for {id}. Valid display is '{default}'"
-                    ));
+                    problem = Some(match own {
+                        // With a known language, every display is listed with its language.
+                        Some(own) => {
+                            let mut shown = vec![format!("'{default}' ({own})")];
+                            for d in &c.designations {
+                                if let Some(l) = &d.language {
+                                    let item = format!("'{}' ({l})", d.value);
+                                    if !shown.contains(&item) {
+                                        shown.push(item);
+                                    }
+                                }
+                            }
+                            format!(
+                                "Wrong Display Name '{given}' for {id}. {} (for the language(s) '--')",
+                                valid_displays(&shown)
+                            )
+                        }
+                        None => format!(
+                            "Wrong Display Name '{given}' for {id}. Valid display is '{default}'"
+                        ),
+                    });
                 }
             }
             Some(_) if in_languages.iter().any(|(d, _)| *d == given) => {}
@@ -267,15 +287,7 @@ fn check_concept(
                         None => format!("'{d}'"),
                     })
                     .collect();
-                let valid = if shown.len() == 1 {
-                    format!("Valid display is {}", shown[0])
-                } else {
-                    format!(
-                        "Valid display is one of {} choices: {}",
-                        shown.len(),
-                        shown.join(" or ")
-                    )
-                };
+                let valid = valid_displays(&shown);
                 problem = Some(format!(
                     "Wrong Display Name '{given}' for {id}. {valid} (for the language(s) '{langs}')"
                 ));
@@ -311,6 +323,19 @@ fn check_concept(
     }
     if c.inactive {
         out.issues.push(inactive_issue(c, path));
+    }
+}
+
+/// "Valid display is 'a' (en)" or "Valid display is one of 2 choices: 'a' (en) or 'b' (de)".
+fn valid_displays(shown: &[String]) -> String {
+    if shown.len() == 1 {
+        format!("Valid display is {}", shown[0])
+    } else {
+        format!(
+            "Valid display is one of {} choices: {}",
+            shown.len(),
+            shown.join(" or ")
+        )
     }
 }
 
@@ -567,12 +592,40 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
         }
         outcomes.push(out);
     }
+    // In a CodeableConcept, one coding outside the ValueSet is only information; none inside
+    // it at all is the error.
+    let mut none_in_vs = false;
+    if req.codeable_concept.is_some()
+        && let Some((_, label, _)) = &vs_context
+    {
+        let outside = |o: &Outcome| o.issues.iter().any(|i| i.tx == "not-in-vs");
+        none_in_vs = !outcomes.is_empty() && outcomes.iter().all(outside);
+        for i in outcomes.iter_mut().flat_map(|o| o.issues.iter_mut()) {
+            if i.tx == "not-in-vs" {
+                i.severity = "information";
+                i.tx = "this-code-not-in-vs";
+            }
+        }
+        if none_in_vs && let Some(first) = outcomes.first_mut() {
+            first.valid = false;
+            first.issues.insert(
+                0,
+                Issue {
+                    severity: "error",
+                    code: "code-invalid",
+                    tx: "not-in-vs",
+                    text: format!("No valid coding was found for the value set '{label}'"),
+                    expression: None,
+                },
+            );
+        }
+    }
     let chosen = outcomes.iter().position(|o| o.valid).unwrap_or(0);
     let result = outcomes.iter().any(|o| o.valid);
     let o = &outcomes[chosen];
     let mut params = ParametersOut::new();
     // A CodeableConcept names the code it settled on only when its membership was tested.
-    let settled = req.codeable_concept.is_none() || !o.untested;
+    let settled = req.codeable_concept.is_none() || (!o.untested && !none_in_vs);
     let stored = o
         .found
         .as_ref()
@@ -589,6 +642,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     }
     if let Some((cs, r)) = &o.found
         && let Some(d) = o.display.as_deref().or(cs.concept(*r).display.as_deref())
+        && !none_in_vs
     {
         params.value("display", "valueString", json!(d));
     }

@@ -214,6 +214,96 @@ async fn resources_supplied_with_a_request_are_used_for_that_request_only() {
 }
 
 #[tokio::test]
+async fn a_supplement_adds_designations_only_when_a_request_uses_it() {
+    let cs = json!({"resourceType": "CodeSystem", "url": "http://example.org/cs/colours", "status": "active", "content": "complete",
+        "concept": [{"code": "red", "display": "Red"}]});
+    let supplement = json!({"resourceType": "CodeSystem", "url": "http://example.org/cs/colours-nl", "version": "2", "status": "active",
+        "content": "supplement", "supplements": "http://example.org/cs/colours",
+        "concept": [{"code": "red", "designation": [{"language": "nl", "value": "Rood"}]}]});
+    let with = |mut params: Vec<Json>| {
+        params.push(json!({"name": "tx-resource", "resource": cs.clone()}));
+        params.push(json!({"name": "tx-resource", "resource": supplement.clone()}));
+        json!({"resourceType": "Parameters", "parameter": params})
+    };
+    let lookup = |extra: Option<&str>| {
+        let mut params = vec![
+            json!({"name": "system", "valueUri": "http://example.org/cs/colours"}),
+            json!({"name": "code", "valueCode": "red"}),
+        ];
+        if let Some(s) = extra {
+            params.push(json!({"name": "useSupplement", "valueCanonical": s}));
+        }
+        with(params)
+    };
+    let designations = |p: &Json| -> Vec<Json> {
+        p["parameter"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["name"] == "designation")
+            .cloned()
+            .collect()
+    };
+
+    let plain = post("/fhir/CodeSystem/$lookup", &lookup(None)).await.json();
+    assert!(designations(&plain).is_empty(), "{plain}");
+    assert_eq!(param(&plain, "used-supplement"), None);
+
+    let used = post(
+        "/fhir/CodeSystem/$lookup",
+        &lookup(Some("http://example.org/cs/colours-nl")),
+    )
+    .await
+    .json();
+    assert_eq!(
+        designations(&used),
+        vec![json!({"name": "designation", "part": [
+            {"name": "language", "valueCode": "nl"},
+            {"name": "source", "valueCanonical": "http://example.org/cs/colours-nl|2"},
+            {"name": "value", "valueString": "Rood"}
+        ]})]
+    );
+    assert_eq!(
+        param(&used, "used-supplement"),
+        Some(&json!("http://example.org/cs/colours-nl|2"))
+    );
+
+    let validate = |extra: Option<&str>| {
+        let mut params = vec![
+            json!({"name": "url", "valueUri": "http://example.org/cs/colours"}),
+            json!({"name": "code", "valueCode": "red"}),
+            json!({"name": "display", "valueString": "Rood"}),
+        ];
+        if let Some(s) = extra {
+            params.push(json!({"name": "useSupplement", "valueCanonical": s}));
+        }
+        with(params)
+    };
+    let without = post("/fhir/CodeSystem/$validate-code", &validate(None))
+        .await
+        .json();
+    assert_eq!(param(&without, "result"), Some(&json!(false)));
+    let with_it = post(
+        "/fhir/CodeSystem/$validate-code",
+        &validate(Some("http://example.org/cs/colours-nl")),
+    )
+    .await
+    .json();
+    assert_eq!(param(&with_it, "result"), Some(&json!(true)), "{with_it}");
+
+    let missing = post(
+        "/fhir/CodeSystem/$lookup",
+        &lookup(Some("http://example.org/cs/colours-fr")),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.json()["issue"][0]["details"]["text"],
+        json!("Required supplement not found: http://example.org/cs/colours-fr")
+    );
+}
+
+#[tokio::test]
 async fn a_batch_runs_each_entry_and_reports_each_status() {
     let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": "CodeSystem/$lookup?system=http://hl7.org/fhir/sid/icd-10&code=J45.9"}},
