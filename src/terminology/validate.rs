@@ -564,7 +564,11 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                     None => {
                         out.issues.push(not_in_vs(&system, &code, label, path));
                         if cs.find(&code).is_none() {
-                            out.issues.push(unknown_code(&cs, &code, path));
+                            // With a system the client did not give (implied by the ValueSet),
+                            // "not in the value set" says it all.
+                            if coding.system.is_some() {
+                                out.issues.push(unknown_code(&cs, &code, path));
+                            }
                         } else if let Some(r) = cs.find(&code) {
                             // Left out only because inactive codes are excluded?
                             if cs.concept(r).inactive
@@ -684,6 +688,8 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
             .filter(|i| {
                 i.severity == "error"
                     || (!has_error && i.severity == "warning")
+                    // A coding without a system is always worth saying.
+                    || i.tx == "invalid-data"
                     || (!has_error && i.tx == "invalid-display")
             })
             .map(|i| i.text.as_str())
