@@ -174,6 +174,16 @@ pub async fn batch_validate_codes(
     state.operate(&req, as_is, true, do_batch_validate).await
 }
 
+/// `$cache-control`: open (`mode=start`) or drop (`mode=end`) a cache of request resources.
+pub async fn cache_control(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
+    let result = req.params().and_then(|p| {
+        let mode = p.text("mode")?;
+        let id = p.text("cache-id")?.or_else(|| req.cache_id.clone());
+        state.cache_control(mode.as_deref(), id.as_deref())
+    });
+    respond(&req, result)
+}
+
 /// `GET /$versions`: the FHIR versions this server speaks.
 pub async fn versions(req: FhirRequest) -> Response {
     let mut out = ParametersOut::new();

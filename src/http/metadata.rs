@@ -53,10 +53,16 @@ pub const OPERATIONS: [(&str, &str, &str); 7] = [
 ];
 
 /// System-level operations: (name, OperationDefinition).
-pub const SYSTEM_OPERATIONS: [(&str, &str); 1] = [(
-    "versions",
-    "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions",
-)];
+pub const SYSTEM_OPERATIONS: [(&str, &str); 2] = [
+    (
+        "versions",
+        "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions",
+    ),
+    (
+        "cache-control",
+        "https://fhir-registers.org/fhir/OperationDefinition/cache-control",
+    ),
+];
 
 /// Search parameters implemented for CodeSystem, ValueSet and ConceptMap.
 pub const SEARCH_PARAMS: [(&str, &str); 5] = [

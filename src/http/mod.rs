@@ -31,6 +31,8 @@ pub struct AppState {
     /// Time budget of one operation.
     pub request_timeout: Duration,
     tx_cache: Mutex<HashMap<String, Arc<CodeSystemVersion>>>,
+    /// `$cache-control` caches: id → resources sent with `tx-resource` under that id.
+    client_caches: Mutex<HashMap<String, Vec<Json>>>,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             limits: ExpandLimits::default(),
             request_timeout: Duration::from_secs(30),
             tx_cache: Mutex::new(HashMap::new()),
+            client_caches: Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,6 +98,84 @@ impl AppState {
         Ok(Arc::new(registry))
     }
 
+    /// A request under `X-Cache-Id`: its `tx-resource`s join the cache, and the cache's other
+    /// resources are added to its parameters.
+    fn with_cached_resources(&self, id: &str, p: &mut OperationParams) -> Result<(), FhirError> {
+        let mut caches = match self.client_caches.lock() {
+            Ok(c) => c,
+            Err(e) => e.into_inner(),
+        };
+        let Some(cache) = caches.get_mut(id) else {
+            return Err(FhirError::NotFound(format!(
+                "The cache '{id}' is not known (start one with $cache-control?mode=start)"
+            )));
+        };
+        let sent: Vec<Json> = p
+            .all("tx-resource")
+            .filter_map(|v| match v {
+                ParamValue::Resource(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        for r in &sent {
+            if !cache.contains(r) {
+                if cache.len() >= MAX_CACHED_RESOURCES {
+                    return Err(FhirError::TooCostly(format!(
+                        "a cache holds at most {MAX_CACHED_RESOURCES} resources"
+                    )));
+                }
+                cache.push(r.clone());
+            }
+        }
+        for r in cache.iter().filter(|r| !sent.contains(r)) {
+            p.params
+                .push(("tx-resource".into(), ParamValue::Resource(r.clone())));
+        }
+        Ok(())
+    }
+
+    /// `$cache-control`: `mode=start` opens a cache and returns its id; `mode=end` drops one.
+    pub fn cache_control(&self, mode: Option<&str>, id: Option<&str>) -> Result<Json, FhirError> {
+        let mut caches = match self.client_caches.lock() {
+            Ok(c) => c,
+            Err(e) => e.into_inner(),
+        };
+        let mut out = crate::fhir::params::ParametersOut::new();
+        match (mode, id) {
+            (Some("start"), _) => {
+                if caches.len() >= MAX_CLIENT_CACHES {
+                    return Err(FhirError::TooCostly(format!(
+                        "at most {MAX_CLIENT_CACHES} caches may be open at once; end one first"
+                    )));
+                }
+                let id = crate::terminology::expand::new_uuid()
+                    .trim_start_matches("urn:uuid:")
+                    .to_string();
+                caches.insert(id.clone(), Vec::new());
+                out.value("cache-id", "valueString", serde_json::json!(id));
+            }
+            (Some("end"), Some(id)) => {
+                if caches.remove(id).is_none() {
+                    return Err(FhirError::NotFound(format!(
+                        "The cache '{id}' is not known"
+                    )));
+                }
+                out.value("result", "valueBoolean", serde_json::json!(true));
+            }
+            (Some("end"), None) => {
+                return Err(FhirError::Required(
+                    "mode=end needs the cache id (X-Cache-Id header or cache-id parameter)".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(FhirError::Invalid(format!(
+                    "$cache-control needs mode=start or mode=end, not {other:?}"
+                )));
+            }
+        }
+        Ok(out.build())
+    }
+
     fn compiled_code_system(&self, resource: &Json) -> Result<Arc<CodeSystemVersion>, FhirError> {
         let text = resource.to_string();
         let key = crate::source::ContentHash::of(text.as_bytes());
@@ -129,7 +210,10 @@ impl AppState {
         A: FnOnce(&Registry, OperationParams) -> Result<OperationParams, FhirError>,
         F: FnOnce(&Registry, &OperationParams) -> Result<Json, FhirError> + Send + 'static,
     {
-        let prepared = req.params().and_then(|p| {
+        let prepared = req.params().and_then(|mut p| {
+            if let Some(id) = &req.cache_id {
+                self.with_cached_resources(id, &mut p)?;
+            }
             let registry = self.registry_for(&p)?;
             let p = adjust(&registry, p)?;
             Ok((registry, p))
@@ -154,6 +238,10 @@ impl AppState {
         respond(req, result)
     }
 }
+
+/// Most `$cache-control` caches open at once, and most resources in one.
+const MAX_CLIENT_CACHES: usize = 256;
+const MAX_CACHED_RESOURCES: usize = 5_000;
 
 /// How many compiled `tx-resource` CodeSystems are cached.
 const TX_CACHE_ENTRIES: usize = 256;
@@ -185,6 +273,10 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
     let fhir = Router::new()
         .route("/", with_405(axum::routing::post(batch::run_batch)))
         .route("/$versions", with_405(get(batch::versions)))
+        .route(
+            "/$cache-control",
+            with_405(get(batch::cache_control).post(batch::cache_control)),
+        )
         .route(
             "/ValueSet/$batch-validate-code",
             with_405(get(batch::batch_validate_codes).post(batch::batch_validate_codes)),

@@ -28,6 +28,8 @@ pub struct FhirRequest {
     pub body: Option<Result<Body, FhirError>>,
     /// The `Accept-Language` header, if any.
     pub accept_language: Option<String>,
+    /// The `X-Cache-Id` header: a `$cache-control` cache whose resources this request uses.
+    pub cache_id: Option<String>,
 }
 
 impl FhirRequest {
@@ -106,6 +108,13 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .map(str::to_string);
+        let cache_id = parts
+            .headers
+            .get("x-cache-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -124,6 +133,7 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
             pretty,
             body,
             accept_language,
+            cache_id,
         })
     }
 }

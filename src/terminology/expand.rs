@@ -124,7 +124,8 @@ impl ExpandRequest {
     }
 }
 
-fn new_uuid() -> String {
+/// A random (v4-shaped) `urn:uuid:`.
+pub fn new_uuid() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut bytes = [0u8; 16];
     for chunk in bytes.chunks_mut(8) {

@@ -401,3 +401,113 @@ async fn terminology_capabilities_list_code_systems_with_their_versions() {
     assert_eq!(xml.status, StatusCode::OK, "{}", xml.text());
     assert!(xml.text().contains("<TerminologyCapabilities"));
 }
+
+#[tokio::test]
+async fn cache_control_keeps_request_resources_between_calls() {
+    use axum::http::header;
+    let start = get("/fhir/$cache-control?mode=start").await.json();
+    let id = param(&start, "cache-id")
+        .and_then(|v| v.as_str())
+        .expect("cache id")
+        .to_string();
+    let cs = json!({"resourceType": "CodeSystem", "url": "http://example.org/cs/cached", "status": "active", "content": "complete",
+        "concept": [{"code": "a", "display": "Alpha"}]});
+    let with_header = |req: axum::http::request::Builder| req.header("x-cache-id", id.as_str());
+    let first = Request::post("/fhir/CodeSystem/$lookup")
+        .header(header::CONTENT_TYPE, "application/fhir+json");
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "tx-resource", "resource": cs},
+        {"name": "system", "valueUri": "http://example.org/cs/cached"}, {"name": "code", "valueCode": "a"}]});
+    let r = send_to(
+        state(),
+        with_header(first)
+            .body(Body::from(body.to_string()))
+            .expect("req"),
+    )
+    .await;
+    assert_eq!(param(&r.json(), "display"), Some(&json!("Alpha")));
+    let again = with_header(Request::get(
+        "/fhir/CodeSystem/$lookup?system=http://example.org/cs/cached&code=a",
+    ));
+    let r = send_to(state(), again.body(Body::empty()).expect("req")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the cached CodeSystem is used without being sent again: {}",
+        r.text()
+    );
+    let without = get("/fhir/CodeSystem/$lookup?system=http://example.org/cs/cached&code=a").await;
+    assert_eq!(
+        without.status,
+        StatusCode::NOT_FOUND,
+        "other requests do not see the cache"
+    );
+    let end = with_header(Request::get("/fhir/$cache-control?mode=end"));
+    let r = send_to(state(), end.body(Body::empty()).expect("req")).await;
+    assert_eq!(param(&r.json(), "result"), Some(&json!(true)));
+    let after = with_header(Request::get(
+        "/fhir/CodeSystem/$lookup?system=http://example.org/cs/cached&code=a",
+    ));
+    assert_eq!(
+        send_to(state(), after.body(Body::empty()).expect("req"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get("/fhir/$cache-control?mode=sideways").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn every_operation_answers_in_xml_too() {
+    let ods = enc(ODS);
+    let icd = enc(ICD10);
+    let gp = enc("https://fhir-registers.org/fhir/ValueSet/ods-gp-practices");
+    let calls = [
+        ("/fhir/metadata".to_string(), "<CapabilityStatement"),
+        ("/fhir/metadata?mode=terminology".to_string(), "<TerminologyCapabilities"),
+        (format!("/fhir/CodeSystem/$lookup?system={ods}&code=A81001"), "<Parameters"),
+        (format!("/fhir/CodeSystem/$validate-code?url={icd}&code=J45.9"), "<Parameters"),
+        (format!("/fhir/ValueSet/$validate-code?url={gp}&system={ods}&code=A81003"), "<Parameters"),
+        (format!("/fhir/ValueSet/$expand?url={gp}&filter=densham&property=postcode&includeDesignations=true"), "<ValueSet"),
+        (format!("/fhir/CodeSystem/$subsumes?system={icd}&codeA=J45&codeB=J45.9"), "<Parameters"),
+        ("/fhir/ConceptMap/$translate?system=https%3A%2F%2Ffhir-registers.org%2Ffhir%2FCodeSystem%2Ficd-10-alt-code&code=J459".to_string(), "<Parameters"),
+        ("/fhir/CodeSystem/icd-10".to_string(), "<CodeSystem"),
+        ("/fhir/CodeSystem?url=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fods-organization-code".to_string(), "<Bundle"),
+        ("/fhir/ValueSet/ods-gp-practices".to_string(), "<ValueSet"),
+        ("/fhir/ConceptMap/postcode-to-district".to_string(), "<ConceptMap"),
+        ("/fhir/CodeSystem/$lookup?system=http://hl7.org/fhir/sid/icd-10&code=NOPE".to_string(), "<OperationOutcome"),
+    ];
+    for (uri, root) in calls {
+        let xml = format!(
+            "{uri}{}_format=xml",
+            if uri.contains('?') { "&" } else { "?" }
+        );
+        let r = get(&xml).await;
+        assert!(
+            r.content_type.starts_with("application/fhir+xml"),
+            "{uri}: {}",
+            r.content_type
+        );
+        assert!(r.text().contains(root), "{uri} in XML: {}", r.text());
+        assert_ne!(
+            r.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{uri}: {}",
+            r.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn subsumes_shape_is_stable() {
+    let p = get(&format!(
+        "/fhir/CodeSystem/$subsumes?system={}&codeA=J40-J47&codeB=J45.9",
+        enc(ICD10)
+    ))
+    .await
+    .json();
+    insta::assert_snapshot!("subsumes_icd10_block_code", pretty(&p));
+}
