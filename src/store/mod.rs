@@ -402,15 +402,7 @@ impl Registry {
 
     /// A ValueSet by canonical URL and optional version.
     pub fn value_set(&self, url: &str, version: Option<&str>) -> Option<Arc<ValueSetEntry>> {
-        let list = self.value_sets.get(url)?;
-        match version {
-            None => list.last().cloned(),
-            Some(v) => list
-                .iter()
-                .rev()
-                .find(|x| x.version.as_deref() == Some(v))
-                .cloned(),
-        }
+        pick_version(self.value_sets.get(url)?, version, |x| x.version.as_deref())
     }
 
     /// Adds a ConceptMap.
@@ -432,15 +424,9 @@ impl Registry {
             Some((u, v)) => (u, Some(v)),
             None => (url, version),
         };
-        let list = self.concept_maps.get(url)?;
-        match version {
-            None => list.last().cloned(),
-            Some(v) => list
-                .iter()
-                .rev()
-                .find(|x| x.version.as_deref() == Some(v))
-                .cloned(),
-        }
+        pick_version(self.concept_maps.get(url)?, version, |x| {
+            x.version.as_deref()
+        })
     }
 
     /// Every ConceptMap.
@@ -472,6 +458,18 @@ impl Registry {
     /// A ValueSet by resource id.
     pub fn value_set_by_id(&self, id: &str) -> Option<Arc<ValueSetEntry>> {
         self.all_value_sets().find(|v| v.id == id).cloned()
+    }
+}
+
+/// From a list sorted oldest first: the latest, or the newest with exactly that version.
+fn pick_version<T>(
+    list: &[Arc<T>],
+    version: Option<&str>,
+    of: impl Fn(&T) -> Option<&str>,
+) -> Option<Arc<T>> {
+    match version {
+        None => list.last().cloned(),
+        Some(v) => list.iter().rev().find(|x| of(x) == Some(v)).cloned(),
     }
 }
 
