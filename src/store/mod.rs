@@ -196,14 +196,6 @@ impl CodeSystemVersion {
         self.folded.as_ref()?.get(&code.to_lowercase()).copied()
     }
 
-    /// Finds a code whose case differs only (for "wrong case" messages).
-    pub fn find_case_insensitive(&self, code: &str) -> Option<ConceptRef> {
-        let lower = code.to_lowercase();
-        self.iter()
-            .find(|(_, c)| c.code.to_lowercase() == lower)
-            .map(|(r, _)| r)
-    }
-
     /// Every concept, part by part, each part in code order.
     pub fn iter(&self) -> impl Iterator<Item = (ConceptRef, &Concept)> + '_ {
         self.parts.iter().enumerate().flat_map(|(p, part)| {
@@ -286,14 +278,6 @@ impl CodeSystemVersion {
             }
         }
         out
-    }
-
-    /// Releases making this version, as `feed@version` strings.
-    pub fn provenance(&self) -> Vec<String> {
-        self.parts
-            .iter()
-            .map(|p| format!("{}@{}", p.release.info.feed, p.release.info.version))
-            .collect()
     }
 }
 

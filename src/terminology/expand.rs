@@ -312,12 +312,12 @@ pub fn expand(
         parameters.push(json!({ "name": "used-valueset", "valueUri": status::value_set_label(v) }));
     }
     for cs in &expansion.systems {
-        parameters
-            .push(json!({ "name": "used-codesystem", "valueUri": status::code_system_label(cs) }));
+        parameters.push(json!({ "name": "used-codesystem", "valueUri": cs.canonical() }));
     }
     for cs in &expansion.systems {
         if let Some(note) = status::code_system_note(cs) {
-            parameters.push(json!({ "name": format!("warning-{note}"), "valueUri": status::code_system_label(cs) }));
+            parameters
+                .push(json!({ "name": format!("warning-{note}"), "valueUri": cs.canonical() }));
         }
     }
     for v in std::iter::once(&vs).chain(imported.iter()) {

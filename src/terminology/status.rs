@@ -51,15 +51,6 @@ pub fn value_set_note(vs: &Json) -> Option<&'static str> {
     standards_status(vs.get("extension"))
 }
 
-/// `url|version` of a CodeSystem version.
-pub fn code_system_label(cs: &CodeSystemVersion) -> String {
-    if cs.version.is_empty() {
-        cs.meta.url.clone()
-    } else {
-        format!("{}|{}", cs.meta.url, cs.version)
-    }
-}
-
 /// `url|version` of a ValueSet resource.
 pub fn value_set_label(vs: &Json) -> String {
     let url = vs.get("url").and_then(Json::as_str).unwrap_or("");

@@ -316,7 +316,7 @@ fn check_concept(
             text: format!(
                 "The code '{given}' differs from the correct code '{}' by case. Although the code system '{}' is case insensitive, implementers are strongly encouraged to use the correct case anyway",
                 c.code,
-                status::code_system_label(cs)
+                cs.canonical()
             ),
             expression: Some(format!("{path}code")),
         });
@@ -656,7 +656,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     {
         notes.push(status_issue(&format!(
             "Reference to {note} CodeSystem {}",
-            status::code_system_label(cs)
+            cs.canonical()
         )));
     }
     if let Some((_, _, vs)) = &vs_context {
