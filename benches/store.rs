@@ -33,11 +33,7 @@ fn repo() -> PathBuf {
 }
 
 fn load(set: &MappingSet, feed: &str, file: &Path, registry: &mut Registry) -> Vec<String> {
-    let m = set
-        .mappings
-        .iter()
-        .find(|m| m.feed() == feed)
-        .expect("mapping");
+    let m = set.mapping(feed).expect("mapping");
     let local = source::local_file(file.to_str().expect("path")).expect("file");
     let started = Instant::now();
     let release = mapping::read_release(m, &local, "bench", &mut |_| {}).expect("imports");

@@ -400,6 +400,11 @@ impl MappingSet {
         }
     }
 
+    /// The mapping of a feed.
+    pub fn mapping(&self, feed: &str) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| m.feed() == feed)
+    }
+
     /// ValueSet resources declared by the mappings.
     pub fn value_sets(&self) -> Vec<Json> {
         self.mappings.iter().flat_map(value_set_resources).collect()

@@ -63,11 +63,7 @@ async fn registers_import_from_an_http_url_and_failures_store_nothing() {
         );
     let addr = spawn(upstream).await;
     let set = shipped();
-    let m = set
-        .mappings
-        .iter()
-        .find(|m| m.feed() == "ods-epraccur")
-        .expect("epraccur");
+    let m = set.mapping("ods-epraccur").expect("epraccur");
     let data = tempfile::tempdir().expect("dir");
 
     let info = registers::import(

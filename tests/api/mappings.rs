@@ -46,11 +46,7 @@ fn several_mappings_feed_one_code_system() {
 #[test]
 fn gzip_and_plain_files_give_the_same_concepts() {
     let set = shipped();
-    let m = set
-        .mappings
-        .iter()
-        .find(|m| m.feed() == "postcodes-codepoint")
-        .expect("postcodes");
+    let m = set.mapping("postcodes-codepoint").expect("postcodes");
     let gz = mapping::read_release(
         m,
         &local("postcodes/codepoint_TS18_slice.csv.gz"),
@@ -121,11 +117,7 @@ fn missing_column_names_the_column_the_key_and_the_file() {
 #[test]
 fn bad_date_names_row_column_property_and_value() {
     let set = shipped();
-    let m = set
-        .mappings
-        .iter()
-        .find(|m| m.feed() == "ods-epraccur")
-        .expect("epraccur");
+    let m = set.mapping("ods-epraccur").expect("epraccur");
     let err = mapping::read_release(
         m,
         &local("broken/epraccur_bad_date.csv"),

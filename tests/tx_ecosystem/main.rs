@@ -155,18 +155,7 @@ async fn tx_ecosystem_conformance() {
 }
 
 fn setup_failure(e: &str) -> Outcome {
-    Outcome {
-        failure: Some(runner::Failure {
-            signature: "suite setup unreadable".into(),
-            explanation: e.to_string(),
-        }),
-        warnings: Vec::new(),
-        request: None,
-        request_body: None,
-        status: None,
-        actual: None,
-        expected_file: None,
-    }
+    Outcome::failed("suite setup unreadable", e)
 }
 
 fn target_dir(manifest: &Path) -> PathBuf {

@@ -152,6 +152,11 @@ impl Outcome {
         }
     }
 
+    /// An outcome that failed before any request was sent.
+    pub fn failed(signature: impl Into<String>, explanation: impl Into<String>) -> Self {
+        Self::new().fail(signature, explanation)
+    }
+
     fn fail(mut self, signature: impl Into<String>, explanation: impl Into<String>) -> Self {
         self.failure = Some(Failure {
             signature: signature.into(),
