@@ -12,6 +12,7 @@ use crate::http::{AppState, app_at};
 use crate::mapping::{self, Mapping, MappingSet};
 use crate::registers;
 use crate::source;
+use crate::store::persist::SaveOutcome;
 use crate::store::{CodeSystemVersion, IndexedRelease};
 use crate::terminology::resources::code_system_json;
 
@@ -116,8 +117,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
         };
         match registers::import_defaults(&set, &args.data_dir, &mut cb).await {
             Ok(done) => {
-                for info in done {
-                    tracing::info!(feed = %info.feed, version = %info.version, concepts = info.concepts, "imported shipped release");
+                for saved in done {
+                    tracing::info!(feed = %saved.info.feed, version = %saved.info.version, concepts = saved.info.concepts, new_records = saved.new_records, bytes = saved.bytes, "imported shipped release");
                 }
             }
             Err(e) => {
@@ -191,10 +192,11 @@ pub async fn import(args: ImportArgs) -> i32 {
     let Some(version) = args
         .version
         .clone()
+        .or_else(|| mapping::version_from_name(&args.file))
         .or(m.spec.source.default_version.clone())
     else {
         eprintln!(
-            "error: {}: no --version given and the mapping has no source.default_version",
+            "error: {}: no --version given, no date in the file name and the mapping has no source.default_version",
             args.mapping.display()
         );
         return 2;
@@ -202,10 +204,19 @@ pub async fn import(args: ImportArgs) -> i32 {
     let mut progress = Progress::new(m.feed());
     let started = Instant::now();
     let mut cb = |b: u64, t: Option<u64>| progress.update(b, t);
-    let result = registers::import(&m, &args.file, &version, &args.data_dir, &mut cb).await;
+    let result = registers::import(
+        &m,
+        &args.file,
+        &version,
+        &args.data_dir,
+        args.replace,
+        &mut cb,
+    )
+    .await;
     progress.finish();
     match result {
-        Ok(info) => {
+        Ok(SaveOutcome::Stored(saved)) => {
+            let info = &saved.info;
             eprintln!(
                 "imported {}@{}: {} concepts from {} rows of {} in {:.1} s",
                 info.feed,
@@ -214,6 +225,26 @@ pub async fn import(args: ImportArgs) -> i32 {
                 info.rows_read,
                 info.source,
                 started.elapsed().as_secs_f64()
+            );
+            eprintln!(
+                "stored {} new or changed records, {} shared with earlier releases: {} bytes ({:.1}% of a standalone copy, {} bytes){}",
+                saved.new_records,
+                saved.shared_records,
+                saved.bytes,
+                100.0 * saved.bytes as f64 / saved.full_copy_bytes.max(1) as f64,
+                saved.full_copy_bytes,
+                if saved.replaced {
+                    "; replaced the earlier release of this version"
+                } else {
+                    ""
+                }
+            );
+            0
+        }
+        Ok(SaveOutcome::Unchanged { info }) => {
+            eprintln!(
+                "unchanged: this data was already imported with this mapping as {}@{} (from {}); nothing stored",
+                info.feed, info.version, info.source
             );
             0
         }
@@ -236,6 +267,7 @@ pub async fn check(args: CheckArgs) -> i32 {
     };
     let version = args
         .version
+        .or_else(|| mapping::version_from_name(&file))
         .or(m.spec.source.default_version.clone())
         .unwrap_or_else(|| "check".into());
     let scratch = std::env::temp_dir();
@@ -272,6 +304,7 @@ pub async fn preview(args: PreviewArgs) -> i32 {
     };
     let version = args
         .version
+        .or_else(|| mapping::version_from_name(&args.file))
         .or(m.spec.source.default_version.clone())
         .unwrap_or_else(|| "preview".into());
     let scratch = std::env::temp_dir();

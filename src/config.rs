@@ -74,9 +74,13 @@ pub struct ImportArgs {
     /// Where imported releases are stored.
     #[arg(long, env = "FHIR_REGISTERS_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Release version (default: the mapping's `default_version`); usually the release date `YYYY-MM-DD`.
+    /// Release version, usually the release date `YYYY-MM-DD` (default: a date in the file name,
+    /// `epraccur_2019-10.csv` → `2019-10-01`, else the mapping's `default_version`).
     #[arg(long, env = "FHIR_REGISTERS_VERSION")]
     pub version: Option<String>,
+    /// Replace an existing release of the same version made from other data.
+    #[arg(long)]
+    pub replace: bool,
     /// The mapping file.
     pub mapping: PathBuf,
     /// The register file: a path or an http(s) URL.

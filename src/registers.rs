@@ -12,10 +12,11 @@ use crate::mapping::{self, ImportError, Mapping, MappingSet};
 use crate::source;
 use crate::store::{
     CodeSystemMeta, CodeSystemVersion, ConceptMapEntry, DerivedMap, IndexedRelease, MapKind,
-    MapSide, Registry, Release, ReleaseInfo, ValueSetEntry, compare_versions, persist,
+    MapSide, Registry, ValueSetEntry, compare_versions, persist,
 };
 use crate::terminology::resources::code_system_version_from_fhir;
 use crate::terminology::translate::concept_map_from_fhir;
+use persist::SaveOutcome;
 
 /// Why the registry could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -83,15 +84,19 @@ pub fn load_resources(dir: &Path) -> Result<Vec<(String, Json)>, LoadError> {
     Ok(out)
 }
 
-/// Imports one release of one register into the data directory (atomically) and returns what
-/// was stored. The previous releases are untouched whatever happens.
+/// Imports one release of one register into the data directory (atomically) and says what was
+/// stored: only the records that changed since earlier releases of the feed, or nothing at all
+/// when the same data was already imported with the same mapping. The previous releases are
+/// untouched whatever happens; an existing version is replaced only when `replace` is set or the
+/// source data is the same (a re-import after the mapping changed).
 pub async fn import(
     mapping: &Mapping,
     location: &str,
     version: &str,
     data_dir: &Path,
+    replace: bool,
     progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
-) -> Result<ReleaseInfo, LoadError> {
+) -> Result<SaveOutcome, LoadError> {
     let file = source::fetch(location, data_dir)
         .await
         .map_err(ImportError::from)?;
@@ -100,38 +105,67 @@ pub async fn import(
     let total = if gz { None } else { size };
     let mut cb = |bytes: u64| progress(bytes, total);
     let release = mapping::read_release(mapping, &file, version, &mut cb)?;
-    persist::save_release(data_dir, &release)?;
-    Ok(release.info)
+    let (mut store, errors) = persist::FeedStore::open(data_dir, mapping.feed());
+    for e in errors {
+        tracing::warn!(error = %e, "stored release cannot be read; it is not a base for sharing");
+    }
+    Ok(store.add(release, replace)?)
 }
 
-/// Imports each mapping's `default_file` unless the data directory already has that release made
-/// with the current mapping text. Returns what was imported.
+/// Imports each mapping's default releases (`default_file` and `source.release`) unless the data
+/// directory already has that release made with the current mapping text. Returns what was
+/// stored.
 pub async fn import_defaults(
     set: &MappingSet,
     data_dir: &Path,
     progress: &mut (dyn FnMut(&str, u64, Option<u64>) + Send),
-) -> Result<Vec<ReleaseInfo>, LoadError> {
+) -> Result<Vec<persist::Saved>, LoadError> {
     let mut done = Vec::new();
     for m in &set.mappings {
-        let (Some(file), Some(version)) = (m.default_file(), m.spec.source.default_version.clone())
-        else {
-            continue;
-        };
-        let path = persist::release_path(data_dir, m.feed(), &version);
-        if let Ok(existing) = persist::load_release(&path) {
-            if existing.info.mapping_hash == m.hash {
-                continue;
+        for (file, version) in m.default_releases() {
+            let path = persist::release_path(data_dir, m.feed(), &version);
+            if let Ok(existing) = persist::read_release(&path) {
+                if existing.info.mapping_hash == m.hash {
+                    continue;
+                }
+                tracing::info!(
+                    feed = m.feed(),
+                    version,
+                    "mapping changed since the stored release: re-importing"
+                );
             }
-            tracing::info!(
-                feed = m.feed(),
-                "mapping changed since the stored release: re-importing"
-            );
+            let feed = m.feed().to_string();
+            let mut cb = |b: u64, t: Option<u64>| progress(&feed, b, t);
+            if let SaveOutcome::Stored(saved) =
+                import(m, &file, &version, data_dir, true, &mut cb).await?
+            {
+                done.push(saved);
+            }
         }
-        let feed = m.feed().to_string();
-        let mut cb = |b: u64, t: Option<u64>| progress(&feed, b, t);
-        done.push(import(m, &file, &version, data_dir, &mut cb).await?);
     }
     Ok(done)
+}
+
+/// Every stored release of the given feeds, indexed (unreadable ones are logged and left out).
+pub fn load_releases<'a>(
+    data_dir: &Path,
+    feeds: impl IntoIterator<Item = &'a str>,
+) -> Vec<Arc<IndexedRelease>> {
+    let mut out = Vec::new();
+    for feed in feeds {
+        let (store, errors) = persist::FeedStore::open(data_dir, feed);
+        for e in errors {
+            tracing::error!(error = %e, "stored release cannot be read; not served");
+        }
+        for r in &store.releases {
+            out.push(Arc::new(IndexedRelease::from_segments(
+                r.info.clone(),
+                store.segments_of(r),
+                r.members().collect(),
+            )));
+        }
+    }
+    out
 }
 
 /// Assembles the registry: every stored release of every mapped feed, versions per CodeSystem,
@@ -141,17 +175,18 @@ pub fn build_registry(
     data_dir: &Path,
     resources: &[(String, Json)],
 ) -> Result<Registry, LoadError> {
-    let mut releases: Vec<Release> = Vec::new();
     let feeds: BTreeSet<&str> = set.mappings.iter().map(Mapping::feed).collect();
     for path in persist::release_files(data_dir) {
-        match persist::load_release(&path) {
-            Ok(r) if feeds.contains(r.info.feed.as_str()) => releases.push(r),
-            Ok(r) => {
-                tracing::warn!(feed = %r.info.feed, file = %path.display(), "stored release has no mapping; not served")
-            }
-            Err(e) => tracing::error!(error = %e, "stored release cannot be read; not served"),
+        let feed = path
+            .parent()
+            .and_then(Path::file_name)
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !feeds.contains(feed.as_str()) {
+            tracing::warn!(feed, file = %path.display(), "stored release has no mapping; not served");
         }
     }
+    let releases = load_releases(data_dir, feeds.iter().copied());
     let mut registry = Registry::default();
     add_mapped(&mut registry, &set.code_systems, releases);
     for vs in set.value_sets() {
@@ -266,17 +301,14 @@ pub fn value_set_entry(vs: Json) -> ValueSetEntry {
 fn add_mapped(
     registry: &mut Registry,
     metas: &BTreeMap<String, CodeSystemMeta>,
-    releases: Vec<Release>,
+    releases: Vec<Arc<IndexedRelease>>,
 ) {
     let mut by_feed: HashMap<String, Vec<Arc<IndexedRelease>>> = HashMap::new();
     for r in releases {
-        by_feed
-            .entry(r.info.feed.clone())
-            .or_default()
-            .push(Arc::new(IndexedRelease::new(r)));
+        by_feed.entry(r.info.feed.clone()).or_default().push(r);
     }
     for list in by_feed.values_mut() {
-        list.sort_by(|a, b| compare_versions(&a.release.info.version, &b.release.info.version));
+        list.sort_by(|a, b| compare_versions(&a.info.version, &b.info.version));
     }
     for meta in metas.values() {
         let meta = Arc::new(meta.clone());
@@ -284,7 +316,7 @@ fn add_mapped(
             .feeds
             .iter()
             .flat_map(|f| by_feed.get(f).into_iter().flatten())
-            .map(|r| r.release.info.version.clone())
+            .map(|r| r.info.version.clone())
             .collect();
         versions.sort_by(|a, b| compare_versions(a, b));
         versions.dedup();
@@ -297,7 +329,7 @@ fn add_mapped(
                         .get(f)?
                         .iter()
                         .rev()
-                        .find(|r| compare_versions(&r.release.info.version, &v).is_le())
+                        .find(|r| compare_versions(&r.info.version, &v).is_le())
                         .cloned()
                 })
                 .collect();

@@ -134,6 +134,7 @@ pub struct Mapping {
     parent_column: Option<String>,
     parent_regex: Option<(Regex, String)>,
     not_selectable: Option<(String, Vec<String>)>,
+    validity: Option<(Option<String>, Option<String>, DateFormat)>,
     row_filters: Vec<(String, RowFilterOp)>,
 }
 
@@ -532,6 +533,13 @@ impl Mapping {
             .not_selectable
             .as_ref()
             .map(|n| (n.column.clone(), n.one_of.clone()));
+        let validity = spec.concept.validity.as_ref().map(|v| {
+            if v.from.is_none() && v.to.is_none() {
+                c.err("concept.validity", "give `from`, `to` or both");
+            }
+            let fmt = c.date_format("concept.validity", v.date_format.as_ref());
+            (v.from.clone(), v.to.clone(), fmt)
+        });
         let mut row_filters = Vec::new();
         for (i, f) in spec.source.filters.iter().enumerate() {
             let key = format!("source.filter[{i}] ({})", f.column);
@@ -641,6 +649,7 @@ impl Mapping {
             parent_column,
             parent_regex,
             not_selectable,
+            validity,
             row_filters,
         })
     }
@@ -650,9 +659,39 @@ impl Mapping {
         self.path.display().to_string()
     }
 
-    /// Feed id.
+    /// The feed this mapping's releases belong to (`register.feed`, else `register.id`).
     pub fn feed(&self) -> &str {
+        self.spec
+            .register
+            .feed
+            .as_deref()
+            .unwrap_or(&self.spec.register.id)
+    }
+
+    /// The mapping's own id (`register.id`).
+    pub fn id(&self) -> &str {
         &self.spec.register.id
+    }
+
+    /// The releases the default run imports: `default_file` and every `source.release`, each as
+    /// (location resolved against the mapping's folder, version).
+    pub fn default_releases(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let (Some(f), Some(v)) = (self.default_file(), &self.spec.source.default_version) {
+            out.push((f, v.clone()));
+        }
+        for r in &self.spec.source.releases {
+            out.push((self.resolve(&r.file), r.version.clone()));
+        }
+        out
+    }
+
+    fn resolve(&self, f: &str) -> String {
+        if crate::source::is_url(f) {
+            return f.to_string();
+        }
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        base.join(f).display().to_string()
     }
 
     /// CSV delimiter.
@@ -674,12 +713,7 @@ impl Mapping {
 
     /// The default file's location, resolved against the mapping's folder.
     pub fn default_file(&self) -> Option<String> {
-        let f = self.spec.source.default_file.as_ref()?;
-        if crate::source::is_url(f) {
-            return Some(f.clone());
-        }
-        let base = self.path.parent().unwrap_or(Path::new("."));
-        Some(base.join(f).display().to_string())
+        Some(self.resolve(self.spec.source.default_file.as_ref()?))
     }
 
     /// Every column name the mapping reads.
@@ -717,6 +751,13 @@ impl Mapping {
         }
         if let Some((c, _)) = &self.not_selectable {
             out.push(("concept.not_selectable.column".into(), c.clone()));
+        }
+        if let Some((from, to, _)) = &self.validity {
+            for (k, c) in [("from", from), ("to", to)] {
+                if let Some(c) = c {
+                    out.push((format!("concept.validity.{k}"), c.clone()));
+                }
+            }
         }
         for (i, (c, _)) in self.row_filters.iter().enumerate() {
             out.push((format!("source.filter[{i}]"), c.clone()));
@@ -1091,6 +1132,26 @@ impl Bound<'_> {
         if let Some((col, values)) = &m.not_selectable {
             let v = self.cell(&ctx, col).trim();
             concept.not_selectable = values.iter().any(|x| x == v);
+        }
+        if let Some((from, to, fmt)) = &m.validity {
+            for (k, col) in [("from", from), ("to", to)] {
+                let Some(col) = col else { continue };
+                let raw = self.cell(&ctx, col).trim();
+                if raw.is_empty() {
+                    continue;
+                }
+                match fmt.to_fhir(raw) {
+                    Some(d) if k == "from" => concept.valid_from = Some(d.into()),
+                    Some(d) => concept.valid_to = Some(d.into()),
+                    None => errors.push(self.error(
+                        &ctx,
+                        &format!("concept.validity.{k}"),
+                        Some(col),
+                        Some(raw),
+                        format!("is not a date (expected {})", fmt.name()),
+                    )),
+                }
+            }
         }
         if errors.is_empty() {
             Ok(Some(concept))

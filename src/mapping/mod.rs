@@ -17,6 +17,20 @@ pub use compile::{Mapping, MappingError, RowError};
 use crate::source::{self, HashingReader, LocalFile, SourceError};
 use crate::store::{CodeSystemMeta, Concept, FilterDecl, PropertyDecl, Release, ReleaseInfo};
 
+/// The release date a file name carries (`epraccur_2019-10.csv` → `2019-10-01`,
+/// `nspl_20211101.csv` → `2021-11-01`), if it carries one.
+pub fn version_from_name(name: &str) -> Option<String> {
+    static DATE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = DATE.get_or_init(|| {
+        regex::Regex::new(r"(?:^|[^0-9])((?:19|20)[0-9]{2})[-_]?(0[1-9]|1[0-2])(?:[-_]?(0[1-9]|[12][0-9]|3[01]))?(?:[^0-9]|$)")
+            .expect("valid regex")
+    });
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let c = re.captures(base)?;
+    let day = c.get(3).map_or("01", |d| d.as_str());
+    Some(format!("{}-{}-{day}", &c[1], &c[2]))
+}
+
 /// The date part of a version, when the version is a date (`2020-01-01`, `2020-01`, `2020`).
 pub fn version_date(version: &str) -> Option<String> {
     text::is_fhir_date(version).then(|| version.to_string())
@@ -156,6 +170,7 @@ pub fn read_release(
     Ok(Release {
         info: ReleaseInfo {
             feed: mapping.feed().to_string(),
+            mapping: mapping.id().to_string(),
             version: version.to_string(),
             source: file.display_name.clone(),
             rows_read,
@@ -281,14 +296,30 @@ impl MappingSet {
     /// Groups mappings by CodeSystem and merges their metadata.
     pub fn from_mappings(mappings: Vec<Mapping>) -> Result<Self, Vec<MappingError>> {
         let mut errors = Vec::new();
-        let mut feeds = BTreeMap::new();
+        let mut ids = BTreeMap::new();
+        let mut feed_systems: BTreeMap<&str, (&str, String)> = BTreeMap::new();
         for m in &mappings {
-            if let Some(other) = feeds.insert(m.feed().to_string(), m.display_path()) {
+            if let Some(other) = ids.insert(m.id().to_string(), m.display_path()) {
                 errors.push(MappingError {
                     file: m.display_path(),
                     key: "register.id".into(),
-                    message: format!("feed id `{}` is also used by {other}", m.feed()),
+                    message: format!("mapping id `{}` is also used by {other}", m.id()),
                 });
+            }
+            let url = m.spec.code_system.url.as_str();
+            match feed_systems.get(m.feed()) {
+                Some((other_url, other)) if *other_url != url => errors.push(MappingError {
+                    file: m.display_path(),
+                    key: "register.feed".into(),
+                    message: format!(
+                        "feed `{}` feeds {other_url} in {other}; a feed's releases must all feed one CodeSystem",
+                        m.feed()
+                    ),
+                }),
+                Some(_) => {}
+                None => {
+                    feed_systems.insert(m.feed(), (url, m.display_path()));
+                }
             }
         }
         let mut code_systems: BTreeMap<String, CodeSystemMeta> = BTreeMap::new();
@@ -305,7 +336,9 @@ impl MappingSet {
                     content: String::new(),
                     ..Default::default()
                 });
-            meta.feeds.push(m.feed().to_string());
+            if !meta.feeds.iter().any(|f| f == m.feed()) {
+                meta.feeds.push(m.feed().to_string());
+            }
             let mut slots = std::mem::take(pending.entry(cs.url.clone()).or_default());
             let mut merge = |key: &str, value: Option<String>| {
                 let Some(v) = value else { return };
@@ -500,6 +533,28 @@ pub fn value_set_resources(m: &Mapping) -> Vec<Json> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_names_give_release_dates() {
+        assert_eq!(
+            version_from_name("../shared/data/ods/epraccur/epraccur_2019-10.csv").as_deref(),
+            Some("2019-10-01")
+        );
+        assert_eq!(
+            version_from_name("codepoint_open_scotland_2015-05.csv.gz").as_deref(),
+            Some("2015-05-01")
+        );
+        assert_eq!(
+            version_from_name("nspl_20211115.csv").as_deref(),
+            Some("2021-11-15")
+        );
+        assert_eq!(
+            version_from_name("https://x/2019/epraccur_2026-02_dse-format.csv").as_deref(),
+            Some("2026-02-01")
+        );
+        assert_eq!(version_from_name("epraccur.csv"), None);
+        assert_eq!(version_from_name("ward_12345678.csv"), None);
+    }
 
     #[test]
     fn clock_formats_as_rfc3339() {

@@ -57,8 +57,12 @@ pub struct ConceptMapSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterSpec {
-    /// Stable feed id, `[a-z0-9-]+`, e.g. `ods-epraccur`.
+    /// Stable mapping id, `[a-z0-9-]+`, e.g. `ods-epraccur`.
     pub id: String,
+    /// The feed whose releases this mapping reads (default: `id`). A mapping written for a new
+    /// layout of the same register names the old mapping's feed here, so its releases continue
+    /// that feed's history (ODS's 2026 "Data Search and Export" epraccur continues `ods-epraccur`).
+    pub feed: Option<String>,
     /// Human title of the register file.
     pub title: Option<String>,
     /// Who maintains the register (the custodian).
@@ -88,9 +92,22 @@ pub struct SourceSpec {
     pub default_file: Option<String>,
     /// The release version (`YYYY-MM-DD`) of `default_file`.
     pub default_version: Option<String>,
+    /// More releases the default run imports (oldest first or not: versions order them).
+    #[serde(default, rename = "release")]
+    pub releases: Vec<ReleaseSpec>,
     /// Rows are kept only when every filter matches.
     #[serde(default, rename = "filter")]
     pub filters: Vec<RowFilterSpec>,
+}
+
+/// One release the default run imports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSpec {
+    /// The file (path relative to the mapping file, or http(s) URL).
+    pub file: String,
+    /// Its release version (`YYYY-MM-DD`).
+    pub version: String,
 }
 
 /// Supported file formats.
@@ -264,6 +281,21 @@ pub struct ConceptSpec {
     /// Marks concepts that are not selectable (e.g. ICD-10 chapters): `column`/`template` giving a
     /// value, and the values that mean "abstract".
     pub not_selectable: Option<NotSelectableSpec>,
+    /// Business validity: the columns giving the dates the coded thing began and ended (ODS
+    /// open/close dates, NSPL `dointr`/`doterm`), as opposed to the releases a record appears in.
+    pub validity: Option<ValiditySpec>,
+}
+
+/// The business-validity columns of a register.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValiditySpec {
+    /// Column with the start date (open, introduction).
+    pub from: Option<String>,
+    /// Column with the end date (close, termination).
+    pub to: Option<String>,
+    /// Date format of both (same choices as property `date_format`; default `YYYYMMDD`).
+    pub date_format: Option<String>,
 }
 
 /// Where a value comes from: a column, a template over columns, or a constant; then normalisers.

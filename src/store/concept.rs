@@ -88,6 +88,11 @@ pub struct Concept {
     pub not_selectable: bool,
     /// Parent codes in the same CodeSystem.
     pub parents: Vec<Box<str>>,
+    /// Business validity: the date (`YYYY-MM-DD`, or shorter) the thing the code stands for came
+    /// into being (an organisation's open date, a postcode's introduction), if the register says.
+    pub valid_from: Option<Box<str>>,
+    /// Business validity: the date it ended (close date, termination), if it has.
+    pub valid_to: Option<Box<str>>,
 }
 
 impl Concept {
@@ -103,6 +108,8 @@ impl Concept {
             inactive: false,
             not_selectable: false,
             parents: Vec::new(),
+            valid_from: None,
+            valid_to: None,
         }
     }
 
@@ -118,8 +125,12 @@ impl Concept {
 /// Where a release came from: kept with it and shown in CodeSystem metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseInfo {
-    /// Feed id (the mapping's `register.id`, or `resource:{id}` for plain FHIR resources).
+    /// Feed id (the mapping's `register.feed` or `register.id`, or `resource:{id}` for plain FHIR
+    /// resources).
     pub feed: String,
+    /// The mapping (`register.id`) that read the file: a feed may change layout over time and be
+    /// read by another mapping from then on.
+    pub mapping: String,
     /// Release version (usually `YYYY-MM-DD`).
     pub version: String,
     /// File name or URL imported.

@@ -1,14 +1,21 @@
-//! In-memory indexes over one release: code lookup (binary search over the sorted concepts) and a
-//! word-prefix text index over code and display. Built once per release and shared (`Arc`) by every
-//! CodeSystem version that contains the release.
+//! In-memory indexes over one release: code lookup (binary search over the concepts in code
+//! order) and a word-prefix text index over code and display. Built once per release and shared
+//! (`Arc`) by every CodeSystem version that contains the release. The concepts themselves live in
+//! record segments shared between the releases of a feed (see [`super::persist`]).
 
-use super::concept::{Concept, Release};
+use std::sync::Arc;
+
+use super::concept::{Concept, Release, ReleaseInfo};
+use super::persist::Segment;
 
 /// A release with its indexes.
 #[derive(Debug)]
 pub struct IndexedRelease {
-    /// The release.
-    pub release: Release,
+    /// Provenance.
+    pub info: ReleaseInfo,
+    segments: Vec<Arc<Segment>>,
+    /// (segment, record) per concept, in code order.
+    members: Vec<(u16, u32)>,
     /// Unique lower-cased words, sorted.
     words: Vec<Box<str>>,
     /// `postings[word_start[i]..word_start[i+1]]` are the concept indexes containing word `i`.
@@ -25,10 +32,36 @@ pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 impl IndexedRelease {
-    /// Indexes a release (concepts must be sorted by code).
+    /// Indexes a freshly read release (concepts sorted by code).
     pub fn new(release: Release) -> Self {
-        let mut pairs: Vec<(String, u32)> = Vec::with_capacity(release.concepts.len() * 3);
-        for (i, c) in release.concepts.iter().enumerate() {
+        let n = release.concepts.len() as u32;
+        let segment = Arc::new(Segment {
+            name: String::new(),
+            concepts: release.concepts,
+        });
+        Self::from_segments(
+            release.info,
+            vec![segment],
+            (0..n).map(|i| (0, i)).collect(),
+        )
+    }
+
+    /// Indexes a stored release: its concepts are `members` (segment, record), in code order.
+    pub fn from_segments(
+        info: ReleaseInfo,
+        segments: Vec<Arc<Segment>>,
+        members: Vec<(u16, u32)>,
+    ) -> Self {
+        let mut r = Self {
+            info,
+            segments,
+            members,
+            words: Vec::new(),
+            word_start: Vec::new(),
+            postings: Vec::new(),
+        };
+        let mut pairs: Vec<(String, u32)> = Vec::with_capacity(r.members.len() * 3);
+        for (i, c) in r.iter().enumerate() {
             let i = i as u32;
             pairs.push((c.code.to_lowercase(), i));
             pairs.extend(words(&c.code).map(|w| (w, i)));
@@ -38,37 +71,61 @@ impl IndexedRelease {
         }
         pairs.sort_unstable();
         pairs.dedup();
-        let mut words: Vec<Box<str>> = Vec::new();
-        let mut word_start = Vec::new();
         let mut postings = Vec::with_capacity(pairs.len());
         for (w, i) in pairs {
-            if words.last().map(AsRef::as_ref) != Some(w.as_str()) {
-                words.push(w.into_boxed_str());
-                word_start.push(postings.len() as u32);
+            if r.words.last().map(AsRef::as_ref) != Some(w.as_str()) {
+                r.words.push(w.into_boxed_str());
+                r.word_start.push(postings.len() as u32);
             }
             postings.push(i);
         }
-        word_start.push(postings.len() as u32);
-        Self {
-            release,
-            words,
-            word_start,
-            postings,
-        }
+        r.word_start.push(postings.len() as u32);
+        r.postings = postings;
+        r
     }
 
-    /// The concepts, sorted by code.
-    pub fn concepts(&self) -> &[Concept] {
-        &self.release.concepts
+    /// The concept at an index (code order).
+    pub fn concept(&self, i: u32) -> &Concept {
+        let (s, k) = self.members[i as usize];
+        &self.segments[s as usize].concepts[k as usize]
+    }
+
+    /// Identity of the stored record at an index: two releases of a feed hold the very same
+    /// record exactly when this is equal (and then the concept is unchanged).
+    pub fn record_id(&self, i: u32) -> (*const Segment, u32) {
+        let (s, k) = self.members[i as usize];
+        (Arc::as_ptr(&self.segments[s as usize]), k)
+    }
+
+    /// Number of concepts.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the release has no concepts.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The concepts, in code order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Concept> + '_ {
+        self.members
+            .iter()
+            .map(|&(s, k)| &self.segments[s as usize].concepts[k as usize])
     }
 
     /// Index of a code (exact match).
     pub fn find(&self, code: &str) -> Option<u32> {
-        self.release
-            .concepts
-            .binary_search_by(|c| (*c.code).cmp(code))
-            .ok()
-            .map(|i| i as u32)
+        let (mut lo, mut hi) = (0usize, self.members.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match (*self.concept(mid as u32).code).cmp(code) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid as u32),
+            }
+        }
+        None
     }
 
     /// Concept indexes having a word that starts with `prefix` (lower-case), sorted, unique.
@@ -124,6 +181,7 @@ mod tests {
         Release {
             info: ReleaseInfo {
                 feed: "t".into(),
+                mapping: "t".into(),
                 version: "1".into(),
                 source: "test".into(),
                 rows_read: 0,
@@ -147,17 +205,14 @@ mod tests {
         assert_eq!(r.find("A8100"), None);
         let dens = r.word_prefix("dens");
         assert_eq!(dens.len(), 1);
-        assert_eq!(&*r.concepts()[dens[0] as usize].code, "A81001");
+        assert_eq!(&*r.concept(dens[0]).code, "A81001");
         assert_eq!(r.word_prefix("a81").len(), 2);
         assert_eq!(r.word_prefix("j45.9").len(), 1);
         assert_eq!(r.word_prefix("unspec").len(), 1);
         assert!(r.word_prefix("zzz").is_empty());
-        assert!(matches_words(
-            &r.concepts()[0],
-            &["dens".into(), "surg".into()]
-        ));
+        assert!(matches_words(r.concept(0), &["dens".into(), "surg".into()]));
         assert!(!matches_words(
-            &r.concepts()[0],
+            r.concept(0),
             &["dens".into(), "park".into()]
         ));
     }

@@ -139,7 +139,7 @@ impl CodeSystemVersion {
 
     /// The concept at a reference.
     pub fn concept(&self, r: ConceptRef) -> &Concept {
-        &self.parts[r.part as usize].concepts()[r.index as usize]
+        self.parts[r.part as usize].concept(r.index)
     }
 
     /// This version with `supplement` applied (see [`CodeSystemVersion::supplements`]).
@@ -199,7 +199,7 @@ impl CodeSystemVersion {
     /// Every concept, part by part, each part in code order.
     pub fn iter(&self) -> impl Iterator<Item = (ConceptRef, &Concept)> + '_ {
         self.parts.iter().enumerate().flat_map(|(p, part)| {
-            part.concepts().iter().enumerate().map(move |(i, c)| {
+            part.iter().enumerate().map(move |(i, c)| {
                 (
                     ConceptRef {
                         part: p as u16,
@@ -213,7 +213,7 @@ impl CodeSystemVersion {
 
     /// Number of concepts.
     pub fn len(&self) -> usize {
-        self.parts.iter().map(|p| p.concepts().len()).sum()
+        self.parts.iter().map(|p| p.len()).sum()
     }
 
     /// Whether the version has no concepts.

@@ -1,15 +1,37 @@
-//! Persisting releases in the data directory: `releases/{feed}/{version}.release`, written
-//! atomically (temporary file, fsync, rename), so a half-written import is never read.
+//! Persisting releases in the data directory, so that storage grows with the *changes* between
+//! releases, not with their number.
+//!
+//! Layout, per feed:
+//!
+//! ```text
+//! data/feeds/{feed}/{version}.release        what the release holds: provenance + runs of records
+//! data/feeds/{feed}/records/{name}.records   concept records first seen in one import
+//! ```
+//!
+//! A *record* is one concept exactly as one release has it. An import stores only the records no
+//! earlier release of the feed has (a new practice, a practice whose name changed); every other
+//! concept of the release is a reference to an existing record. The release file lists its
+//! concepts in code order as runs of consecutive records (`segment, start, len`), so an unchanged
+//! stretch of the register costs a few bytes.
+//!
+//! Every file is written atomically (temporary file, fsync, rename), the records before the release
+//! file that names them, under an exclusive lock of the feed: a half-written or failed import is
+//! never read, and records that no release names are removed by the next import.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::concept::Release;
+use serde::{Deserialize, Serialize};
 
-const MAGIC: &[u8; 8] = b"FHIRREG1";
+use super::concept::{Concept, Release, ReleaseInfo};
 
-/// Why a release file could not be written or read.
+const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL2";
+const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC2";
+
+/// Why the store could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     /// File-system failure.
@@ -20,13 +42,25 @@ pub enum PersistError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The file is not a release written by this version of the server.
-    #[error("{path}: not a readable release file ({message})")]
+    /// The file is not one written by this version of the server.
+    #[error("{path}: not a readable store file ({message})")]
     Corrupt {
         /// The file.
         path: String,
         /// What is wrong.
         message: String,
+    },
+    /// The version exists with other content and replacing was not asked for.
+    #[error(
+        "{feed} already has a release {version} made from other data ({existing}); import it under another --version, or pass --replace"
+    )]
+    VersionExists {
+        /// Feed.
+        feed: String,
+        /// Version.
+        version: String,
+        /// The existing release's source.
+        existing: String,
     },
 }
 
@@ -51,103 +85,518 @@ fn file_stem(version: &str) -> String {
         .collect()
 }
 
-/// Where a release of `feed` at `version` lives.
-pub fn release_path(data_dir: &Path, feed: &str, version: &str) -> PathBuf {
-    data_dir
-        .join("releases")
-        .join(feed)
-        .join(format!("{}.release", file_stem(version)))
+/// The folder of one feed.
+pub fn feed_dir(data_dir: &Path, feed: &str) -> PathBuf {
+    data_dir.join("feeds").join(feed)
 }
 
-/// Writes a release atomically and returns its path.
-pub fn save_release(data_dir: &Path, release: &Release) -> Result<PathBuf, PersistError> {
-    let path = release_path(data_dir, &release.info.feed, &release.info.version);
-    let dir = path.parent().unwrap_or(data_dir);
+/// Where the release of `feed` at `version` lives.
+pub fn release_path(data_dir: &Path, feed: &str, version: &str) -> PathBuf {
+    feed_dir(data_dir, feed).join(format!("{}.release", file_stem(version)))
+}
+
+fn records_path(data_dir: &Path, feed: &str, name: &str) -> PathBuf {
+    feed_dir(data_dir, feed)
+        .join("records")
+        .join(format!("{name}.records"))
+}
+
+/// A stretch of consecutive records of one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// Index into [`StoredRelease::segments`].
+    pub segment: u16,
+    /// First record.
+    pub start: u32,
+    /// Number of records.
+    pub len: u32,
+}
+
+/// A release file: provenance and the release's concepts as runs of records, in code order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredRelease {
+    /// Provenance.
+    pub info: ReleaseInfo,
+    /// Names of the record segments the runs point into.
+    pub segments: Vec<String>,
+    /// The concepts, in code order.
+    pub runs: Vec<Run>,
+}
+
+impl StoredRelease {
+    /// Every (segment, record) of the release, in code order.
+    pub fn members(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
+        self.runs
+            .iter()
+            .flat_map(|r| (r.start..r.start + r.len).map(move |i| (r.segment, i)))
+    }
+}
+
+/// One records file: concepts in the order their import first saw them (code order).
+#[derive(Debug)]
+pub struct Segment {
+    /// File stem.
+    pub name: String,
+    /// The records.
+    pub concepts: Vec<Concept>,
+}
+
+fn write_atomic(path: &Path, magic: &[u8; 8], body: &[u8]) -> Result<u64, PersistError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let bytes = postcard::to_stdvec(release).map_err(|e| PersistError::Corrupt {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     {
         let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(MAGIC).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
+        f.write_all(magic).map_err(io(&tmp))?;
+        f.write_all(body).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(path)
+    fs::rename(&tmp, path).map_err(io(path))?;
+    Ok((magic.len() + body.len()) as u64)
 }
 
-/// Reads one release file.
-pub fn load_release(path: &Path) -> Result<Release, PersistError> {
+fn read_with_magic<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    magic: &[u8; 8],
+) -> Result<T, PersistError> {
     let bytes = fs::read(path).map_err(io(path))?;
     let corrupt = |message: String| PersistError::Corrupt {
         path: path.display().to_string(),
         message,
     };
     let body = bytes
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| corrupt("missing header".into()))?;
+        .strip_prefix(magic.as_slice())
+        .ok_or_else(|| corrupt("missing or outdated header".into()))?;
     postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>, PersistError> {
+    postcard::to_stdvec(value).map_err(|e| PersistError::Corrupt {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads one release file.
+pub fn read_release(path: &Path) -> Result<StoredRelease, PersistError> {
+    read_with_magic(path, RELEASE_MAGIC)
+}
+
+/// Every release file of one feed (not read), sorted by name.
+pub fn feed_release_files(data_dir: &Path, feed: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(feed_dir(data_dir, feed))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|f| f.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "release"))
+        .collect();
+    out.sort();
+    out
 }
 
 /// Every release file under the data directory (not read).
 pub fn release_files(data_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(feeds) = fs::read_dir(data_dir.join("releases")) else {
-        return out;
-    };
-    for feed in feeds.flatten() {
-        let Ok(files) = fs::read_dir(feed.path()) else {
-            continue;
-        };
-        for f in files.flatten() {
-            let p = f.path();
-            if p.extension().is_some_and(|e| e == "release") {
-                out.push(p);
-            }
-        }
+    for feed in fs::read_dir(data_dir.join("feeds")).into_iter().flatten() {
+        let Ok(feed) = feed else { continue };
+        out.extend(feed_release_files(
+            data_dir,
+            &feed.file_name().to_string_lossy(),
+        ));
     }
     out.sort();
     out
 }
 
+/// What an import stored.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// Provenance of the new release.
+    pub info: ReleaseInfo,
+    /// Its release file.
+    pub path: PathBuf,
+    /// Records first seen in this release (new or changed concepts).
+    pub new_records: usize,
+    /// Concepts stored as references to earlier records.
+    pub shared_records: usize,
+    /// Bytes written: the release file and the new records.
+    pub bytes: u64,
+    /// Bytes a standalone copy of the release would take (the same encoding, every concept).
+    pub full_copy_bytes: u64,
+    /// The version this one replaced (same version, re-made with another mapping or `--replace`).
+    pub replaced: bool,
+}
+
+/// What adding a release did.
+#[derive(Debug, Clone)]
+pub enum SaveOutcome {
+    /// A new release was stored.
+    Stored(Saved),
+    /// The same data made with the same mapping is already stored as `version`: nothing written.
+    Unchanged {
+        /// The existing release.
+        info: ReleaseInfo,
+    },
+}
+
+/// One feed's stored releases, with the records they use loaded once and shared.
+#[derive(Debug)]
+pub struct FeedStore {
+    data_dir: PathBuf,
+    feed: String,
+    /// Readable releases, sorted by file name.
+    pub releases: Vec<StoredRelease>,
+    segments: HashMap<String, Arc<Segment>>,
+}
+
+impl FeedStore {
+    /// Opens a feed's store. Unreadable release files (and releases whose records are missing)
+    /// are left out and returned as errors beside the store, so one broken file loses nothing else.
+    pub fn open(data_dir: &Path, feed: &str) -> (Self, Vec<PersistError>) {
+        let mut errors = Vec::new();
+        let mut store = Self {
+            data_dir: data_dir.to_path_buf(),
+            feed: feed.to_string(),
+            releases: Vec::new(),
+            segments: HashMap::new(),
+        };
+        for path in feed_release_files(data_dir, feed) {
+            let release = match read_release(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let mut ok = true;
+            for name in &release.segments {
+                if store.segments.contains_key(name) {
+                    continue;
+                }
+                let p = records_path(data_dir, feed, name);
+                match read_with_magic::<Vec<Concept>>(&p, RECORDS_MAGIC) {
+                    Ok(concepts) => {
+                        store.segments.insert(
+                            name.clone(),
+                            Arc::new(Segment {
+                                name: name.clone(),
+                                concepts,
+                            }),
+                        );
+                    }
+                    Err(e) => {
+                        errors.push(e);
+                        ok = false;
+                    }
+                }
+            }
+            let in_bounds = release.runs.iter().all(|r| {
+                release
+                    .segments
+                    .get(r.segment as usize)
+                    .and_then(|n| store.segments.get(n))
+                    .is_some_and(|s| (r.start as usize + r.len as usize) <= s.concepts.len())
+            });
+            if ok && !in_bounds {
+                errors.push(PersistError::Corrupt {
+                    path: path.display().to_string(),
+                    message: "refers to records its segments do not have".into(),
+                });
+                ok = false;
+            }
+            if ok {
+                store.releases.push(release);
+            }
+        }
+        (store, errors)
+    }
+
+    /// The shared record segments of a stored release, in its `segments` order.
+    pub fn segments_of(&self, release: &StoredRelease) -> Vec<Arc<Segment>> {
+        release
+            .segments
+            .iter()
+            .map(|n| self.segments[n].clone())
+            .collect()
+    }
+
+    /// Adds a release: a no-op when the same data made with the same mapping is already stored;
+    /// an error when its version exists with other source data (unless `replace`).
+    pub fn add(&mut self, release: Release, replace: bool) -> Result<SaveOutcome, PersistError> {
+        let dir = feed_dir(&self.data_dir, &self.feed);
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join(".lock");
+        let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
+        lock.lock().map_err(io(&lock_path))?;
+        // Another process may have imported since `open`: look again under the lock.
+        let (fresh, _) = Self::open(&self.data_dir, &self.feed);
+        *self = fresh;
+
+        let info = release.info;
+        if let Some(same) = self.releases.iter().find(|r| {
+            r.info.source_hash == info.source_hash && r.info.mapping_hash == info.mapping_hash
+        }) {
+            return Ok(SaveOutcome::Unchanged {
+                info: same.info.clone(),
+            });
+        }
+        let existing = self
+            .releases
+            .iter()
+            .find(|r| r.info.version == info.version);
+        if let Some(e) = existing
+            && e.info.source_hash != info.source_hash
+            && !replace
+        {
+            return Err(PersistError::VersionExists {
+                feed: self.feed.clone(),
+                version: info.version.clone(),
+                existing: e.info.source.clone(),
+            });
+        }
+        let replaced = existing.is_some();
+
+        // Records already stored, by content. Releases made with another mapping are not
+        // candidates: their records have another shape even where the register did not change.
+        let mut known: HashMap<&Concept, (&str, u32)> = HashMap::new();
+        for r in &self.releases {
+            if r.info.mapping_hash != info.mapping_hash || r.info.version == info.version {
+                continue;
+            }
+            for (s, i) in r.members() {
+                let name = r.segments[s as usize].as_str();
+                let c = &self.segments[name].concepts[i as usize];
+                known.entry(c).or_insert((name, i));
+            }
+        }
+        let name = format!(
+            "{}-{}",
+            file_stem(&info.version),
+            crate::source::ContentHash::of(
+                format!(
+                    "{}{}{}",
+                    info.source_hash, info.mapping_hash, info.imported_at
+                )
+                .as_bytes()
+            )
+        );
+        let mut segment_names: Vec<String> = Vec::new();
+        let segment_index = |n: &str, names: &mut Vec<String>| -> u16 {
+            match names.iter().position(|x| x == n) {
+                Some(p) => p as u16,
+                None => {
+                    names.push(n.to_string());
+                    (names.len() - 1) as u16
+                }
+            }
+        };
+        let mut new_records: Vec<&Concept> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
+        for c in &release.concepts {
+            let (seg, idx) = match known.get(c) {
+                Some((n, i)) => (segment_index(n, &mut segment_names), *i),
+                None => {
+                    new_records.push(c);
+                    (
+                        segment_index(&name, &mut segment_names),
+                        (new_records.len() - 1) as u32,
+                    )
+                }
+            };
+            match runs.last_mut() {
+                Some(r) if r.segment == seg && r.start + r.len == idx => r.len += 1,
+                _ => runs.push(Run {
+                    segment: seg,
+                    start: idx,
+                    len: 1,
+                }),
+            }
+        }
+        let new_count = new_records.len();
+        let rec_path = records_path(&self.data_dir, &self.feed, &name);
+        let mut bytes = 0;
+        if new_count > 0 {
+            bytes += write_atomic(&rec_path, RECORDS_MAGIC, &encode(&new_records, &rec_path)?)?;
+        }
+        let path = release_path(&self.data_dir, &self.feed, &info.version);
+        let full_copy_bytes = (RECORDS_MAGIC.len()
+            + encode(&release.concepts, &path)?.len()
+            + RELEASE_MAGIC.len()
+            + encode(&info, &path)?.len()) as u64;
+        let stored = StoredRelease {
+            info: info.clone(),
+            segments: segment_names,
+            runs,
+        };
+        bytes += write_atomic(&path, RELEASE_MAGIC, &encode(&stored, &path)?)?;
+        let (fresh, _) = Self::open(&self.data_dir, &self.feed);
+        *self = fresh;
+        self.collect_garbage();
+        drop(lock);
+        Ok(SaveOutcome::Stored(Saved {
+            shared_records: release.concepts.len() - new_count,
+            info,
+            path,
+            new_records: new_count,
+            bytes,
+            full_copy_bytes,
+            replaced,
+        }))
+    }
+
+    /// Removes record files no release names, and temporary files of interrupted writes.
+    fn collect_garbage(&self) {
+        let used: HashSet<&str> = self
+            .releases
+            .iter()
+            .flat_map(|r| r.segments.iter().map(String::as_str))
+            .collect();
+        let dir = feed_dir(&self.data_dir, &self.feed).join("records");
+        for f in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = f.path();
+            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+            let unused = p.extension().is_some_and(|e| e == "records")
+                && stem.is_some_and(|s| !used.contains(s.as_str()));
+            let tmp = p
+                .extension()
+                .is_some_and(|e| e.to_string_lossy().starts_with("tmp-"));
+            if unused || tmp {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+
+    /// Total bytes of the feed's files on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        let dir = feed_dir(&self.data_dir, &self.feed);
+        let size = |d: &Path| -> u64 {
+            fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|f| f.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        };
+        size(&dir) + size(&dir.join("records"))
+    }
+}
+
+/// Adds one release to its feed's store (see [`FeedStore::add`]).
+pub fn save_release(data_dir: &Path, release: Release) -> Result<SaveOutcome, PersistError> {
+    let (mut store, _) = FeedStore::open(data_dir, &release.info.feed);
+    store.add(release, false)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::concept::{Concept, ReleaseInfo, Value};
+    use super::super::concept::Value;
     use super::*;
 
-    #[test]
-    fn releases_round_trip_and_corruption_is_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut c = Concept::new("A81001");
-        c.display = Some("THE DENSHAM SURGERY".into());
+    fn concept(code: &str, name: &str) -> Concept {
+        let mut c = Concept::new(code);
+        c.display = Some(name.into());
         c.properties
             .push(("opStartDate".into(), Value::DateTime("1974-04-01".into())));
-        let release = Release {
+        c
+    }
+
+    fn release(version: &str, source: &str, concepts: Vec<Concept>) -> Release {
+        Release {
             info: ReleaseInfo {
                 feed: "ods-epraccur".into(),
-                version: "2020-01-01".into(),
+                mapping: "ods-epraccur".into(),
+                version: version.into(),
                 source: "x.csv".into(),
-                rows_read: 1,
-                concepts: 1,
+                rows_read: concepts.len() as u64,
+                concepts: concepts.len() as u64,
                 mapping_hash: "m".into(),
-                source_hash: "s".into(),
-                imported_at: "2026-01-01T00:00:00Z".into(),
+                source_hash: source.into(),
+                imported_at: format!("2026-01-01T00:00:0{}Z", version.len()),
             },
-            concepts: vec![c],
+            concepts,
+        }
+    }
+
+    fn concepts_of(store: &FeedStore, version: &str) -> Vec<Concept> {
+        let r = store
+            .releases
+            .iter()
+            .find(|r| r.info.version == version)
+            .expect("release");
+        let segs = store.segments_of(r);
+        r.members()
+            .map(|(s, i)| segs[s as usize].concepts[i as usize].clone())
+            .collect()
+    }
+
+    #[test]
+    fn releases_share_unchanged_records_and_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first: Vec<Concept> = (0..100)
+            .map(|i| concept(&format!("A{i:05}"), &format!("PRACTICE {i}")))
+            .collect();
+        let mut second = first.clone();
+        second[10].display = Some("RENAMED".into());
+        second.push(concept("B00001", "NEW"));
+        let SaveOutcome::Stored(a) =
+            save_release(dir.path(), release("2020-01-01", "s1", first.clone())).expect("saves")
+        else {
+            panic!("stored")
         };
-        let path = save_release(dir.path(), &release).expect("saves");
-        assert_eq!(release_files(dir.path()), vec![path.clone()]);
-        let back = load_release(&path).expect("loads");
-        assert_eq!(back.concepts, release.concepts);
-        assert_eq!(back.info, release.info);
-        fs::write(&path, b"garbage").expect("write");
-        let err = load_release(&path).expect_err("corrupt");
+        assert_eq!((a.new_records, a.shared_records), (100, 0));
+        let SaveOutcome::Stored(b) =
+            save_release(dir.path(), release("2020-04-01", "s2", second.clone())).expect("saves")
+        else {
+            panic!("stored")
+        };
+        assert_eq!((b.new_records, b.shared_records), (2, 99));
         assert!(
-            err.to_string().contains("not a readable release file"),
-            "{err}"
+            b.bytes * 5 < a.bytes,
+            "second release {} bytes, first {}",
+            b.bytes,
+            a.bytes
+        );
+        let (store, errors) = FeedStore::open(dir.path(), "ods-epraccur");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(concepts_of(&store, "2020-01-01"), first);
+        assert_eq!(concepts_of(&store, "2020-04-01"), second);
+
+        // The same data again: nothing stored, whatever version it is given.
+        let again = save_release(dir.path(), release("2020-07-01", "s2", second.clone()));
+        assert!(
+            matches!(again, Ok(SaveOutcome::Unchanged { info }) if info.version == "2020-04-01")
+        );
+        // Other data under an existing version: refused.
+        let clash = save_release(dir.path(), release("2020-04-01", "s3", first.clone()));
+        assert!(matches!(clash, Err(PersistError::VersionExists { .. })));
+        assert_eq!(release_files(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn corruption_is_reported_and_loses_only_that_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        save_release(
+            dir.path(),
+            release("2020-01-01", "s1", vec![concept("A1", "X")]),
+        )
+        .expect("saves");
+        save_release(
+            dir.path(),
+            release("2020-04-01", "s2", vec![concept("A1", "Y")]),
+        )
+        .expect("saves");
+        let path = release_path(dir.path(), "ods-epraccur", "2020-04-01");
+        fs::write(&path, b"garbage").expect("write");
+        let (store, errors) = FeedStore::open(dir.path(), "ods-epraccur");
+        assert_eq!(store.releases.len(), 1);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].to_string().contains("not a readable store file"),
+            "{}",
+            errors[0]
         );
     }
 }

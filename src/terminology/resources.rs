@@ -294,6 +294,7 @@ pub fn code_system_from_fhir(
     let release = Release {
         info: ReleaseInfo {
             feed: format!("resource:{id}"),
+            mapping: format!("resource:{id}"),
             version,
             source: origin.to_string(),
             rows_read: concepts.len() as u64,

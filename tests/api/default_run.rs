@@ -17,13 +17,19 @@ async fn shipped_registers_import_once_and_answer() {
     let first = registers::import_defaults(&set, dir.path(), &mut |_, _, _| {})
         .await
         .expect("imports");
-    assert_eq!(first.len(), set.mappings.len());
+    assert_eq!(
+        first.len(),
+        set.mappings
+            .iter()
+            .map(|m| m.default_releases().len())
+            .sum::<usize>()
+    );
     let epraccur = first
         .iter()
-        .find(|i| i.feed == "ods-epraccur")
+        .find(|i| i.info.feed == "ods-epraccur" && i.info.version == "2020-01-01")
         .expect("epraccur");
     assert_eq!(
-        epraccur.concepts, 14_357,
+        epraccur.info.concepts, 14_357,
         "every row of epraccur 2020-01 (SOURCES.md)"
     );
     let again = registers::import_defaults(&set, dir.path(), &mut |_, _, _| {})
@@ -143,5 +149,6 @@ async fn a_changed_mapping_re_imports_its_default_release() {
         .await
         .expect("re-imports");
     assert_eq!(second.len(), 1);
-    assert_eq!(second[0].mapping_hash, "changed");
+    assert_eq!(second[0].info.mapping_hash, "changed");
+    assert!(second[0].replaced);
 }

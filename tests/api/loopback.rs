@@ -7,7 +7,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use fhir_registers::registers;
-use fhir_registers::store::persist;
+use fhir_registers::store::persist::{self, SaveOutcome};
 
 use super::support::*;
 
@@ -71,10 +71,15 @@ async fn registers_import_from_an_http_url_and_failures_store_nothing() {
         &format!("http://{addr}/ods/epraccur.csv"),
         "2020-01-01",
         data.path(),
+        false,
         &mut |_, _| {},
     )
     .await
     .expect("imports over http");
+    let SaveOutcome::Stored(saved) = info else {
+        panic!("a first import stores")
+    };
+    let info = saved.info;
     assert_eq!(
         info.concepts as usize,
         ods_rows("ods/epraccur_2020-01_slice.csv").len()
@@ -87,6 +92,7 @@ async fn registers_import_from_an_http_url_and_failures_store_nothing() {
         &format!("http://{addr}/nope.csv"),
         "2020-02-01",
         data.path(),
+        false,
         &mut |_, _| {},
     )
     .await;
@@ -97,6 +103,7 @@ async fn registers_import_from_an_http_url_and_failures_store_nothing() {
         &format!("http://{addr}/broken.csv"),
         "2020-03-01",
         data.path(),
+        false,
         &mut |_, _| {},
     )
     .await;

@@ -63,7 +63,7 @@ pub fn import_fixtures(set: &MappingSet, data_dir: &std::path::Path) {
             .expect("default version");
         let release = mapping::read_release(m, &local(rel), &version, &mut |_| {})
             .unwrap_or_else(|e| panic!("{} fixture imports: {e}", m.feed()));
-        persist::save_release(data_dir, &release).expect("saves");
+        persist::save_release(data_dir, release).expect("saves");
     }
 }
 
