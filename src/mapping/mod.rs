@@ -42,13 +42,17 @@ pub enum ImportError {
     /// The mapping does not fit the file.
     #[error("{}", join_lines(.0))]
     Mapping(Vec<MappingError>),
-    /// Rows do not fit the mapping (the first errors, and how many in all).
-    #[error("{} row error(s){}:\n{}", .total, if *.total > .errors.len() { format!(" (first {} shown)", .errors.len()) } else { String::new() }, join_lines(.errors))]
+    /// Rows do not fit the mapping (a summary by column, the first errors, and how many in all).
+    #[error("{} row error(s) in {} rows read{}:\n{}\n{}", .total, .rows, if *.total > .errors.len() { format!(" (first {} shown)", .errors.len()) } else { String::new() }, .summary, join_lines(.errors))]
     Rows {
         /// The first errors.
         errors: Vec<RowError>,
         /// How many errors in all.
         total: usize,
+        /// Rows read.
+        rows: u64,
+        /// Errors grouped by mapping key and column, with the values seen.
+        summary: RowErrorSummary,
     },
     /// The file could not be read.
     #[error(transparent)]
@@ -56,6 +60,70 @@ pub enum ImportError {
     /// No version given and the mapping declares none.
     #[error("{0}")]
     Version(String),
+}
+
+/// Row errors grouped by (mapping key, column, message): how many rows, which values.
+#[derive(Debug, Default)]
+pub struct RowErrorSummary {
+    groups: BTreeMap<(Option<(usize, String)>, String, String), (u64, Vec<String>)>,
+    rows: u64,
+}
+
+impl RowErrorSummary {
+    fn add(&mut self, e: &RowError) {
+        let g = self
+            .groups
+            .entry((e.column.clone(), e.key.clone(), e.message.clone()))
+            .or_default();
+        g.0 += 1;
+        if let Some(v) = &e.value
+            && g.1.len() < 5
+            && !g.1.contains(v)
+        {
+            g.1.push(v.clone());
+        }
+    }
+
+    /// Groups failing on nearly every row: the mark of a file in another layout.
+    fn drifted(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter(|(_, (n, _))| self.rows >= 10 && *n * 10 >= self.rows * 9)
+            .filter_map(|((c, _, _), _)| c.as_ref().map(|(p, name)| format!("{p} \"{name}\"")))
+            .fold(Vec::new(), |mut out, c| {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+                out
+            })
+    }
+}
+
+impl std::fmt::Display for RowErrorSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "by column:")?;
+        for ((column, key, message), (n, values)) in &self.groups {
+            write!(f, "  ")?;
+            if let Some((pos, name)) = column {
+                write!(f, "column {pos} \"{name}\" ")?;
+            }
+            write!(f, "({key}): {n} of {} rows: {message}", self.rows)?;
+            if !values.is_empty() {
+                let shown: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+                write!(f, "; values seen: {}", shown.join(", "))?;
+            }
+            writeln!(f)?;
+        }
+        let drifted = self.drifted();
+        if !drifted.is_empty() {
+            writeln!(
+                f,
+                "nearly every row fails at column {}: the file looks like another layout of the register than this mapping describes (a new format needs a mapping of its own; see register.feed in mappings/README.md)",
+                drifted.join(" and ")
+            )?;
+        }
+        Ok(())
+    }
 }
 
 fn join_lines<T: std::fmt::Display>(items: &[T]) -> String {
@@ -87,6 +155,7 @@ pub fn read_release(
     let mut errors = Vec::new();
     let mut total_errors = 0usize;
     let mut concepts: Vec<(Concept, u64)> = Vec::new();
+    let mut summary = RowErrorSummary::default();
     let rows_read;
     {
         let mut reader = source::csv_reader(
@@ -132,6 +201,7 @@ pub fn read_release(
                 Err(row_errors) => {
                     total_errors += row_errors.len();
                     for e in row_errors {
+                        summary.add(&e);
                         if errors.len() < MAX_REPORTED_ROW_ERRORS {
                             errors.push(e);
                         }
@@ -146,24 +216,32 @@ pub fn read_release(
     for pair in concepts.windows(2) {
         if pair[0].0.code == pair[1].0.code {
             total_errors += 1;
+            let e = RowError {
+                mapping: mapping.display_path(),
+                key: "concept.code".into(),
+                file: file.display_name.clone(),
+                row: pair[1].1,
+                column: None,
+                value: Some(pair[1].0.code.to_string()),
+                message: format!("is a duplicate code (first seen at row {})", pair[0].1),
+            };
+            summary.add(&RowError {
+                message: "is a duplicate code".into(),
+                ..e.clone()
+            });
             if errors.len() < MAX_REPORTED_ROW_ERRORS {
-                errors.push(RowError {
-                    mapping: mapping.display_path(),
-                    key: "concept.code".into(),
-                    file: file.display_name.clone(),
-                    row: pair[1].1,
-                    column: None,
-                    value: Some(pair[1].0.code.to_string()),
-                    message: format!("is a duplicate code (first seen at row {})", pair[0].1),
-                });
+                errors.push(e);
             }
         }
     }
     if total_errors > 0 {
         errors.sort_by_key(|e| e.row);
+        summary.rows = rows_read;
         return Err(ImportError::Rows {
             errors,
             total: total_errors,
+            rows: rows_read,
+            summary,
         });
     }
     let concepts: Vec<Concept> = concepts.into_iter().map(|(c, _)| c).collect();

@@ -125,7 +125,7 @@ fn bad_date_names_row_column_property_and_value() {
         &mut |_| {},
     )
     .expect_err("bad date");
-    let ImportError::Rows { errors, total } = &err else {
+    let ImportError::Rows { errors, total, .. } = &err else {
         panic!("{err}")
     };
     assert_eq!(*total, 1);
@@ -208,7 +208,7 @@ fn row_errors_are_all_reported_with_their_rows() {
     );
     let file = fhir_registers::source::local_file(&path).expect("file");
     let err = mapping::read_release(&m, &file, "1", &mut |_| {}).expect_err("rows are wrong");
-    let ImportError::Rows { errors, total } = &err else {
+    let ImportError::Rows { errors, total, .. } = &err else {
         panic!("{err}")
     };
     assert_eq!(*total, 4, "{err}");
