@@ -358,6 +358,10 @@ pub fn preview_bundle(
         );
         let mut resource = code_system_json(&cs, true, true);
         resource["count"] = json!(total);
+        // Nothing was imported: no release provenance to show.
+        if let Some(r) = resource.as_object_mut() {
+            r.shift_remove("extension");
+        }
         entries.push(json!({ "resource": resource }));
     }
     entries.extend(value_sets.into_iter().map(|v| json!({ "resource": v })));

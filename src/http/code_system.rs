@@ -1,4 +1,5 @@
-//! CodeSystem read, search and operations (`$lookup`, `$validate-code`, `$subsumes`).
+//! CodeSystem read, search and operations (`$lookup`, `$validate-code`, `$subsumes`,
+//! `$concept-history`, `$diff`).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use super::{AppState, as_is};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParamValue};
 use crate::store::{CodeSystemVersion, Registry};
+use crate::terminology::history::{DiffRequest, HistoryRequest, concept_history, diff_versions};
 use crate::terminology::lookup::{LookupRequest, lookup};
 use crate::terminology::resources::{code_system_json, code_system_resource_id};
 use crate::terminology::subsumes::{SubsumesRequest, subsumes};
@@ -267,6 +269,58 @@ pub async fn subsumes_codes_in(
             |r, p| instance_params(r, &id, p, "system"),
             false,
             do_subsumes,
+        )
+        .await
+}
+
+fn do_history(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
+    concept_history(registry, &HistoryRequest::from_params(p)?)
+}
+
+fn do_diff(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
+    diff_versions(registry, &DiffRequest::from_params(p)?)
+}
+
+/// `CodeSystem/$concept-history` (GET and POST): one code through every version.
+/// `conformance/OperationDefinition-CodeSystem-concept-history.json`
+pub async fn concept_history_of(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
+    state.operate(&req, as_is, false, do_history).await
+}
+
+/// `CodeSystem/{id}/$concept-history`.
+pub async fn concept_history_in(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: FhirRequest,
+) -> Response {
+    state
+        .operate(
+            &req,
+            |r, p| instance_params(r, &id, p, "system"),
+            false,
+            do_history,
+        )
+        .await
+}
+
+/// `CodeSystem/$diff` (GET and POST): what changed between two versions.
+/// `conformance/OperationDefinition-CodeSystem-diff.json`
+pub async fn diff_of(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
+    state.operate(&req, as_is, true, do_diff).await
+}
+
+/// `CodeSystem/{id}/$diff`.
+pub async fn diff_in(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    req: FhirRequest,
+) -> Response {
+    state
+        .operate(
+            &req,
+            |r, p| instance_params(r, &id, p, "url"),
+            true,
+            do_diff,
         )
         .await
 }

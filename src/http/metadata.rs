@@ -14,7 +14,7 @@ use crate::error::FhirError;
 use crate::store::Registry;
 
 /// Instance and type operations: (resource type, operation name, OperationDefinition).
-pub const OPERATIONS: [(&str, &str, &str); 7] = [
+pub const OPERATIONS: [(&str, &str, &str); 9] = [
     (
         "CodeSystem",
         "lookup",
@@ -29,6 +29,16 @@ pub const OPERATIONS: [(&str, &str, &str); 7] = [
         "CodeSystem",
         "subsumes",
         "http://hl7.org/fhir/OperationDefinition/CodeSystem-subsumes",
+    ),
+    (
+        "CodeSystem",
+        "concept-history",
+        "https://fhir-registers.org/fhir/OperationDefinition/CodeSystem-concept-history",
+    ),
+    (
+        "CodeSystem",
+        "diff",
+        "https://fhir-registers.org/fhir/OperationDefinition/CodeSystem-diff",
     ),
     (
         "ValueSet",

@@ -216,6 +216,10 @@ impl AppState {
             }
             let registry = self.registry_for(&p)?;
             let p = adjust(&registry, p)?;
+            let registry = match p.text("date")? {
+                Some(date) => Arc::new(registry_on(&registry, &p, &date)?),
+                None => registry,
+            };
             Ok((registry, p))
         });
         let result = match prepared {
@@ -237,6 +241,60 @@ impl AppState {
         };
         respond(req, result)
     }
+}
+
+/// The registry as it stood on the request's `date`: each CodeSystem answers from the release in
+/// force then. A CodeSystem the request names (`system`, a coding, or an include of the ValueSet
+/// asked for) whose first release came later is a 404, not an empty answer.
+fn registry_on(
+    registry: &Registry,
+    p: &OperationParams,
+    date: &str,
+) -> Result<Registry, FhirError> {
+    let day = crate::store::date_param(date).ok_or_else(|| {
+        FhirError::Invalid(format!(
+            "The parameter 'date' value '{date}' is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)"
+        ))
+    })?;
+    let mut systems: Vec<String> = p.texts("system");
+    let mut value_sets: Vec<String> = p.texts("valueSet");
+    for url in p.texts("url") {
+        if registry.knows_code_system(&url) {
+            systems.push(url);
+        } else {
+            value_sets.push(url);
+        }
+    }
+    if let Ok(Some(c)) = p.coding("coding") {
+        systems.extend(c.system);
+    }
+    if let Ok(Some(codings)) = p.codeable_concept("codeableConcept") {
+        systems.extend(codings.into_iter().filter_map(|c| c.system));
+    }
+    for canonical in value_sets {
+        let (url, version) = match canonical.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (canonical.as_str(), None),
+        };
+        if let Some(vs) = registry.value_set(url, version) {
+            let includes = vs.resource["compose"]["include"].as_array().cloned();
+            systems.extend(
+                includes
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["system"].as_str().map(str::to_string)),
+            );
+        }
+    }
+    for system in systems {
+        let url = system.split('|').next().unwrap_or(&system);
+        if let Some(first) = registry.first_release_after(url, &day) {
+            return Err(FhirError::NotFound(format!(
+                "No release of the CodeSystem '{url}' was in force on {date}: its first release is {first}"
+            )));
+        }
+    }
+    Ok(registry.as_of(&day))
 }
 
 /// Most `$cache-control` caches open at once, and most resources in one.
@@ -302,8 +360,24 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
             with_405(get(code_system::subsumes_codes).post(code_system::subsumes_codes)),
         )
         .route(
+            "/CodeSystem/$concept-history",
+            with_405(get(code_system::concept_history_of).post(code_system::concept_history_of)),
+        )
+        .route(
+            "/CodeSystem/$diff",
+            with_405(get(code_system::diff_of).post(code_system::diff_of)),
+        )
+        .route(
             "/CodeSystem/{id}",
             with_405(get(code_system::read_code_system)),
+        )
+        .route(
+            "/CodeSystem/{id}/$concept-history",
+            with_405(get(code_system::concept_history_in).post(code_system::concept_history_in)),
+        )
+        .route(
+            "/CodeSystem/{id}/$diff",
+            with_405(get(code_system::diff_in).post(code_system::diff_in)),
         )
         .route(
             "/CodeSystem/{id}/$lookup",

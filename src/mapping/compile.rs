@@ -1143,6 +1143,10 @@ impl Bound<'_> {
                 match fmt.to_fhir(raw) {
                     Some(d) if k == "from" => concept.valid_from = Some(d.into()),
                     Some(d) => concept.valid_to = Some(d.into()),
+                    // A column a property already reported for this row is not reported twice.
+                    None if errors
+                        .iter()
+                        .any(|e| e.column.as_ref().is_some_and(|(_, c)| c == col)) => {}
                     None => errors.push(self.error(
                         &ctx,
                         &format!("concept.validity.{k}"),

@@ -511,9 +511,9 @@ impl MappingSet {
         }
     }
 
-    /// The mapping of a feed.
-    pub fn mapping(&self, feed: &str) -> Option<&Mapping> {
-        self.mappings.iter().find(|m| m.feed() == feed)
+    /// A mapping by its id (`register.id`).
+    pub fn mapping(&self, id: &str) -> Option<&Mapping> {
+        self.mappings.iter().find(|m| m.id() == id)
     }
 
     /// ValueSet resources declared by the mappings.

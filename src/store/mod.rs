@@ -369,6 +369,31 @@ impl Registry {
         }
     }
 
+    /// This registry as it stood on `date` (`YYYY-MM-DD`): CodeSystem versions released after it
+    /// are left out, so "the latest" is the release in force then. Versions that are not dates
+    /// (`4.0.1`) are kept. The versions are shared, not copied.
+    pub fn as_of(&self, date: &str) -> Registry {
+        let mut out = Registry {
+            code_systems: self.code_systems.clone(),
+            value_sets: self.value_sets.clone(),
+            concept_maps: self.concept_maps.clone(),
+        };
+        for list in out.code_systems.values_mut() {
+            list.retain(|v| version_start(&v.version).is_none_or(|d| d.as_str() <= date));
+        }
+        out.code_systems.retain(|_, list| !list.is_empty());
+        out
+    }
+
+    /// The first dated version of a CodeSystem, when every version is later than `date`.
+    pub fn first_release_after(&self, url: &str, date: &str) -> Option<&str> {
+        let list = self.code_systems.get(url)?;
+        let all_later = list
+            .iter()
+            .all(|v| version_start(&v.version).is_some_and(|d| d.as_str() > date));
+        all_later.then(|| list.first().map(|v| v.version.as_str()))?
+    }
+
     /// Every version of a CodeSystem, oldest first.
     pub fn code_system_versions(&self, url: &str) -> &[Arc<CodeSystemVersion>] {
         self.code_systems.get(url).map(Vec::as_slice).unwrap_or(&[])
@@ -457,6 +482,34 @@ fn pick_version<T>(
     }
 }
 
+/// The day a dated version comes into force (`2019-10-01`; `2019-10` → `2019-10-01`,
+/// `2019` → `2019-01-01`), or `None` for a version that is not a date.
+pub fn version_start(version: &str) -> Option<String> {
+    let b = version.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    match b.len() {
+        4 if digits(0..4) => Some(format!("{version}-01-01")),
+        7 if digits(0..4) && b[4] == b'-' && digits(5..7) => Some(format!("{version}-01")),
+        10 if digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10) => {
+            Some(version.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// A FHIR `date`/`dateTime` parameter as the day it names (`2020-02-14T10:00:00Z` →
+/// `2020-02-14`; `2020-02` → `2020-02-01`), or `None` when it is not one.
+pub fn date_param(value: &str) -> Option<String> {
+    let day = value.get(..10).unwrap_or(value);
+    let rest = value.get(10..).unwrap_or("");
+    if !(rest.is_empty() || rest.starts_with('T')) {
+        return None;
+    }
+    let d = version_start(day)?;
+    let (m, dd): (u32, u32) = (d[5..7].parse().ok()?, d[8..10].parse().ok()?);
+    ((1..=12).contains(&m) && (1..=31).contains(&dd)).then_some(d)
+}
+
 /// Splits `{id}--{version}` into its parts.
 pub fn split_versioned_id(id: &str) -> (&str, Option<&str>) {
     match id.split_once("--") {
@@ -499,5 +552,14 @@ mod tests {
         assert_eq!(compare_versions("2019", "2019"), Equal);
         assert_eq!(split_versioned_id("icd-10--2019"), ("icd-10", Some("2019")));
         assert_eq!(version_id("2020-01-01"), "2020-01-01");
+        assert_eq!(version_start("2019").as_deref(), Some("2019-01-01"));
+        assert_eq!(version_start("2019-10").as_deref(), Some("2019-10-01"));
+        assert_eq!(version_start("4.0.1"), None);
+        assert_eq!(
+            date_param("2020-02-14T10:00:00Z").as_deref(),
+            Some("2020-02-14")
+        );
+        assert_eq!(date_param("2020-13-01"), None);
+        assert_eq!(date_param("yesterday"), None);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod compose;
 pub mod expand;
+pub mod history;
 pub mod language;
 pub mod lookup;
 pub mod resources;

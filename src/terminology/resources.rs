@@ -43,6 +43,10 @@ pub fn code_system_json(cs: &CodeSystemVersion, latest: bool, with_concepts: boo
             r.insert(k.clone(), v.clone());
         }
     }
+    let releases = release_extensions(cs);
+    if !releases.is_empty() {
+        r.insert("extension".into(), Json::Array(releases));
+    }
     r.insert("url".into(), json!(m.url));
     if !cs.version.is_empty() {
         r.insert("version".into(), json!(cs.version));
@@ -53,6 +57,11 @@ pub fn code_system_json(cs: &CodeSystemVersion, latest: bool, with_concepts: boo
         }
     }
     r.insert("status".into(), json!(m.status));
+    if m.extra.as_ref().is_none_or(|e| !e.contains_key("date"))
+        && crate::store::version_start(&cs.version).is_some()
+    {
+        r.insert("date".into(), json!(cs.version));
+    }
     for (k, v) in [
         ("publisher", &m.publisher),
         ("description", &m.description),
@@ -113,6 +122,41 @@ pub fn code_system_json(cs: &CodeSystemVersion, latest: bool, with_concepts: boo
         );
     }
     Json::Object(r)
+}
+
+/// Extension saying which feed release a mapped CodeSystem version is made of.
+pub const RELEASE_EXTENSION: &str = "https://fhir-registers.org/fhir/StructureDefinition/release";
+
+/// A release's source as shown to clients: a URL as it is, a local file by its name only.
+fn source_name(source: &str) -> &str {
+    if crate::source::is_url(source) {
+        source
+    } else {
+        source.rsplit(['/', '\\']).next().unwrap_or(source)
+    }
+}
+
+/// One `release` extension per register feed release the version is made of (none for plain
+/// FHIR CodeSystems).
+fn release_extensions(cs: &CodeSystemVersion) -> Vec<Json> {
+    cs.parts
+        .iter()
+        .filter(|p| !p.info.feed.starts_with("resource:"))
+        .map(|p| {
+            let i = &p.info;
+            json!({
+                "url": RELEASE_EXTENSION,
+                "extension": [
+                    { "url": "feed", "valueString": i.feed },
+                    { "url": "version", "valueString": i.version },
+                    { "url": "mapping", "valueString": i.mapping },
+                    { "url": "source", "valueString": source_name(&i.source) },
+                    { "url": "concepts", "valueInteger": p.len() },
+                    { "url": "imported", "valueDateTime": i.imported_at },
+                ]
+            })
+        })
+        .collect()
 }
 
 /// One concept as `CodeSystem.concept` (flat).

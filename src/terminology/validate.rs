@@ -46,6 +46,9 @@ pub struct ValidateRequest {
     pub display_language: Option<String>,
     /// `activeOnly`: inactive codes are not valid.
     pub active_only: bool,
+    /// `date` (as `YYYY-MM-DD`): the code must have been valid then, by the register's business
+    /// dates (an organisation open, a postcode introduced and not yet terminated).
+    pub date: Option<String>,
     /// `system-version`, `force-system-version`, `check-system-version`,
     /// `default-valueset-version`.
     pub versions: VersionRules,
@@ -118,6 +121,14 @@ impl ValidateRequest {
             lenient_display: p.boolean("lenient-display-validation")?.unwrap_or(false),
             display_language: p.text("displayLanguage")?,
             active_only: p.boolean("activeOnly")?.unwrap_or(false),
+            date: match p.text("date")? {
+                None => None,
+                Some(d) => Some(crate::store::date_param(&d).ok_or_else(|| {
+                    FhirError::Invalid(format!(
+                        "The parameter 'date' value '{d}' is not a FHIR date or dateTime"
+                    ))
+                })?),
+            },
             versions: VersionRules::from_params(p)?,
         })
     }
@@ -339,6 +350,44 @@ fn valid_displays(shown: &[String]) -> String {
     }
 }
 
+/// With a `date`: a code the register says was not yet, or no longer, valid then is not valid
+/// (an organisation opened later or closed before, a postcode introduced later or terminated).
+fn check_business_dates(
+    c: &crate::store::Concept,
+    date: Option<&str>,
+    path: &str,
+    out: &mut Outcome,
+) {
+    let Some(date) = date else { return };
+    let before = c
+        .valid_from
+        .as_deref()
+        .filter(|f| date < crate::store::date_param(f).as_deref().unwrap_or(f));
+    let after = c
+        .valid_to
+        .as_deref()
+        .filter(|t| date > crate::store::date_param(t).as_deref().unwrap_or(t));
+    let text = match (before, after) {
+        (Some(from), _) => format!(
+            "The concept '{}' was not valid on {date}: it is valid from {from}",
+            c.code
+        ),
+        (None, Some(to)) => format!(
+            "The concept '{}' was not valid on {date}: it ended on {to}",
+            c.code
+        ),
+        (None, None) => return,
+    };
+    out.issues.push(Issue {
+        severity: "error",
+        code: "business-rule",
+        tx: "code-rule",
+        text,
+        expression: Some(format!("{path}code")),
+    });
+    out.valid = false;
+}
+
 /// The warning that a concept is inactive.
 fn inactive_issue(c: &crate::store::Concept, path: &str) -> Issue {
     Issue {
@@ -507,6 +556,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                     if req.active_only && cs.concept(r).inactive {
                         out.valid = false;
                     }
+                    check_business_dates(cs.concept(r), req.date.as_deref(), path, &mut out);
                     out.found = Some((cs, r));
                 }
                 None => out.issues.push(unknown_code(&cs, &code, path)),
@@ -546,6 +596,12 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                             path,
                             req.lenient_display,
                             display.as_deref(),
+                            &mut out,
+                        );
+                        check_business_dates(
+                            hit_cs.concept(r),
+                            req.date.as_deref(),
+                            path,
                             &mut out,
                         );
                         if status::listed_concept_deprecated(vs_resource, &system, &code) {

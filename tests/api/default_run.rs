@@ -105,23 +105,37 @@ async fn shipped_registers_import_once_and_answer() {
     assert_eq!(param(&bad, "result"), Some(&json!(false)));
     assert!(param(&bad, "message").is_some());
 
+    // GP practices as of mid-2020 (epraccur 2020-01: prescribing setting 4) and today (the
+    // 2026-02 release in the new layout: role code RO76 in field 26), counted from the files.
     let all_gp = send_to(
+        state.clone(),
+        ask(format!(
+            "/fhir/ValueSet/$expand?url={}&count=0&date=2020-06-30",
+            enc("https://fhir-registers.org/fhir/ValueSet/ods-gp-practices")
+        )),
+    )
+    .await;
+    assert_eq!(all_gp.status, StatusCode::OK);
+    let gp_rows = gz_rows("mappings/data/ods/epraccur_2020-01.csv.gz")
+        .iter()
+        .filter(|r| &r[25] == "4")
+        .count();
+    assert_eq!(all_gp.json()["expansion"]["total"], gp_rows);
+    let gp_now = send_to(
         state.clone(),
         ask(format!(
             "/fhir/ValueSet/$expand?url={}&count=0",
             enc("https://fhir-registers.org/fhir/ValueSet/ods-gp-practices")
         )),
     )
-    .await;
-    assert_eq!(all_gp.status, StatusCode::OK);
-    let gp_rows = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .from_path(repo().join("mappings/data/ods/epraccur_2020-01.csv"))
-        .expect("data")
-        .records()
-        .filter(|r| r.as_ref().is_ok_and(|r| &r[25] == "4"))
+    .await
+    .json();
+    let gp_rows_now = gz_rows("mappings/data/ods/epraccur_2026-02_dse-format.csv.gz")
+        .iter()
+        .filter(|r| r[25].split('|').any(|x| x == "RO76"))
         .count();
-    assert_eq!(all_gp.json()["expansion"]["total"], gp_rows);
+    assert_eq!(gp_now["expansion"]["total"], gp_rows_now);
+    assert!(gp_rows_now > 8000, "{gp_rows_now}");
 
     let postcode = send_to(
         state,

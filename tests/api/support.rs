@@ -24,16 +24,47 @@ pub fn fixture(rel: &str) -> PathBuf {
     repo().join("tests/fixtures").join(rel)
 }
 
-/// Which fixture feeds which shipped mapping.
-pub const FIXTURES: [(&str, &str); 6] = [
-    ("ods-epraccur", "ods/epraccur_2020-01_slice.csv"),
-    ("ods-etr", "ods/etr_2020-10_slice.csv"),
-    ("ods-eccg", "ods/eccg_2024-07_slice.csv"),
-    ("ods-roles", "ods/ods_organisation_roles.csv"),
-    ("icd10-who", "icd10/who_icd10_2019_slice.csv"),
+/// Which fixture feeds which shipped mapping (by mapping id), at which release version: one
+/// release per feed, the shared state of most tests.
+pub const FIXTURES: [(&str, &str, &str); 6] = [
+    (
+        "ods-epraccur",
+        "ods/epraccur_2020-01_slice.csv",
+        "2020-01-01",
+    ),
+    ("ods-etr", "ods/etr_2020-10_slice.csv", "2020-10-01"),
+    ("ods-eccg", "ods/eccg_2024-07_slice.csv", "2024-07-01"),
+    ("ods-roles", "ods/ods_organisation_roles.csv", "2023-01-01"),
+    ("icd10-who", "icd10/who_icd10_2019_slice.csv", "2019"),
     (
         "postcodes-codepoint",
         "postcodes/codepoint_TS18_slice.csv.gz",
+        "2014-08-01",
+    ),
+];
+
+/// More releases for the history tests: the same practices in epraccur 2019-10 and in the 2026-02
+/// Data Search and Export layout, and Shetland (ZE) postcodes in two Scottish releases.
+pub const HISTORY_FIXTURES: [(&str, &str, &str); 4] = [
+    (
+        "ods-epraccur",
+        "ods/epraccur_2019-10_slice.csv",
+        "2019-10-01",
+    ),
+    (
+        "ods-epraccur-dse",
+        "ods/epraccur_2026-02_dse_slice.csv",
+        "2026-02-01",
+    ),
+    (
+        "postcodes-codepoint-scotland",
+        "postcodes/codepoint_scotland_2017-05_ZE_slice.csv.gz",
+        "2017-05-01",
+    ),
+    (
+        "postcodes-codepoint-scotland",
+        "postcodes/codepoint_scotland_2020-08_ZE_slice.csv.gz",
+        "2020-08-01",
     ),
 ];
 
@@ -48,23 +79,23 @@ pub fn shipped() -> MappingSet {
     MappingSet::load_dir(&repo().join("mappings")).expect("shipped mappings load")
 }
 
-/// Imports every shipped mapping from its fixture into `data_dir`.
-pub fn import_fixtures(set: &MappingSet, data_dir: &std::path::Path) {
-    for m in &set.mappings {
-        let (_, rel) = FIXTURES
+/// Imports fixtures through the shipped mappings into `data_dir`.
+pub fn import_list(set: &MappingSet, data_dir: &std::path::Path, list: &[(&str, &str, &str)]) {
+    for (id, rel, version) in list {
+        let m = set
+            .mappings
             .iter()
-            .find(|(feed, _)| *feed == m.feed())
-            .unwrap_or_else(|| panic!("no fixture for feed {}", m.feed()));
-        let version = m
-            .spec
-            .source
-            .default_version
-            .clone()
-            .expect("default version");
-        let release = mapping::read_release(m, &local(rel), &version, &mut |_| {})
-            .unwrap_or_else(|e| panic!("{} fixture imports: {e}", m.feed()));
+            .find(|m| m.id() == *id)
+            .unwrap_or_else(|| panic!("no mapping {id}"));
+        let release = mapping::read_release(m, &local(rel), version, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{id} fixture {rel} imports: {e}"));
         persist::save_release(data_dir, release).expect("saves");
     }
+}
+
+/// Imports the one-release-per-feed fixtures into `data_dir`.
+pub fn import_fixtures(set: &MappingSet, data_dir: &std::path::Path) {
+    import_list(set, data_dir, &FIXTURES);
 }
 
 /// The shared server state over the fixtures (built once per test binary).
@@ -75,6 +106,21 @@ pub fn state() -> Arc<AppState> {
             let dir = tempfile::tempdir().expect("tempdir").keep();
             let set = shipped();
             import_fixtures(&set, &dir);
+            let registry = registers::build_registry(&set, &dir, &[]).expect("registry builds");
+            Arc::new(AppState::new(registry))
+        })
+        .clone()
+}
+
+/// The state over the fixtures and the history fixtures (several releases of ODS and postcodes).
+pub fn history_state() -> Arc<AppState> {
+    static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("tempdir").keep();
+            let set = shipped();
+            import_fixtures(&set, &dir);
+            import_list(&set, &dir, &HISTORY_FIXTURES);
             let registry = registers::build_registry(&set, &dir, &[]).expect("registry builds");
             Arc::new(AppState::new(registry))
         })
@@ -231,4 +277,20 @@ pub fn redact_expansion(mut v: Json) -> Json {
         exp["timestamp"] = Json::String("[timestamp]".into());
     }
     v
+}
+
+/// Every record of a headerless register file (gzipped or not) under the repository root.
+pub fn gz_rows(rel: &str) -> Vec<csv::StringRecord> {
+    let file = std::fs::File::open(repo().join(rel)).expect("data file");
+    let reader: Box<dyn std::io::Read> = if rel.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(reader)
+        .records()
+        .map(|r| r.expect("csv record"))
+        .collect()
 }
