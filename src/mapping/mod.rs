@@ -62,10 +62,13 @@ pub enum ImportError {
     Version(String),
 }
 
+/// (column, mapping key, message) of a row error.
+type ErrorGroup = (Option<(usize, String)>, String, String);
+
 /// Row errors grouped by (mapping key, column, message): how many rows, which values.
 #[derive(Debug, Default)]
 pub struct RowErrorSummary {
-    groups: BTreeMap<(Option<(usize, String)>, String, String), (u64, Vec<String>)>,
+    groups: BTreeMap<ErrorGroup, (u64, Vec<String>)>,
     rows: u64,
 }
 
