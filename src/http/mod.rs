@@ -4,7 +4,7 @@
 mod batch;
 mod code_system;
 mod concept_map;
-mod metadata;
+pub mod metadata;
 pub mod request;
 mod value_set;
 

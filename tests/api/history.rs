@@ -549,3 +549,27 @@ async fn versions_say_which_feed_releases_they_are_made_of() {
     assert_eq!(search["total"], 1);
     assert_eq!(search["entry"][0]["resource"]["version"], "2019-10-01");
 }
+
+#[test]
+fn the_operation_definitions_are_valid_r4_and_match_the_capability_statement() {
+    for (file, code) in [
+        (
+            "conformance/OperationDefinition-CodeSystem-concept-history.json",
+            "concept-history",
+        ),
+        (
+            "conformance/OperationDefinition-CodeSystem-diff.json",
+            "diff",
+        ),
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).expect("file");
+        fhir_xml::validate_json(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let od: Json = serde_json::from_str(&text).expect("json");
+        assert_eq!(od["code"], code);
+        let advertised = fhir_registers::http::metadata::OPERATIONS
+            .iter()
+            .find(|(r, name, _)| *r == "CodeSystem" && *name == code)
+            .map(|(_, _, url)| *url);
+        assert_eq!(advertised, od["url"].as_str(), "{file}");
+    }
+}
