@@ -430,8 +430,22 @@ impl FeedStore {
             runs,
         };
         bytes += write_atomic(&path, RELEASE_MAGIC, &encode(&stored, &path)?)?;
-        let (fresh, _) = Self::open(&self.data_dir, &self.feed);
-        *self = fresh;
+        // Keep the store as the disk now is (no re-read): the new records, the new release in
+        // place of any it replaced.
+        let new_segment: Vec<Concept> = new_records.into_iter().cloned().collect();
+        drop(known);
+        if new_count > 0 {
+            self.segments.insert(
+                name.clone(),
+                Arc::new(Segment {
+                    name,
+                    concepts: new_segment,
+                }),
+            );
+        }
+        self.releases.retain(|r| r.info.version != info.version);
+        self.releases.push(stored);
+        self.releases.sort_by_key(|r| file_stem(&r.info.version));
         self.collect_garbage();
         drop(lock);
         Ok(SaveOutcome::Stored(Saved {
