@@ -175,22 +175,14 @@ async fn validate_code_and_expand_take_a_date() {
     let y2020 = history(all("2020-12-31")).await.json();
     let n2014 = y2014["expansion"]["total"].as_u64().expect("total");
     let n2020 = y2020["expansion"]["total"].as_u64().expect("total");
-    let ze2020 = gz_lines("tests/fixtures/postcodes/codepoint_scotland_2020-08_ZE_slice.csv.gz");
+    let ze2020 = data_text("tests/fixtures/postcodes/codepoint_scotland_2020-08_ZE_slice.csv.gz")
+        .lines()
+        .count();
     assert_eq!(
         n2020 - n2014,
         ze2020 as u64 - 1,
         "the Scottish feed joins in 2017-05 (header line excluded)"
     );
-}
-
-/// Lines of a gzipped fixture.
-fn gz_lines(rel: &str) -> usize {
-    use std::io::Read;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(repo().join(rel)).expect("file"))
-        .read_to_string(&mut text)
-        .expect("gzip");
-    text.lines().count()
 }
 
 #[tokio::test]
@@ -306,12 +298,8 @@ async fn diff_of_two_slices_pages_through_its_concepts() {
     // Postcodes: Shetland between the 2017-05 and 2020-08 Scottish releases, counted from the
     // two fixture files by postcode.
     let keys = |rel: &str| -> std::collections::HashSet<String> {
-        use std::io::Read;
-        let mut text = String::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(fixture(rel)).expect("file"))
-            .read_to_string(&mut text)
-            .expect("gzip");
-        text.lines()
+        data_text(&format!("tests/fixtures/{rel}"))
+            .lines()
             .skip(1)
             .map(|l| l.split(',').next().unwrap_or("").replace(['"', ' '], ""))
             .collect()

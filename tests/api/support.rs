@@ -98,32 +98,28 @@ pub fn import_fixtures(set: &MappingSet, data_dir: &std::path::Path) {
     import_list(set, data_dir, &FIXTURES);
 }
 
+/// Server state over the fixture lists, imported through the shipped mappings.
+fn build_state(lists: &[&[(&str, &str, &str)]]) -> Arc<AppState> {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let set = shipped();
+    for list in lists {
+        import_list(&set, &dir, list);
+    }
+    let registry = registers::build_registry(&set, &dir, &[]).expect("registry builds");
+    Arc::new(AppState::new(registry))
+}
+
 /// The shared server state over the fixtures (built once per test binary).
 pub fn state() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
-    STATE
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("tempdir").keep();
-            let set = shipped();
-            import_fixtures(&set, &dir);
-            let registry = registers::build_registry(&set, &dir, &[]).expect("registry builds");
-            Arc::new(AppState::new(registry))
-        })
-        .clone()
+    STATE.get_or_init(|| build_state(&[&FIXTURES])).clone()
 }
 
 /// The state over the fixtures and the history fixtures (several releases of ODS and postcodes).
 pub fn history_state() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
     STATE
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("tempdir").keep();
-            let set = shipped();
-            import_fixtures(&set, &dir);
-            import_list(&set, &dir, &HISTORY_FIXTURES);
-            let registry = registers::build_registry(&set, &dir, &[]).expect("registry builds");
-            Arc::new(AppState::new(registry))
-        })
+        .get_or_init(|| build_state(&[&FIXTURES, &HISTORY_FIXTURES]))
         .clone()
 }
 
@@ -279,17 +275,28 @@ pub fn redact_expansion(mut v: Json) -> Json {
     v
 }
 
-/// Every record of a headerless register file (gzipped or not) under the repository root.
-pub fn gz_rows(rel: &str) -> Vec<csv::StringRecord> {
+/// A file under the repository root, gunzipped when its name ends in `.gz`.
+pub fn open_data(rel: &str) -> Box<dyn std::io::Read> {
     let file = std::fs::File::open(repo().join(rel)).expect("data file");
-    let reader: Box<dyn std::io::Read> = if rel.ends_with(".gz") {
+    if rel.ends_with(".gz") {
         Box::new(flate2::read::GzDecoder::new(file))
     } else {
         Box::new(file)
-    };
+    }
+}
+
+/// A data file's text (see [`open_data`]).
+pub fn data_text(rel: &str) -> String {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut open_data(rel), &mut text).expect("readable text");
+    text
+}
+
+/// Every record of a headerless register file (gzipped or not) under the repository root.
+pub fn gz_rows(rel: &str) -> Vec<csv::StringRecord> {
     csv::ReaderBuilder::new()
         .has_headers(false)
-        .from_reader(reader)
+        .from_reader(open_data(rel))
         .records()
         .map(|r| r.expect("csv record"))
         .collect()
