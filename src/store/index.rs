@@ -38,6 +38,7 @@ impl IndexedRelease {
         let segment = Arc::new(Segment {
             name: String::new(),
             concepts: release.concepts,
+            bases: Vec::new(),
         });
         Self::from_segments(
             release.info,

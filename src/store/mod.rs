@@ -9,6 +9,7 @@
 mod concept;
 mod concept_map;
 mod index;
+mod patch;
 pub mod persist;
 
 use std::collections::{BTreeMap, HashMap};

@@ -27,9 +27,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::concept::{Concept, Release, ReleaseInfo};
+use super::patch::Patch;
 
-const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL2";
-const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC2";
+const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL3";
+const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC3";
 
 /// Why the store could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -132,13 +133,98 @@ impl StoredRelease {
     }
 }
 
-/// One records file: concepts in the order their import first saw them (code order).
+/// One records file, as loaded: concepts in the order their import first saw them (code order).
 #[derive(Debug)]
 pub struct Segment {
     /// File stem.
     pub name: String,
-    /// The records.
+    /// The records, whole.
     pub concepts: Vec<Concept>,
+    /// Segments its patched records are made from (kept while this one is).
+    pub bases: Vec<String>,
+}
+
+/// A stored record: whole, or the fields that changed since an earlier record of the same code.
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    Full(Concept),
+    Patch {
+        /// Index into [`RecordsFile::bases`].
+        base: u16,
+        /// Record index in that segment.
+        index: u32,
+        patch: Patch,
+    },
+}
+
+/// A records file on disk.
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordsFile {
+    bases: Vec<String>,
+    records: Vec<Record>,
+}
+
+/// Loads segments by name, each once, materialising patched records from their bases (loaded
+/// first). A segment that cannot be read, or whose bases cannot, is `None` and reported once.
+struct SegmentLoader<'a> {
+    data_dir: &'a Path,
+    feed: &'a str,
+    loaded: HashMap<String, Option<Arc<Segment>>>,
+    errors: Vec<PersistError>,
+}
+
+impl SegmentLoader<'_> {
+    fn get(&mut self, name: &str) -> Option<Arc<Segment>> {
+        if let Some(done) = self.loaded.get(name) {
+            return done.clone();
+        }
+        // Marks the segment while its bases load: a cycle reads as unreadable, not as a hang.
+        self.loaded.insert(name.to_string(), None);
+        let segment = self.load(name);
+        self.loaded.insert(name.to_string(), segment.clone());
+        segment
+    }
+
+    fn load(&mut self, name: &str) -> Option<Arc<Segment>> {
+        let path = records_path(self.data_dir, self.feed, name);
+        let file: RecordsFile = match read_with_magic(&path, RECORDS_MAGIC) {
+            Ok(f) => f,
+            Err(e) => {
+                self.errors.push(e);
+                return None;
+            }
+        };
+        let mut bases = Vec::with_capacity(file.bases.len());
+        for b in &file.bases {
+            bases.push(self.get(b)?);
+        }
+        let mut concepts = Vec::with_capacity(file.records.len());
+        for (i, record) in file.records.into_iter().enumerate() {
+            let concept = match record {
+                Record::Full(c) => Ok(c),
+                Record::Patch { base, index, patch } => bases
+                    .get(base as usize)
+                    .and_then(|s| s.concepts.get(index as usize))
+                    .ok_or_else(|| format!("record {i} is made from a record that does not exist"))
+                    .and_then(|b| patch.apply(b).map_err(|e| format!("record {i}: {e}"))),
+            };
+            match concept {
+                Ok(c) => concepts.push(c),
+                Err(message) => {
+                    self.errors.push(PersistError::Corrupt {
+                        path: path.display().to_string(),
+                        message,
+                    });
+                    return None;
+                }
+            }
+        }
+        Some(Arc::new(Segment {
+            name: name.to_string(),
+            concepts,
+            bases: file.bases,
+        }))
+    }
 }
 
 fn write_atomic(path: &Path, magic: &[u8; 8], body: &[u8]) -> Result<u64, PersistError> {
@@ -261,6 +347,12 @@ impl FeedStore {
             releases: Vec::new(),
             segments: HashMap::new(),
         };
+        let mut loader = SegmentLoader {
+            data_dir,
+            feed,
+            loaded: HashMap::new(),
+            errors: Vec::new(),
+        };
         for path in feed_release_files(data_dir, feed) {
             let release = match read_release(&path) {
                 Ok(r) => r,
@@ -271,24 +363,11 @@ impl FeedStore {
             };
             let mut ok = true;
             for name in &release.segments {
-                if store.segments.contains_key(name) {
-                    continue;
-                }
-                let p = records_path(data_dir, feed, name);
-                match read_with_magic::<Vec<Concept>>(&p, RECORDS_MAGIC) {
-                    Ok(concepts) => {
-                        store.segments.insert(
-                            name.clone(),
-                            Arc::new(Segment {
-                                name: name.clone(),
-                                concepts,
-                            }),
-                        );
+                match loader.get(name) {
+                    Some(seg) => {
+                        store.segments.insert(name.clone(), seg);
                     }
-                    Err(e) => {
-                        errors.push(e);
-                        ok = false;
-                    }
+                    None => ok = false,
                 }
             }
             let in_bounds = release.runs.iter().all(|r| {
@@ -309,6 +388,13 @@ impl FeedStore {
                 store.releases.push(release);
             }
         }
+        // Bases stay loaded too: the next import may make records from them, and they are in use.
+        for (name, seg) in loader.loaded {
+            if let Some(seg) = seg {
+                store.segments.entry(name).or_insert(seg);
+            }
+        }
+        errors.extend(loader.errors);
         (store, errors)
     }
 
@@ -391,6 +477,26 @@ impl FeedStore {
                 }
             }
         };
+        // The record each code had in the nearest earlier release (a later one when importing an
+        // older file): a changed concept is stored as the fields that differ from it. Any
+        // mapping's release will do (a patch rebuilds the record exactly), so a release read by
+        // a mapping for a new layout is still stored as what changed.
+        let mut previous: HashMap<&str, (&str, u32)> = HashMap::new();
+        let (mut later, mut earlier): (Vec<&StoredRelease>, Vec<&StoredRelease>) = self
+            .releases
+            .iter()
+            .filter(|r| r.info.version != info.version)
+            .partition(|r| super::compare_versions(&r.info.version, &info.version).is_gt());
+        // Later releases farthest first, then earlier ones oldest first: the nearest earlier
+        // release has the last word.
+        later.sort_by(|a, b| super::compare_versions(&b.info.version, &a.info.version));
+        earlier.sort_by(|a, b| super::compare_versions(&a.info.version, &b.info.version));
+        for r in later.into_iter().chain(earlier) {
+            for (s, i) in r.members() {
+                let seg = r.segments[s as usize].as_str();
+                previous.insert(&self.segments[seg].concepts[i as usize].code, (seg, i));
+            }
+        }
         let mut new_records: Vec<&Concept> = Vec::new();
         let mut runs: Vec<Run> = Vec::new();
         for c in &release.concepts {
@@ -415,9 +521,28 @@ impl FeedStore {
         }
         let new_count = new_records.len();
         let rec_path = records_path(&self.data_dir, &self.feed, &name);
+        let mut file = RecordsFile {
+            bases: Vec::new(),
+            records: Vec::with_capacity(new_count),
+        };
+        for c in &new_records {
+            let record = previous.get(&*c.code).and_then(|&(seg, index)| {
+                let patch = Patch::between(&self.segments[seg].concepts[index as usize], c);
+                // Patched only where that is smaller (a record changed throughout is kept whole).
+                let smaller = postcard::experimental::serialized_size(&patch).ok()?
+                    < postcard::experimental::serialized_size(*c).ok()?;
+                smaller.then(|| Record::Patch {
+                    base: segment_index(seg, &mut file.bases),
+                    index,
+                    patch,
+                })
+            });
+            file.records
+                .push(record.unwrap_or_else(|| Record::Full((*c).clone())));
+        }
         let mut bytes = 0;
         if new_count > 0 {
-            bytes += write_atomic(&rec_path, RECORDS_MAGIC, &encode(&new_records, &rec_path)?)?;
+            bytes += write_atomic(&rec_path, RECORDS_MAGIC, &encode(&file, &rec_path)?)?;
         }
         let path = release_path(&self.data_dir, &self.feed, &info.version);
         let full_copy_bytes = (RECORDS_MAGIC.len()
@@ -434,12 +559,14 @@ impl FeedStore {
         // place of any it replaced.
         let new_segment: Vec<Concept> = new_records.into_iter().cloned().collect();
         drop(known);
+        drop(previous);
         if new_count > 0 {
             self.segments.insert(
                 name.clone(),
                 Arc::new(Segment {
                     name,
                     concepts: new_segment,
+                    bases: file.bases,
                 }),
             );
         }
@@ -459,13 +586,22 @@ impl FeedStore {
         }))
     }
 
-    /// Removes record files no release names, and temporary files of interrupted writes.
+    /// Removes record files no release needs (names, or makes its records from), and temporary
+    /// files of interrupted writes.
     fn collect_garbage(&self) {
-        let used: HashSet<&str> = self
+        let mut used: HashSet<&str> = HashSet::new();
+        let mut stack: Vec<&str> = self
             .releases
             .iter()
             .flat_map(|r| r.segments.iter().map(String::as_str))
             .collect();
+        while let Some(name) = stack.pop() {
+            if used.insert(name)
+                && let Some(seg) = self.segments.get(name)
+            {
+                stack.extend(seg.bases.iter().map(String::as_str));
+            }
+        }
         let dir = feed_dir(&self.data_dir, &self.feed).join("records");
         for f in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let p = f.path();
@@ -587,6 +723,80 @@ mod tests {
         let clash = save_release(dir.path(), release("2020-04-01", "s3", first.clone()));
         assert!(matches!(clash, Err(PersistError::VersionExists { .. })));
         assert_eq!(release_files(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn changed_records_are_stored_as_patches_chained_across_releases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wide = |i: usize, town: &str| {
+            let mut c = concept(&format!("A{i:05}"), &format!("PRACTICE {i}"));
+            for (k, v) in [
+                ("address1", "THE HEALTH CENTRE"),
+                ("address2", "LAWSON STREET"),
+                ("town", town),
+                ("telephone", "01642 672351"),
+            ] {
+                c.properties.push((k.into(), Value::String(v.into())));
+            }
+            c
+        };
+        let v1: Vec<Concept> = (0..50).map(|i| wide(i, "STOCKTON")).collect();
+        let v2: Vec<Concept> = (0..50).map(|i| wide(i, "STOCKTON-ON-TEES")).collect();
+        let mut v3 = v2.clone();
+        for c in &mut v3 {
+            c.status = Some("inactive".into());
+            c.inactive = true;
+        }
+        let mut v0 = v1.clone();
+        v0.truncate(40);
+        let mut sizes = Vec::new();
+        for (version, source, concepts) in [
+            ("2020-01-01", "s1", v1.clone()),
+            ("2020-04-01", "s2", v2.clone()),
+            ("2020-07-01", "s3", v3.clone()),
+            // An older file imported last is made from its nearest later release.
+            ("2019-10-01", "s0", v0.clone()),
+        ] {
+            let SaveOutcome::Stored(s) =
+                save_release(dir.path(), release(version, source, concepts)).expect("saves")
+            else {
+                panic!("stored")
+            };
+            sizes.push(s.bytes);
+        }
+        // Every concept changed in one of its fields: a fraction of whole records (these test
+        // records are small; real ones are several times larger).
+        assert!(
+            sizes[1] * 3 < sizes[0] && sizes[2] * 5 < sizes[0],
+            "{sizes:?}"
+        );
+        let (store, errors) = FeedStore::open(dir.path(), "ods-epraccur");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(concepts_of(&store, "2019-10-01"), v0);
+        assert_eq!(concepts_of(&store, "2020-01-01"), v1);
+        assert_eq!(concepts_of(&store, "2020-04-01"), v2);
+        assert_eq!(concepts_of(&store, "2020-07-01"), v3);
+        // The bases of kept records survive garbage collection; losing one loses the releases
+        // made from it, reported, and nothing else.
+        let records = feed_dir(dir.path(), "ods-epraccur").join("records");
+        // 2019-10 is 40 records of 2020-01 unchanged: it stores none of its own.
+        assert_eq!(fs::read_dir(&records).expect("dir").count(), 3);
+        let last = store.releases[3]
+            .segments
+            .iter()
+            .find(|n| n.starts_with("2020-07-01-"))
+            .expect("its own records")
+            .clone();
+        fs::remove_file(records.join(format!("{last}.records"))).expect("remove");
+        let (store, errors) = FeedStore::open(dir.path(), "ods-epraccur");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let versions: Vec<&str> = store
+            .releases
+            .iter()
+            .map(|r| r.info.version.as_str())
+            .collect();
+        assert_eq!(versions, ["2019-10-01", "2020-01-01", "2020-04-01"]);
+        assert_eq!(concepts_of(&store, "2020-04-01"), v2);
     }
 
     #[test]

@@ -1,0 +1,213 @@
+//! Field-level differences between two records of one code, so that a concept that changed in one
+//! column costs that column, not a whole record, in the store.
+//!
+//! A [`Patch`] holds the fields that differ; the properties (a list, in mapping order, several
+//! values per code allowed) are rebuilt by an edit script over the older list. Applying the patch
+//! to the record it was made from gives the newer record exactly.
+
+use serde::{Deserialize, Serialize};
+
+use super::concept::{Concept, Designation, Value};
+
+/// One step of the edit script that turns the older property list into the newer one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Edit {
+    /// Copy the next `n` older properties.
+    Keep(u32),
+    /// Skip the next `n` older properties.
+    Drop(u32),
+    /// Add this property.
+    Put(Box<str>, Value),
+}
+
+/// The fields of a record that differ from the record it is made from (`None`: unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patch {
+    display: Option<Option<Box<str>>>,
+    definition: Option<Option<Box<str>>>,
+    designations: Option<Vec<Designation>>,
+    status: Option<Option<Box<str>>>,
+    inactive: Option<bool>,
+    not_selectable: Option<bool>,
+    parents: Option<Vec<Box<str>>>,
+    valid_from: Option<Option<Box<str>>>,
+    valid_to: Option<Option<Box<str>>>,
+    properties: Option<Vec<Edit>>,
+}
+
+fn changed<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
+    (old != new).then(|| new.clone())
+}
+
+/// The edit script from `old` to `new`: equal entries are kept, an entry whose code matches but
+/// whose value does not is replaced, entries only one side has are dropped or put.
+fn edits(old: &[(Box<str>, Value)], new: &[(Box<str>, Value)]) -> Vec<Edit> {
+    let mut out: Vec<Edit> = Vec::new();
+    let push = |out: &mut Vec<Edit>, e: Edit| match (out.last_mut(), &e) {
+        (Some(Edit::Keep(n)), Edit::Keep(1)) | (Some(Edit::Drop(n)), Edit::Drop(1)) => *n += 1,
+        _ => out.push(e),
+    };
+    let (mut i, mut j) = (0, 0);
+    while j < new.len() {
+        match old.get(i) {
+            Some(o) if *o == new[j] => {
+                push(&mut out, Edit::Keep(1));
+                i += 1;
+                j += 1;
+            }
+            Some(o) if o.0 == new[j].0 => {
+                push(&mut out, Edit::Drop(1));
+                push(&mut out, Edit::Put(new[j].0.clone(), new[j].1.clone()));
+                i += 1;
+                j += 1;
+            }
+            Some(_) if old[i..].iter().any(|o| o.0 == new[j].0) => {
+                push(&mut out, Edit::Drop(1));
+                i += 1;
+            }
+            _ => {
+                push(&mut out, Edit::Put(new[j].0.clone(), new[j].1.clone()));
+                j += 1;
+            }
+        }
+    }
+    // Whatever is left of the older list is dropped by not being kept.
+    if matches!(out.last(), Some(Edit::Drop(_))) {
+        out.pop();
+    }
+    out
+}
+
+impl Patch {
+    /// The patch that turns `old` into `new` (records of the same code).
+    pub fn between(old: &Concept, new: &Concept) -> Self {
+        Self {
+            display: changed(&old.display, &new.display),
+            definition: changed(&old.definition, &new.definition),
+            designations: changed(&old.designations, &new.designations),
+            status: changed(&old.status, &new.status),
+            inactive: changed(&old.inactive, &new.inactive),
+            not_selectable: changed(&old.not_selectable, &new.not_selectable),
+            parents: changed(&old.parents, &new.parents),
+            valid_from: changed(&old.valid_from, &new.valid_from),
+            valid_to: changed(&old.valid_to, &new.valid_to),
+            properties: (old.properties != new.properties)
+                .then(|| edits(&old.properties, &new.properties)),
+        }
+    }
+
+    /// `base` with this patch applied. Fails (naming the step) when the script does not fit
+    /// `base`: the store is corrupt.
+    pub fn apply(&self, base: &Concept) -> Result<Concept, String> {
+        let mut c = base.clone();
+        let set = |to: &mut Option<Box<str>>, from: &Option<Option<Box<str>>>| {
+            if let Some(v) = from {
+                to.clone_from(v);
+            }
+        };
+        set(&mut c.display, &self.display);
+        set(&mut c.definition, &self.definition);
+        set(&mut c.status, &self.status);
+        set(&mut c.valid_from, &self.valid_from);
+        set(&mut c.valid_to, &self.valid_to);
+        if let Some(d) = &self.designations {
+            c.designations.clone_from(d);
+        }
+        if let Some(p) = &self.parents {
+            c.parents.clone_from(p);
+        }
+        if let Some(b) = self.inactive {
+            c.inactive = b;
+        }
+        if let Some(b) = self.not_selectable {
+            c.not_selectable = b;
+        }
+        if let Some(script) = &self.properties {
+            let old = &base.properties;
+            let mut props = Vec::with_capacity(old.len() + 2);
+            let mut i = 0usize;
+            for (step, e) in script.iter().enumerate() {
+                match e {
+                    Edit::Keep(n) | Edit::Drop(n) => {
+                        let end = i + *n as usize;
+                        if end > old.len() {
+                            return Err(format!(
+                                "property edit {step} goes past the {} properties of {}",
+                                old.len(),
+                                base.code
+                            ));
+                        }
+                        if matches!(e, Edit::Keep(_)) {
+                            props.extend_from_slice(&old[i..end]);
+                        }
+                        i = end;
+                    }
+                    Edit::Put(code, v) => props.push((code.clone(), v.clone())),
+                }
+            }
+            c.properties = props;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn concept(props: &[(&str, &str)]) -> Concept {
+        let mut c = Concept::new("A81001");
+        c.display = Some("THE DENSHAM SURGERY".into());
+        c.properties = props
+            .iter()
+            .map(|(k, v)| ((*k).into(), Value::String((*v).into())))
+            .collect();
+        c
+    }
+
+    #[test]
+    fn patches_rebuild_the_newer_record_exactly() {
+        let base = concept(&[
+            ("name", "THE DENSHAM SURGERY"),
+            ("town", "STOCKTON"),
+            ("role", "RO76"),
+            ("role", "RO268"),
+            ("RE4", "00K"),
+        ]);
+        let cases = [
+            concept(&[
+                ("name", "THE DENSHAM SURGERY"),
+                ("town", "STOCKTON-ON-TEES"),
+                ("role", "RO76"),
+                ("role", "RO268"),
+                ("RE4", "16C"),
+            ]),
+            concept(&[("name", "THE DENSHAM SURGERY"), ("role", "RO76")]),
+            concept(&[
+                ("name", "THE DENSHAM SURGERY"),
+                ("address3", "LAWSON STREET"),
+                ("town", "STOCKTON"),
+                ("role", "RO76"),
+                ("role", "RO268"),
+                ("RE4", "00K"),
+                ("opEndDate", "2020-01-01"),
+            ]),
+            concept(&[]),
+            base.clone(),
+        ];
+        for new in cases {
+            let mut new = new;
+            new.status = Some("inactive".into());
+            new.inactive = true;
+            let p = Patch::between(&base, &new);
+            assert_eq!(p.apply(&base).expect("fits"), new);
+        }
+        let same = Patch::between(&base, &base);
+        assert_eq!(same, Patch::default());
+        let bad = Patch {
+            properties: Some(vec![Edit::Keep(9)]),
+            ..Patch::default()
+        };
+        assert!(bad.apply(&base).is_err());
+    }
+}
