@@ -309,6 +309,12 @@ pub fn as_is(_: &Registry, p: OperationParams) -> Result<OperationParams, FhirEr
     Ok(p)
 }
 
+/// `GET /health` (outside the FHIR base): `ok` once the server answers. A liveness check for
+/// orchestrators, and the trivial endpoint the load benchmark measures as this stack's ceiling.
+async fn health() -> &'static str {
+    "ok"
+}
+
 /// Methods other than the route's own get a 405 OperationOutcome.
 fn with_405(route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
     route.fallback(|req: FhirRequest| async move {
@@ -458,6 +464,7 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
             })
     };
     router
+        .route("/health", get(health))
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,

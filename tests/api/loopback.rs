@@ -47,6 +47,14 @@ async fn server_answers_over_a_real_socket() {
         param(&body, "display"),
         Some(&serde_json::json!("Asthma, unspecified"))
     );
+    // The health endpoint sits outside the FHIR base.
+    let health = client
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.text().await.expect("body"), "ok");
 }
 
 #[tokio::test]

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Load benchmark: builds the release server, imports the national postcode register, starts the
+# server on loopback and drives it with wrk. Prints import time, time to ready, server RSS, and
+# requests/s with p50/p99 latency for the trivial /health endpoint (the loopback ceiling of this
+# HTTP stack on this machine), $lookup of random existing codes, CodeSystem/$validate-code, and
+# $expand?filter= with varied 1–2 word prefixes and count=20.
+#
+#   benches/load.sh                 # the real 1.68M-postcode Code-Point Open file (../shared/data)
+#   SCALE=2.7m benches/load.sh      # + benches/gen_postcodes.py: three releases, 2.7M in the last
+#   DURATION=10s CONNECTIONS=32 THREADS=2 PORT=18090 benches/load.sh
+#
+# Needs ../shared/data beside the repository (as CI has), python3 for SCALE=2.7m, and wrk (installed
+# with apt-get when missing). Work files go to a temporary folder, removed at the end.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SHARED="${SHARED:-$ROOT/../shared/data}"
+SCALE="${SCALE:-1.68m}"
+DURATION="${DURATION:-15s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+THREADS="${THREADS:-2}"
+PORT="${PORT:-18090}"
+SOURCE="$SHARED/postcodes/codepoint_open_gb_2014-08.csv.gz"
+SYSTEM="https://digital.nhs.uk/services/organisation-data-service/CodeSystem/postcode"
+BASE="http://127.0.0.1:$PORT"
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
+fi
+[ -f "$SOURCE" ] || { echo "missing $SOURCE (../shared/data beside the repository)" >&2; exit 2; }
+
+cd "$ROOT"
+cargo build --release --quiet
+BIN="$ROOT/target/release/fhir-registers"
+WORK="$(mktemp -d)"
+SERVER=""
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# Releases to import: file<TAB>version per line.
+if [ "$SCALE" = "2.7m" ]; then
+  echo "generating 2.7M postcodes in three releases" >&2
+  python3 "$ROOT/benches/gen_postcodes.py" "$SOURCE" "$WORK/gen" | cut -f1,2 > "$WORK/releases"
+else
+  printf '%s\t%s\n' "$SOURCE" "2014-08-01" > "$WORK/releases"
+fi
+
+declare -a IMPORTS=()
+while IFS=$'\t' read -r file version; do
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$WORK/time" "$BIN" import --data-dir "$WORK/data" --version "$version" \
+    "$ROOT/mappings/postcodes-codepoint.toml" "$file" 2> "$WORK/import.log" \
+    || { cat "$WORK/import.log" >&2; exit 1; }
+  secs=$(echo "$(date +%s.%N) - $start" | bc)
+  rows=$(grep -o '[0-9]* concepts' "$WORK/import.log" | head -1 | cut -d' ' -f1)
+  stored=$(grep -o 'records, [0-9]* shared.*: [0-9]* bytes' "$WORK/import.log" | grep -o '[0-9]* bytes' || true)
+  IMPORTS+=("$(printf '| import %s (%s concepts) | %.1f s | peak RSS %d MiB | stored %s |' \
+    "$version" "$rows" "$secs" $(( $(cat "$WORK/time") / 1024 )) "$stored")")
+done < "$WORK/releases"
+
+start=$(date +%s.%N)
+"$BIN" serve --no-default-imports --data-dir "$WORK/data" --mappings "$ROOT/mappings" \
+  --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
+SERVER=$!
+until curl -sf "$BASE/health" >/dev/null; do
+  kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
+  sleep 0.02
+done
+READY=$(echo "$(date +%s.%N) - $start" | bc)
+RSS_READY=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
+
+# Random existing codes and 1–2 word prefixes of their displays (`TS`, `TS18`, `TS18 1`).
+LAST=$(tail -1 "$WORK/releases" | cut -f1)
+zcat "$LAST" | tail -n +2 | shuf -n 20000 --random-source=<(yes) | cut -d, -f1 | tr -d '" ' > "$WORK/codes"
+awk '{ o = substr($0, 1, length($0) - 3); i = substr($0, length($0) - 2, 1);
+       print substr(o, 1, 2); print o; print o "%20" i }' "$WORK/codes" | shuf -n 20000 --random-source=<(yes) > "$WORK/filters"
+ENC_SYSTEM=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$SYSTEM" 2>/dev/null \
+  || echo "https%3A%2F%2Fdigital.nhs.uk%2Fservices%2Forganisation-data-service%2FCodeSystem%2Fpostcode")
+cat > "$WORK/random.lua" <<'LUA'
+local items = {}
+for line in io.lines(os.getenv("ITEMS")) do items[#items + 1] = line end
+local prefix, suffix = os.getenv("PREFIX"), os.getenv("SUFFIX") or ""
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", prefix .. items[(n * 7919) % #items + 1] .. suffix)
+end
+LUA
+
+run() { # name items prefix suffix
+  local out
+  out=$(ITEMS="$2" PREFIX="$3" SUFFIX="${4:-}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+    -s "$WORK/random.lua" "$BASE" 2>&1)
+  local rps p50 p99 non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
+  echo "$rps" > "$WORK/rps-$1"
+}
+
+ROWS=()
+ROWS+=("$(run health "$WORK/codes" "/health?x=")")
+ROWS+=("$(run lookup "$WORK/codes" "/fhir/CodeSystem/\$lookup?system=$ENC_SYSTEM&code=")")
+ROWS+=("$(run validate-code "$WORK/codes" "/fhir/CodeSystem/\$validate-code?url=$ENC_SYSTEM&code=")")
+ROWS+=("$(run expand-filter "$WORK/filters" "/fhir/ValueSet/postcodes-all/\$expand?count=20&filter=")")
+RSS_AFTER=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
+RATIO=$(echo "scale=1; 100 * $(cat "$WORK/rps-lookup") / $(cat "$WORK/rps-health")" | bc)
+
+echo
+echo "fhir-registers load benchmark: $SCALE postcodes, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+echo
+echo "| step | time | memory | storage |"
+echo "|---|---|---|---|"
+printf '%s\n' "${IMPORTS[@]}"
+printf '| serve: ready | %.2f s | RSS %d MiB at ready, %d MiB after the runs | |\n' "$READY" "$RSS_READY" "$RSS_AFTER"
+echo
+echo "| endpoint | requests/s | p50 | p99 | non-2xx |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+echo
+echo "\$lookup runs at $RATIO% of the trivial endpoint's rate."
