@@ -157,6 +157,21 @@ enum Record {
     },
 }
 
+/// A record as written: the same encoding as [`Record`] (same variants in the same order),
+/// borrowing the concept instead of cloning it.
+#[derive(Serialize)]
+enum RecordOut<'a> {
+    Full(&'a Concept),
+    Patch { base: u16, index: u32, patch: Patch },
+}
+
+/// A records file as written (the encoding of [`RecordsFile`]).
+#[derive(Serialize)]
+struct RecordsFileOut<'a> {
+    bases: Vec<String>,
+    records: Vec<RecordOut<'a>>,
+}
+
 /// A records file on disk.
 #[derive(Debug, Serialize, Deserialize)]
 struct RecordsFile {
@@ -227,18 +242,33 @@ impl SegmentLoader<'_> {
     }
 }
 
-fn write_atomic(path: &Path, magic: &[u8; 8], body: &[u8]) -> Result<u64, PersistError> {
+/// Writes `magic` and the encoded `value` to `path` atomically (streamed: no buffer of the whole
+/// file), and returns the bytes written.
+fn write_atomic<T: Serialize>(
+    path: &Path,
+    magic: &[u8; 8],
+    value: &T,
+) -> Result<u64, PersistError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        let mut f = std::io::BufWriter::new(fs::File::create(&tmp).map_err(io(&tmp))?);
         f.write_all(magic).map_err(io(&tmp))?;
-        f.write_all(body).map_err(io(&tmp))?;
+        postcard::to_io(value, &mut f).map_err(|e| PersistError::Corrupt {
+            path: tmp.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let f = f.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
         f.sync_all().map_err(io(&tmp))?;
     }
     fs::rename(&tmp, path).map_err(io(path))?;
-    Ok((magic.len() + body.len()) as u64)
+    Ok(fs::metadata(path).map_err(io(path))?.len())
+}
+
+/// Encoded size of a value (without encoding it).
+fn encoded_size<T: Serialize>(value: &T) -> u64 {
+    postcard::experimental::serialized_size(value).map_or(0, |n| n as u64)
 }
 
 fn read_with_magic<T: serde::de::DeserializeOwned>(
@@ -254,13 +284,6 @@ fn read_with_magic<T: serde::de::DeserializeOwned>(
         .strip_prefix(magic.as_slice())
         .ok_or_else(|| corrupt("missing or outdated header".into()))?;
     postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
-}
-
-fn encode<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>, PersistError> {
-    postcard::to_stdvec(value).map_err(|e| PersistError::Corrupt {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
 }
 
 /// Reads one release file.
@@ -498,12 +521,14 @@ impl FeedStore {
             }
         }
         let mut new_records: Vec<&Concept> = Vec::new();
+        let mut new_indexes: Vec<usize> = Vec::new();
         let mut runs: Vec<Run> = Vec::new();
-        for c in &release.concepts {
+        for (k, c) in release.concepts.iter().enumerate() {
             let (seg, idx) = match known.get(c) {
                 Some((n, i)) => (segment_index(n, &mut segment_names), *i),
                 None => {
                     new_records.push(c);
+                    new_indexes.push(k);
                     (
                         segment_index(&name, &mut segment_names),
                         (new_records.len() - 1) as u32,
@@ -521,7 +546,7 @@ impl FeedStore {
         }
         let new_count = new_records.len();
         let rec_path = records_path(&self.data_dir, &self.feed, &name);
-        let mut file = RecordsFile {
+        let mut file = RecordsFileOut {
             bases: Vec::new(),
             records: Vec::with_capacity(new_count),
         };
@@ -531,42 +556,46 @@ impl FeedStore {
                 // Patched only where that is smaller (a record changed throughout is kept whole).
                 let smaller = postcard::experimental::serialized_size(&patch).ok()?
                     < postcard::experimental::serialized_size(*c).ok()?;
-                smaller.then(|| Record::Patch {
+                smaller.then(|| RecordOut::Patch {
                     base: segment_index(seg, &mut file.bases),
                     index,
                     patch,
                 })
             });
-            file.records
-                .push(record.unwrap_or_else(|| Record::Full((*c).clone())));
+            file.records.push(record.unwrap_or(RecordOut::Full(c)));
         }
         let mut bytes = 0;
         if new_count > 0 {
-            bytes += write_atomic(&rec_path, RECORDS_MAGIC, &encode(&file, &rec_path)?)?;
+            bytes += write_atomic(&rec_path, RECORDS_MAGIC, &file)?;
         }
         let path = release_path(&self.data_dir, &self.feed, &info.version);
-        let full_copy_bytes = (RECORDS_MAGIC.len()
-            + encode(&release.concepts, &path)?.len()
-            + RELEASE_MAGIC.len()
-            + encode(&info, &path)?.len()) as u64;
+        let full_copy_bytes = (RECORDS_MAGIC.len() + RELEASE_MAGIC.len()) as u64
+            + encoded_size(&release.concepts)
+            + encoded_size(&info);
         let stored = StoredRelease {
             info: info.clone(),
             segments: segment_names,
             runs,
         };
-        bytes += write_atomic(&path, RELEASE_MAGIC, &encode(&stored, &path)?)?;
+        bytes += write_atomic(&path, RELEASE_MAGIC, &stored)?;
         // Keep the store as the disk now is (no re-read): the new records, the new release in
         // place of any it replaced.
-        let new_segment: Vec<Concept> = new_records.into_iter().cloned().collect();
-        drop(known);
-        drop(previous);
+        let RecordsFileOut { bases, records } = file;
+        drop((records, new_records, known, previous));
+        let total = release.concepts.len();
+        let mut concepts = release.concepts;
+        let new_segment: Vec<Concept> = new_indexes
+            .into_iter()
+            .map(|k| std::mem::replace(&mut concepts[k], Concept::new("")))
+            .collect();
+        drop(concepts);
         if new_count > 0 {
             self.segments.insert(
                 name.clone(),
                 Arc::new(Segment {
                     name,
                     concepts: new_segment,
-                    bases: file.bases,
+                    bases,
                 }),
             );
         }
@@ -576,7 +605,7 @@ impl FeedStore {
         self.collect_garbage();
         drop(lock);
         Ok(SaveOutcome::Stored(Saved {
-            shared_records: release.concepts.len() - new_count,
+            shared_records: total - new_count,
             info,
             path,
             new_records: new_count,
