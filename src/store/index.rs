@@ -150,18 +150,34 @@ impl IndexedRelease {
     }
 }
 
-/// Whether a concept matches every filter word as a word prefix (case-insensitive), over its code
-/// and display.
+/// Whether a concept matches every filter word (lower-case, as [`words`] gives them) as a word
+/// prefix, case-insensitively, over its code (whole, and its words) and display. Allocation-free
+/// for ASCII text: this runs once per candidate of a text filter.
 pub fn matches_words(concept: &Concept, filter_words: &[String]) -> bool {
-    let code_lower = concept.code.to_lowercase();
-    let mut own: Vec<String> = words(&concept.code).collect();
-    own.push(code_lower);
-    if let Some(d) = &concept.display {
-        own.extend(words(d));
+    filter_words.iter().all(|f| {
+        word_starts_with(&concept.code, f)
+            || text_words(&concept.code).any(|w| word_starts_with(w, f))
+            || concept
+                .display
+                .as_deref()
+                .is_some_and(|d| text_words(d).any(|w| word_starts_with(w, f)))
+    })
+}
+
+/// The words of a text as [`words`] splits them, not lower-cased.
+fn text_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+}
+
+/// Whether `word`, lower-cased, starts with `prefix` (already lower-case).
+fn word_starts_with(word: &str, prefix: &str) -> bool {
+    if word.is_ascii() {
+        word.len() >= prefix.len()
+            && word.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    } else {
+        word.to_lowercase().starts_with(prefix)
     }
-    filter_words
-        .iter()
-        .all(|f| own.iter().any(|w| w.starts_with(f.as_str())))
 }
 
 #[cfg(test)]
@@ -216,5 +232,11 @@ mod tests {
             r.concept(0),
             &["dens".into(), "park".into()]
         ));
+        assert!(matches_words(r.concept(2), &["j45.9".into()]), "whole code");
+        assert!(matches_words(r.concept(2), &["asth".into(), "9".into()]));
+        assert!(!matches_words(r.concept(2), &["asthmatic".into()]));
+        let mut greek = Concept::new("X1");
+        greek.display = Some("ΟΔΟΣ Σταδίου".into());
+        assert!(matches_words(&greek, &["οδος".into(), "στα".into()]));
     }
 }

@@ -596,11 +596,12 @@ impl Evaluator<'_> {
             .map(|f| compile_filter(&cs, f))
             .collect::<Result<Vec<_>, _>>()?;
         let s = out.system_index(&cs);
-        let keep = |c: &Concept| {
+        // Everything but the text filter, then with it.
+        let keep_found = |c: &Concept| {
             preds.iter().all(|p| holds(&cs, c, p))
-                && text.is_none_or(|w| matches_words(c, w))
                 && (imported.is_empty() || in_imports(&cs.meta.url, &c.code))
         };
+        let keep = |c: &Concept| keep_found(c) && text.is_none_or(|w| matches_words(c, w));
         if !rule.concepts.is_empty() {
             for (code, display) in &rule.concepts {
                 if let Some(r) = cs.find(code)
@@ -615,13 +616,20 @@ impl Evaluator<'_> {
             }
             return Ok(out);
         }
-        let refs: Box<dyn Iterator<Item = ConceptRef>> = match (candidates(&cs, &preds), text) {
-            (Some(c), _) => Box::new(c.into_iter()),
-            (None, Some(words)) => Box::new(cs.text_search(words).into_iter()),
-            (None, None) => Box::new(cs.iter().map(|(r, _)| r).collect::<Vec<_>>().into_iter()),
-        };
+        // Candidates from the text index already match the text filter: it is not tested again.
+        let (refs, text_tested): (Box<dyn Iterator<Item = ConceptRef>>, bool) =
+            match (candidates(&cs, &preds), text) {
+                (Some(c), _) => (Box::new(c.into_iter()), false),
+                (None, Some(words)) => (Box::new(cs.text_search(words).into_iter()), true),
+                (None, None) => (
+                    Box::new(cs.iter().map(|(r, _)| r).collect::<Vec<_>>().into_iter()),
+                    false,
+                ),
+            };
         for r in refs {
-            if keep(cs.concept(r)) {
+            let c = cs.concept(r);
+            let kept = if text_tested { keep_found(c) } else { keep(c) };
+            if kept {
                 out.members.push(Member {
                     system: s,
                     concept: r,
