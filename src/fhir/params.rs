@@ -363,36 +363,35 @@ impl ParametersOut {
 
     /// Adds a parameter with a typed value (`"valueString"`, `"valueCode"`, …).
     pub fn value(&mut self, name: &str, value_key: &str, value: Json) -> &mut Self {
-        let mut m = Map::new();
-        m.insert("name".into(), json!(name));
-        m.insert(value_key.into(), value);
-        self.items.push(Json::Object(m));
+        self.items.push(part(name, value_key, value));
         self
     }
 
     /// Adds a parameter with parts (each part is a `{name, value[x]}` object).
     pub fn parts(&mut self, name: &str, parts: Vec<Json>) -> &mut Self {
-        self.items.push(json!({ "name": name, "part": parts }));
+        self.items.push(part(name, "part", Json::Array(parts)));
         self
     }
 
     /// Adds a parameter holding a resource.
     pub fn resource(&mut self, name: &str, resource: Json) -> &mut Self {
-        self.items
-            .push(json!({ "name": name, "resource": resource }));
+        self.items.push(part(name, "resource", resource));
         self
     }
 
-    /// The finished resource.
+    /// The finished resource. (The values are moved in: `json!` would serialise them again.)
     pub fn build(self) -> Json {
-        json!({ "resourceType": "Parameters", "parameter": self.items })
+        let mut m = Map::new();
+        m.insert("resourceType".into(), Json::String("Parameters".into()));
+        m.insert("parameter".into(), Json::Array(self.items));
+        Json::Object(m)
     }
 }
 
-/// One `{name, value[x]}` part.
+/// One `{name, value[x]}` part (or `{name, part}`, `{name, resource}`).
 pub fn part(name: &str, value_key: &str, value: Json) -> Json {
     let mut m = Map::new();
-    m.insert("name".into(), json!(name));
+    m.insert("name".into(), Json::String(name.into()));
     m.insert(value_key.into(), value);
     Json::Object(m)
 }

@@ -109,7 +109,7 @@ fn change_parts(changes: &[PropertyChange]) -> Vec<Json> {
                     parts.push(part(name, key, value));
                 }
             }
-            json!({ "name": "property", "part": parts })
+            part("property", "part", Json::Array(parts))
         })
         .collect()
 }
