@@ -3,7 +3,7 @@
 # server on loopback and drives it with wrk. Prints import time, time to ready, server RSS, and
 # requests/s with p50/p99 latency for the trivial /health endpoint (the loopback ceiling of this
 # HTTP stack on this machine), $lookup of random existing codes, CodeSystem/$validate-code, and
-# $expand?filter= with varied 1–2 word prefixes and count=20.
+# $expand?filter= with varied 1–2 word prefixes and count=20, and $expand paging a million codes deep.
 #
 #   benches/load.sh                 # the real 1.68M-postcode Code-Point Open file (../shared/data)
 #   SCALE=2.7m benches/load.sh      # + benches/gen_postcodes.py: three releases, 2.7M in the last
@@ -106,6 +106,8 @@ ROWS+=("$(run health "$WORK/codes" "/health?x=")")
 ROWS+=("$(run lookup "$WORK/codes" "/fhir/CodeSystem/\$lookup?system=$ENC_SYSTEM&code=")")
 ROWS+=("$(run validate-code "$WORK/codes" "/fhir/CodeSystem/\$validate-code?url=$ENC_SYSTEM&code=")")
 ROWS+=("$(run expand-filter "$WORK/filters" "/fhir/ValueSet/postcodes-all/\$expand?count=20&filter=")")
+seq 1000000 1000 1200000 > "$WORK/offsets"
+ROWS+=("$(run expand-deep-page "$WORK/offsets" "/fhir/ValueSet/postcodes-all/\$expand?count=20&offset=")")
 RSS_AFTER=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
 RATIO=$(echo "scale=1; 100 * $(cat "$WORK/rps-lookup") / $(cat "$WORK/rps-health")" | bc)
 

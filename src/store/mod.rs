@@ -212,6 +212,21 @@ impl CodeSystemVersion {
         })
     }
 
+    /// The `i`-th concept in [`CodeSystemVersion::iter`] order, found without walking there.
+    pub fn nth(&self, i: usize) -> Option<ConceptRef> {
+        let mut rest = i;
+        for (p, part) in self.parts.iter().enumerate() {
+            if rest < part.len() {
+                return Some(ConceptRef {
+                    part: p as u16,
+                    index: rest as u32,
+                });
+            }
+            rest -= part.len();
+        }
+        None
+    }
+
     /// Number of concepts.
     pub fn len(&self) -> usize {
         self.parts.iter().map(|p| p.len()).sum()

@@ -490,6 +490,53 @@ impl Evaluator<'_> {
         self.expand_depth(compose, text, 0)
     }
 
+    /// One page of the expansion: `(members from offset on, at most count of them; total)`.
+    /// A compose that is one whole CodeSystem (no filters, text, imports, excludes or inactive
+    /// rule) is paged without walking the codes before the page; any other is expanded whole.
+    pub fn expand_page(
+        &self,
+        compose: &Compose,
+        text: Option<&[String]>,
+        offset: usize,
+        count: Option<usize>,
+    ) -> Result<(Expansion, usize), FhirError> {
+        let whole_system = match compose.include.as_slice() {
+            [rule] => rule.system.as_deref().filter(|_| {
+                compose.exclude.is_empty()
+                    && text.is_none()
+                    && rule.concepts.is_empty()
+                    && rule.filters.is_empty()
+                    && rule.value_sets.is_empty()
+                    && !self.active_only
+                    && compose.inactive != Some(false)
+            }),
+            _ => None,
+        };
+        let Some(system) = whole_system else {
+            let mut all = self.expand(compose, text)?;
+            let total = all.members.len();
+            let start = offset.min(total);
+            let end = count.map_or(total, |c| start.saturating_add(c).min(total));
+            all.members.truncate(end);
+            all.members.drain(..start);
+            return Ok((all, total));
+        };
+        let cs = self.code_system(system, compose.include[0].version.as_deref())?;
+        let mut out = Expansion::default();
+        let s = out.system_index(&cs);
+        let total = cs.len();
+        let end = count.map_or(total, |c| offset.saturating_add(c).min(total));
+        out.members = (offset.min(total)..end)
+            .filter_map(|i| cs.nth(i))
+            .map(|concept| Member {
+                system: s,
+                concept,
+                display: None,
+            })
+            .collect();
+        Ok((out, total))
+    }
+
     fn expand_depth(
         &self,
         compose: &Compose,

@@ -205,20 +205,18 @@ pub fn expand(
         extra_value_sets: &contained,
         imported: Default::default(),
     };
-    let expansion =
-        evaluator.expand(&compose, filter_words.as_deref().filter(|w| !w.is_empty()))?;
-    let total = expansion.members.len();
+    let (expansion, total) = evaluator.expand_page(
+        &compose,
+        filter_words.as_deref().filter(|w| !w.is_empty()),
+        req.offset,
+        req.count,
+    )?;
     if req.count.is_none() && total.saturating_sub(req.offset) > limits.max_unpaged {
         return Err(FhirError::TooCostly(format!(
             "The value set expansion has {total} codes, more than the limit of {} for an expansion without paging; use 'count' and 'offset', or 'filter'",
             limits.max_unpaged
         )));
     }
-    let end = match req.count {
-        Some(c) => req.offset.saturating_add(c).min(total),
-        None => total,
-    };
-    let start = req.offset.min(total);
     // `contains.version` only where one expansion draws on several versions of a system; the
     // `used-codesystem` parameters say which version was used otherwise.
     let mut seen_urls = std::collections::HashSet::new();
@@ -236,8 +234,8 @@ pub fn expand(
     let prefs = display_language
         .as_deref()
         .map(language::Preferences::parse);
-    let mut contains = Vec::with_capacity(end - start);
-    for m in &expansion.members[start..end] {
+    let mut contains = Vec::with_capacity(expansion.members.len());
+    for m in &expansion.members {
         let cs = &expansion.systems[m.system];
         let c = cs.concept(m.concept);
         let mut e = Map::new();

@@ -339,3 +339,28 @@ async fn expand_unknown_system() -> StatusCode {
     .await
     .status
 }
+
+#[tokio::test]
+async fn a_whole_code_system_is_paged_directly_with_the_same_pages_as_a_full_expansion() {
+    // `postcodes-all` includes the whole postcode CodeSystem: paged without walking to the page.
+    // With `activeOnly` (every postcode is active) the same ValueSet takes the general path.
+    let page = |offset: usize, extra: &str| {
+        format!("/fhir/ValueSet/postcodes-all/$expand?count=20&offset={offset}{extra}")
+    };
+    let all = get("/fhir/ValueSet/postcodes-all/$expand?count=0")
+        .await
+        .json();
+    let total = all["expansion"]["total"].as_u64().expect("total") as usize;
+    assert!(total > 100, "{total}");
+    for offset in [0, 20, 100, total - 7, total + 5] {
+        let direct = get(&page(offset, "")).await.json();
+        let general = get(&page(offset, "&activeOnly=true")).await.json();
+        assert_eq!(direct["expansion"]["total"], general["expansion"]["total"]);
+        assert_eq!(codes(&direct), codes(&general), "offset {offset}");
+        assert_eq!(
+            codes(&direct).len(),
+            total.saturating_sub(offset).min(20),
+            "offset {offset}"
+        );
+    }
+}
