@@ -143,7 +143,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
     state.limits.max_unpaged = args.max_expansion;
     state.limits.max_count = args.max_expansion;
     state.request_timeout = Duration::from_secs(args.request_timeout.max(1));
-    let router = app_at(Arc::new(state), &args.base_path);
+    let state = Arc::new(state);
+    let router = app_at(state.clone(), &args.base_path);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -159,6 +160,20 @@ pub async fn serve(args: ServeArgs) -> i32 {
         args.listen,
         args.base_path
     );
+    // Text and case-folded code indexes are built on first use; build them now, off the request
+    // path, so the first text search does not pay for them (one that comes sooner waits for its
+    // index only).
+    let registry = state.registry();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        for cs in registry.all_code_systems() {
+            cs.warm();
+        }
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "text and code indexes built"
+        );
+    });
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -16,6 +16,13 @@ pub struct IndexedRelease {
     segments: Vec<Arc<Segment>>,
     /// (segment, record) per concept, in code order.
     members: Vec<(u16, u32)>,
+    /// The text index, built on first use (or by [`IndexedRelease::warm`]), not at start-up.
+    text: std::sync::OnceLock<WordIndex>,
+}
+
+/// Word-prefix index over code and display.
+#[derive(Debug, Default)]
+struct WordIndex {
     /// Unique lower-cased words, sorted.
     words: Vec<Box<str>>,
     /// `postings[word_start[i]..word_start[i+1]]` are the concept indexes containing word `i`.
@@ -53,36 +60,46 @@ impl IndexedRelease {
         segments: Vec<Arc<Segment>>,
         members: Vec<(u16, u32)>,
     ) -> Self {
-        let mut r = Self {
+        Self {
             info,
             segments,
             members,
-            words: Vec::new(),
-            word_start: Vec::new(),
-            postings: Vec::new(),
-        };
-        let mut pairs: Vec<(String, u32)> = Vec::with_capacity(r.members.len() * 3);
-        for (i, c) in r.iter().enumerate() {
-            let i = i as u32;
-            pairs.push((c.code.to_lowercase(), i));
-            pairs.extend(words(&c.code).map(|w| (w, i)));
-            if let Some(d) = &c.display {
-                pairs.extend(words(d).map(|w| (w, i)));
-            }
+            text: std::sync::OnceLock::new(),
         }
-        pairs.sort_unstable();
-        pairs.dedup();
-        let mut postings = Vec::with_capacity(pairs.len());
-        for (w, i) in pairs {
-            if r.words.last().map(AsRef::as_ref) != Some(w.as_str()) {
-                r.words.push(w.into_boxed_str());
-                r.word_start.push(postings.len() as u32);
+    }
+
+    /// Builds the text index now rather than on the first text search.
+    pub fn warm(&self) {
+        self.text_index();
+    }
+
+    fn text_index(&self) -> &WordIndex {
+        self.text.get_or_init(|| {
+            let mut pairs: Vec<(String, u32)> = Vec::with_capacity(self.members.len() * 3);
+            for (i, c) in self.iter().enumerate() {
+                let i = i as u32;
+                pairs.push((c.code.to_lowercase(), i));
+                pairs.extend(words(&c.code).map(|w| (w, i)));
+                if let Some(d) = &c.display {
+                    pairs.extend(words(d).map(|w| (w, i)));
+                }
             }
-            postings.push(i);
-        }
-        r.word_start.push(postings.len() as u32);
-        r.postings = postings;
-        r
+            pairs.sort_unstable();
+            pairs.dedup();
+            let mut index = WordIndex {
+                postings: Vec::with_capacity(pairs.len()),
+                ..WordIndex::default()
+            };
+            for (w, i) in pairs {
+                if index.words.last().map(AsRef::as_ref) != Some(w.as_str()) {
+                    index.words.push(w.into_boxed_str());
+                    index.word_start.push(index.postings.len() as u32);
+                }
+                index.postings.push(i);
+            }
+            index.word_start.push(index.postings.len() as u32);
+            index
+        })
     }
 
     /// The concept at an index (code order).
@@ -131,18 +148,19 @@ impl IndexedRelease {
 
     /// Concept indexes having a word that starts with `prefix` (lower-case), sorted, unique.
     pub fn word_prefix(&self, prefix: &str) -> Vec<u32> {
-        let start = self.words.partition_point(|w| &**w < prefix);
+        let index = self.text_index();
+        let start = index.words.partition_point(|w| &**w < prefix);
         let mut out = Vec::new();
-        for (wi, w) in self.words[start..].iter().enumerate() {
+        for (wi, w) in index.words[start..].iter().enumerate() {
             if !w.starts_with(prefix) {
                 break;
             }
             let wi = start + wi;
             let (a, b) = (
-                self.word_start[wi] as usize,
-                self.word_start[wi + 1] as usize,
+                index.word_start[wi] as usize,
+                index.word_start[wi + 1] as usize,
             );
-            out.extend_from_slice(&self.postings[a..b]);
+            out.extend_from_slice(&index.postings[a..b]);
         }
         out.sort_unstable();
         out.dedup();

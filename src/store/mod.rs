@@ -107,7 +107,9 @@ pub struct CodeSystemVersion {
     /// their designations and properties add to this version's concepts. Never persisted.
     pub supplements: Vec<Arc<CodeSystemVersion>>,
     children: HashMap<Box<str>, Vec<ConceptRef>>,
-    folded: Option<HashMap<String, ConceptRef>>,
+    /// Lower-cased code → concept, for CodeSystems that are not case sensitive; built on first
+    /// use (or by [`CodeSystemVersion::warm`]), not at start-up.
+    folded: std::sync::OnceLock<HashMap<String, ConceptRef>>,
 }
 
 impl CodeSystemVersion {
@@ -123,7 +125,7 @@ impl CodeSystemVersion {
             parts,
             supplements: Vec::new(),
             children: HashMap::new(),
-            folded: None,
+            folded: std::sync::OnceLock::new(),
         };
         let mut children: HashMap<Box<str>, Vec<ConceptRef>> = HashMap::new();
         for (r, c) in v.iter() {
@@ -132,10 +134,26 @@ impl CodeSystemVersion {
             }
         }
         v.children = children;
-        if !v.meta.case_sensitive {
-            v.folded = Some(v.iter().map(|(r, c)| (c.code.to_lowercase(), r)).collect());
-        }
         v
+    }
+
+    /// Builds what is otherwise built on first use: the releases' text indexes and the
+    /// case-folded code index. `serve` runs this in the background once it is listening.
+    pub fn warm(&self) {
+        for part in &self.parts {
+            part.warm();
+        }
+        if !self.meta.case_sensitive {
+            self.folded();
+        }
+    }
+
+    fn folded(&self) -> &HashMap<String, ConceptRef> {
+        self.folded.get_or_init(|| {
+            self.iter()
+                .map(|(r, c)| (c.code.to_lowercase(), r))
+                .collect()
+        })
     }
 
     /// The concept at a reference.
@@ -194,7 +212,10 @@ impl CodeSystemVersion {
                 });
             }
         }
-        self.folded.as_ref()?.get(&code.to_lowercase()).copied()
+        if self.meta.case_sensitive {
+            return None;
+        }
+        self.folded().get(&code.to_lowercase()).copied()
     }
 
     /// Every concept, part by part, each part in code order.
