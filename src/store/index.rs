@@ -1,12 +1,17 @@
-//! In-memory indexes over one release: code lookup (binary search over the concepts in code
-//! order) and a word-prefix text index over code and display. Built once per release and shared
-//! (`Arc`) by every CodeSystem version that contains the release. The concepts themselves live in
-//! record segments shared between the releases of a feed (see [`super::persist`]).
+//! Indexes over one release: code lookup (binary search over the codes in code order, and over
+//! the codes case-folded), and a word-prefix text index over code and display. Built per release
+//! and shared (`Arc`) by every CodeSystem version that contains the release; the folded and text
+//! indexes are built on first use (or by [`IndexedRelease::warm`]), not at start-up. The concepts
+//! themselves live in record segments shared between the releases of a feed (see
+//! [`super::segment`]); code and display are read without decoding a record.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use super::concept::{Concept, Release, ReleaseInfo};
-use super::persist::Segment;
+use super::segment::Segment;
 
 /// A release with its indexes.
 #[derive(Debug)]
@@ -14,39 +19,108 @@ pub struct IndexedRelease {
     /// Provenance.
     pub info: ReleaseInfo,
     segments: Vec<Arc<Segment>>,
-    /// (segment, record) per concept, in code order.
-    members: Vec<(u16, u32)>,
-    /// The text index, built on first use (or by [`IndexedRelease::warm`]), not at start-up.
-    text: std::sync::OnceLock<WordIndex>,
+    /// Where each segment's records start in the numbering `members` uses.
+    segment_start: Vec<u32>,
+    /// The record of each concept, in code order (segment records numbered one after another).
+    members: Vec<u32>,
+    /// Positions in case-folded code order, `None` when that is code order already.
+    folded: OnceLock<Option<Vec<u32>>>,
+    text: OnceLock<WordIndex>,
 }
 
-/// Word-prefix index over code and display.
+/// Word-prefix index over the words of code and display (not the whole code: the folded code
+/// order answers prefixes of that).
 #[derive(Debug, Default)]
 struct WordIndex {
-    /// Unique lower-cased words, sorted.
-    words: Vec<Box<str>>,
-    /// `postings[word_start[i]..word_start[i+1]]` are the concept indexes containing word `i`.
-    word_start: Vec<u32>,
+    /// Unique lower-cased words, sorted, one after another.
+    text: String,
+    /// `text[word_at[i]..word_at[i + 1]]` is word `i`.
+    word_at: Vec<u32>,
+    /// `postings[posting_at[i]..posting_at[i + 1]]` are the positions having word `i`, ascending.
+    posting_at: Vec<u32>,
     postings: Vec<u32>,
+}
+
+impl WordIndex {
+    fn word(&self, i: usize) -> &str {
+        &self.text[self.word_at[i] as usize..self.word_at[i + 1] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.word_at.len().saturating_sub(1)
+    }
 }
 
 /// Splits text into lower-cased words for the text index and for filters. The whole code is also a
 /// word, so `J45.9` matches `j45.9`, `j45` and `9`.
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+    text_words(text).map(str::to_lowercase)
+}
+
+/// Lower-cases into a reused buffer.
+fn lower_into(word: &str, buf: &mut String) {
+    buf.clear();
+    if word.is_ascii() {
+        buf.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+    } else {
+        buf.extend(word.chars().flat_map(char::to_lowercase));
+    }
+}
+
+/// Compares `a` lower-cased with `b` (already lower-case): `Equal` when `a` lower-cased starts
+/// with `b` (as a prefix test) or equals it.
+fn fold_prefix_cmp(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        for (k, &y) in b.iter().enumerate() {
+            match a.get(k) {
+                None => return Ordering::Less,
+                Some(x) => match x.to_ascii_lowercase().cmp(&y) {
+                    Ordering::Equal => {}
+                    o => return o,
+                },
+            }
+        }
+        return Ordering::Equal;
+    }
+    let mut a = a.chars().flat_map(char::to_lowercase);
+    for y in b.chars() {
+        match a.next() {
+            None => return Ordering::Less,
+            Some(x) => match x.cmp(&y) {
+                Ordering::Equal => {}
+                o => return o,
+            },
+        }
+    }
+    Ordering::Equal
+}
+
+/// Compares two codes case-folded (ties by their exact text).
+fn fold_cmp(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        let (x, y) = (a.as_bytes(), b.as_bytes());
+        return x
+            .iter()
+            .map(u8::to_ascii_lowercase)
+            .cmp(y.iter().map(u8::to_ascii_lowercase))
+            .then_with(|| a.cmp(b));
+    }
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .cmp(b.chars().flat_map(char::to_lowercase))
+        .then_with(|| a.cmp(b))
 }
 
 impl IndexedRelease {
     /// Indexes a freshly read release (concepts sorted by code).
     pub fn new(release: Release) -> Self {
         let n = release.concepts.len() as u32;
-        let segment = Arc::new(Segment {
-            name: String::new(),
-            concepts: release.concepts,
-            bases: Vec::new(),
-        });
+        let segment = Arc::new(Segment::decoded(
+            String::new(),
+            release.concepts,
+            Vec::new(),
+        ));
         Self::from_segments(
             release.info,
             vec![segment],
@@ -60,59 +134,66 @@ impl IndexedRelease {
         segments: Vec<Arc<Segment>>,
         members: Vec<(u16, u32)>,
     ) -> Self {
+        let mut segment_start = Vec::with_capacity(segments.len());
+        let mut at = 0u32;
+        for s in &segments {
+            segment_start.push(at);
+            at += s.len() as u32;
+        }
+        let members = members
+            .into_iter()
+            .map(|(s, k)| segment_start[s as usize] + k)
+            .collect();
         Self {
             info,
             segments,
+            segment_start,
             members,
-            text: std::sync::OnceLock::new(),
+            folded: OnceLock::new(),
+            text: OnceLock::new(),
         }
     }
 
-    /// Builds the text index now rather than on the first text search.
+    /// Builds the indexes otherwise built on first use.
     pub fn warm(&self) {
+        self.folded();
         self.text_index();
     }
 
-    fn text_index(&self) -> &WordIndex {
-        self.text.get_or_init(|| {
-            let mut pairs: Vec<(String, u32)> = Vec::with_capacity(self.members.len() * 3);
-            for (i, c) in self.iter().enumerate() {
-                let i = i as u32;
-                pairs.push((c.code.to_lowercase(), i));
-                pairs.extend(words(&c.code).map(|w| (w, i)));
-                if let Some(d) = &c.display {
-                    pairs.extend(words(d).map(|w| (w, i)));
-                }
-            }
-            pairs.sort_unstable();
-            pairs.dedup();
-            let mut index = WordIndex {
-                postings: Vec::with_capacity(pairs.len()),
-                ..WordIndex::default()
-            };
-            for (w, i) in pairs {
-                if index.words.last().map(AsRef::as_ref) != Some(w.as_str()) {
-                    index.words.push(w.into_boxed_str());
-                    index.word_start.push(index.postings.len() as u32);
-                }
-                index.postings.push(i);
-            }
-            index.word_start.push(index.postings.len() as u32);
-            index
-        })
+    fn locate(&self, i: u32) -> (&Segment, u32) {
+        let g = self.members[i as usize];
+        let s = self.segment_start.partition_point(|&st| st <= g) - 1;
+        (&self.segments[s], g - self.segment_start[s])
     }
 
     /// The concept at an index (code order).
-    pub fn concept(&self, i: u32) -> &Concept {
-        let (s, k) = self.members[i as usize];
-        &self.segments[s as usize].concepts[k as usize]
+    pub fn concept(&self, i: u32) -> Cow<'_, Concept> {
+        let (s, k) = self.locate(i);
+        s.concept(k)
+    }
+
+    /// The code at an index, without decoding the concept.
+    pub fn code(&self, i: u32) -> &str {
+        let (s, k) = self.locate(i);
+        s.code(k)
+    }
+
+    /// The display at an index, without decoding the concept.
+    pub fn display(&self, i: u32) -> Option<&str> {
+        let (s, k) = self.locate(i);
+        s.display(k)
+    }
+
+    /// Whether any concept has parents.
+    pub fn has_parents(&self) -> bool {
+        self.segments.iter().any(|s| s.has_parents())
     }
 
     /// Identity of the stored record at an index: two releases of a feed hold the very same
     /// record exactly when this is equal (and then the concept is unchanged).
     pub fn record_id(&self, i: u32) -> (*const Segment, u32) {
-        let (s, k) = self.members[i as usize];
-        (Arc::as_ptr(&self.segments[s as usize]), k)
+        let (s, k) = self.locate(i);
+        (std::ptr::from_ref(s), k)
     }
 
     /// Number of concepts.
@@ -126,10 +207,8 @@ impl IndexedRelease {
     }
 
     /// The concepts, in code order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Concept> + '_ {
-        self.members
-            .iter()
-            .map(|&(s, k)| &self.segments[s as usize].concepts[k as usize])
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Cow<'_, Concept>> + '_ {
+        (0..self.members.len() as u32).map(|i| self.concept(i))
     }
 
     /// Index of a code (exact match).
@@ -137,48 +216,190 @@ impl IndexedRelease {
         let (mut lo, mut hi) = (0usize, self.members.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match (*self.concept(mid as u32).code).cmp(code) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid as u32),
+            match self.code(mid as u32).cmp(code) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Some(mid as u32),
             }
         }
         None
     }
 
-    /// Concept indexes having a word that starts with `prefix` (lower-case), sorted, unique.
+    fn folded(&self) -> Option<&[u32]> {
+        self.folded
+            .get_or_init(|| {
+                let n = self.members.len() as u32;
+                let in_order =
+                    (1..n).all(|i| fold_cmp(self.code(i - 1), self.code(i)) != Ordering::Greater);
+                (!in_order).then(|| {
+                    let mut order: Vec<u32> = (0..n).collect();
+                    order.sort_by(|&a, &b| fold_cmp(self.code(a), self.code(b)));
+                    order
+                })
+            })
+            .as_deref()
+    }
+
+    /// The positions whose code, lower-cased, starts with `prefix` (lower-case), in folded order.
+    fn folded_prefix(&self, prefix: &str) -> impl Iterator<Item = u32> + '_ {
+        let order = self.folded();
+        let at = move |k: usize| order.map_or(k as u32, |o| o[k]);
+        let n = self.members.len();
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if fold_prefix_cmp(self.code(at(mid)), prefix) == Ordering::Less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let start = lo;
+        hi = n;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if fold_prefix_cmp(self.code(at(mid)), prefix) == Ordering::Greater {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        (start..lo).map(at)
+    }
+
+    /// Index of a code compared case-insensitively.
+    pub fn find_folded(&self, code: &str) -> Option<u32> {
+        let mut lower = String::new();
+        lower_into(code, &mut lower);
+        let mut candidate = String::new();
+        self.folded_prefix(&lower).find(|&i| {
+            lower_into(self.code(i), &mut candidate);
+            candidate == lower
+        })
+    }
+
+    fn text_index(&self) -> &WordIndex {
+        self.text.get_or_init(|| {
+            let mut ids: HashMap<String, u32> = HashMap::new();
+            let mut postings: Vec<Vec<u32>> = Vec::new();
+            let mut word = String::new();
+            let mut add = |w: &str, i: u32, word: &mut String| {
+                lower_into(w, word);
+                let id = match ids.get(word.as_str()) {
+                    Some(&id) => id,
+                    None => {
+                        ids.insert(word.clone(), postings.len() as u32);
+                        postings.push(Vec::new());
+                        (postings.len() - 1) as u32
+                    }
+                };
+                let list = &mut postings[id as usize];
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            };
+            for i in 0..self.members.len() as u32 {
+                let c = self.code(i);
+                for w in text_words(c) {
+                    // The whole code is found through the folded code order.
+                    if w.len() != c.len() {
+                        add(w, i, &mut word);
+                    }
+                }
+                if let Some(d) = self.display(i) {
+                    for w in text_words(d) {
+                        add(w, i, &mut word);
+                    }
+                }
+            }
+            let mut words: Vec<(String, u32)> = ids.into_iter().collect();
+            words.sort_unstable();
+            let mut index = WordIndex {
+                postings: Vec::with_capacity(postings.iter().map(Vec::len).sum()),
+                ..WordIndex::default()
+            };
+            for (w, id) in words {
+                index.word_at.push(index.text.len() as u32);
+                index.text.push_str(&w);
+                index.posting_at.push(index.postings.len() as u32);
+                index.postings.append(&mut postings[id as usize]);
+            }
+            index.word_at.push(index.text.len() as u32);
+            index.posting_at.push(index.postings.len() as u32);
+            index
+        })
+    }
+
+    /// Concept indexes having a word (or a code) that starts with `prefix` (lower-case), sorted,
+    /// unique.
     pub fn word_prefix(&self, prefix: &str) -> Vec<u32> {
         let index = self.text_index();
-        let start = index.words.partition_point(|w| &**w < prefix);
-        let mut out = Vec::new();
-        for (wi, w) in index.words[start..].iter().enumerate() {
-            if !w.starts_with(prefix) {
+        let start = {
+            let (mut lo, mut hi) = (0, index.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if index.word(mid) < prefix {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            lo
+        };
+        let mut lists: Vec<&[u32]> = Vec::new();
+        let mut total = 0;
+        for wi in start..index.len() {
+            if !index.word(wi).starts_with(prefix) {
                 break;
             }
-            let wi = start + wi;
-            let (a, b) = (
-                index.word_start[wi] as usize,
-                index.word_start[wi + 1] as usize,
-            );
-            out.extend_from_slice(&index.postings[a..b]);
+            let list =
+                &index.postings[index.posting_at[wi] as usize..index.posting_at[wi + 1] as usize];
+            total += list.len();
+            lists.push(list);
         }
-        out.sort_unstable();
-        out.dedup();
-        out
+        let codes: Vec<u32> = self.folded_prefix(prefix).collect();
+        total += codes.len();
+        let n = self.members.len();
+        if total > n / 16 {
+            // Many matches: a bitmap over the release is cheaper than sorting them.
+            let mut bits = vec![0u64; n.div_ceil(64)];
+            for i in lists.iter().flat_map(|l| l.iter()).chain(&codes) {
+                bits[*i as usize / 64] |= 1 << (i % 64);
+            }
+            let mut out = Vec::with_capacity(total.min(n));
+            for (k, &w) in bits.iter().enumerate() {
+                let mut w = w;
+                while w != 0 {
+                    out.push((k * 64) as u32 + w.trailing_zeros());
+                    w &= w - 1;
+                }
+            }
+            out
+        } else {
+            let mut out = codes;
+            for l in lists {
+                out.extend_from_slice(l);
+            }
+            out.sort_unstable();
+            out.dedup();
+            out
+        }
     }
 }
 
 /// Whether a concept matches every filter word (lower-case, as [`words`] gives them) as a word
-/// prefix, case-insensitively, over its code (whole, and its words) and display. Allocation-free
-/// for ASCII text: this runs once per candidate of a text filter.
+/// prefix, case-insensitively, over its code (whole, and its words) and display.
 pub fn matches_words(concept: &Concept, filter_words: &[String]) -> bool {
+    matches_text(&concept.code, concept.display.as_deref(), filter_words)
+}
+
+/// [`matches_words`] over a code and display. Allocation-free for ASCII text: this runs once per
+/// candidate of a text filter.
+pub fn matches_text(code: &str, display: Option<&str>, filter_words: &[String]) -> bool {
     filter_words.iter().all(|f| {
-        word_starts_with(&concept.code, f)
-            || text_words(&concept.code).any(|w| word_starts_with(w, f))
-            || concept
-                .display
-                .as_deref()
-                .is_some_and(|d| text_words(d).any(|w| word_starts_with(w, f)))
+        word_starts_with(code, f)
+            || text_words(code).any(|w| word_starts_with(w, f))
+            || display.is_some_and(|d| text_words(d).any(|w| word_starts_with(w, f)))
     })
 }
 
@@ -245,14 +466,44 @@ mod tests {
         assert_eq!(r.word_prefix("j45.9").len(), 1);
         assert_eq!(r.word_prefix("unspec").len(), 1);
         assert!(r.word_prefix("zzz").is_empty());
-        assert!(matches_words(r.concept(0), &["dens".into(), "surg".into()]));
+        // Whole codes, case-insensitively; prefixes of them.
+        assert_eq!(r.find_folded("a81002"), Some(1));
+        assert_eq!(r.find_folded("j45.9"), Some(2));
+        assert_eq!(r.find_folded("a8100"), None);
+        assert_eq!(r.word_prefix("a8100"), [0, 1]);
+        assert!(matches_words(
+            &r.concept(0),
+            &["dens".into(), "surg".into()]
+        ));
         assert!(!matches_words(
-            r.concept(0),
+            &r.concept(0),
             &["dens".into(), "park".into()]
         ));
-        assert!(matches_words(r.concept(2), &["j45.9".into()]), "whole code");
-        assert!(matches_words(r.concept(2), &["asth".into(), "9".into()]));
-        assert!(!matches_words(r.concept(2), &["asthmatic".into()]));
+        assert!(
+            matches_words(&r.concept(2), &["j45.9".into()]),
+            "whole code"
+        );
+        assert!(matches_words(&r.concept(2), &["asth".into(), "9".into()]));
+        assert!(!matches_words(&r.concept(2), &["asthmatic".into()]));
+        // Codes whose case-folded order is not their order; many matches (the bitmap path).
+        let mixed: Vec<(String, String)> = (0..200)
+            .map(|i| {
+                (
+                    format!("{}{i:03}", if i % 2 == 0 { "a" } else { "B" }),
+                    "x".into(),
+                )
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = mixed
+            .iter()
+            .map(|(c, d)| (c.as_str(), d.as_str()))
+            .collect();
+        let r = IndexedRelease::new(release(&pairs));
+        assert_eq!(r.find_folded("b001").map(|i| r.code(i)), Some("B001"));
+        assert_eq!(r.find_folded("A198").map(|i| r.code(i)), Some("a198"));
+        assert_eq!(r.word_prefix("b").len(), 100);
+        assert_eq!(r.word_prefix("x").len(), 200);
+        assert_eq!(r.word_prefix("a1").len(), 50);
         let mut greek = Concept::new("X1");
         greek.display = Some("ΟΔΟΣ Σταδίου".into());
         assert!(matches_words(&greek, &["οδος".into(), "στα".into()]));

@@ -11,7 +11,9 @@ mod concept_map;
 mod index;
 mod patch;
 pub mod persist;
+mod segment;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ pub use concept::{Concept, Designation, DesignationUse, Release, ReleaseInfo, Va
 pub use concept_map::{
     ConceptMapEntry, DerivedMap, MapElement, MapGroup, MapKind, MapSide, MapTarget,
 };
-pub use index::{IndexedRelease, matches_words, words};
+pub use index::{IndexedRelease, matches_text, matches_words, words};
 
 /// A property a CodeSystem advertises (`CodeSystem.property`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,9 +109,6 @@ pub struct CodeSystemVersion {
     /// their designations and properties add to this version's concepts. Never persisted.
     pub supplements: Vec<Arc<CodeSystemVersion>>,
     children: HashMap<Box<str>, Vec<ConceptRef>>,
-    /// Lower-cased code → concept, for CodeSystems that are not case sensitive; built on first
-    /// use (or by [`CodeSystemVersion::warm`]), not at start-up.
-    folded: std::sync::OnceLock<HashMap<String, ConceptRef>>,
 }
 
 impl CodeSystemVersion {
@@ -125,40 +124,49 @@ impl CodeSystemVersion {
             parts,
             supplements: Vec::new(),
             children: HashMap::new(),
-            folded: std::sync::OnceLock::new(),
         };
         let mut children: HashMap<Box<str>, Vec<ConceptRef>> = HashMap::new();
-        for (r, c) in v.iter() {
-            for p in &c.parents {
-                children.entry(p.clone()).or_default().push(r);
+        for (p, part) in v.parts.iter().enumerate() {
+            if !part.has_parents() {
+                continue;
+            }
+            for (index, c) in part.iter().enumerate() {
+                for parent in &c.parents {
+                    children
+                        .entry(parent.clone())
+                        .or_default()
+                        .push(ConceptRef {
+                            part: p as u16,
+                            index: index as u32,
+                        });
+                }
             }
         }
         v.children = children;
         v
     }
 
-    /// Builds what is otherwise built on first use: the releases' text indexes and the
-    /// case-folded code index. `serve` runs this in the background once it is listening.
+    /// Builds what is otherwise built on first use: the releases' text indexes and case-folded
+    /// code orders. `serve` runs this in the background once it is listening.
     pub fn warm(&self) {
         for part in &self.parts {
             part.warm();
         }
-        if !self.meta.case_sensitive {
-            self.folded();
-        }
     }
 
-    fn folded(&self) -> &HashMap<String, ConceptRef> {
-        self.folded.get_or_init(|| {
-            self.iter()
-                .map(|(r, c)| (c.code.to_lowercase(), r))
-                .collect()
-        })
-    }
-
-    /// The concept at a reference.
-    pub fn concept(&self, r: ConceptRef) -> &Concept {
+    /// The concept at a reference (decoded now when its release is read in place).
+    pub fn concept(&self, r: ConceptRef) -> Cow<'_, Concept> {
         self.parts[r.part as usize].concept(r.index)
+    }
+
+    /// The code at a reference, without decoding the concept.
+    pub fn code(&self, r: ConceptRef) -> &str {
+        self.parts[r.part as usize].code(r.index)
+    }
+
+    /// The display at a reference, without decoding the concept.
+    pub fn display(&self, r: ConceptRef) -> Option<&str> {
+        self.parts[r.part as usize].display(r.index)
     }
 
     /// This version with `supplement` applied (see [`CodeSystemVersion::supplements`]).
@@ -179,26 +187,27 @@ impl CodeSystemVersion {
 
     /// The designations the applied supplements give a code, each with the canonical
     /// (`url|version`) of the supplement it comes from.
-    pub fn supplement_designations(&self, code: &str) -> Vec<(&Designation, String)> {
+    pub fn supplement_designations(&self, code: &str) -> Vec<(Designation, String)> {
         self.supplements
             .iter()
             .filter_map(|s| Some((s, s.find(code)?)))
             .flat_map(|(s, r)| {
                 let canonical = s.canonical();
                 s.concept(r)
+                    .into_owned()
                     .designations
-                    .iter()
+                    .into_iter()
                     .map(move |d| (d, canonical.clone()))
             })
             .collect()
     }
 
     /// The properties the applied supplements give a code.
-    pub fn supplement_properties(&self, code: &str) -> Vec<&(Box<str>, Value)> {
+    pub fn supplement_properties(&self, code: &str) -> Vec<(Box<str>, Value)> {
         self.supplements
             .iter()
             .filter_map(|s| Some((s, s.find(code)?)))
-            .flat_map(|(s, r)| s.concept(r).properties.iter())
+            .flat_map(|(s, r)| s.concept(r).into_owned().properties)
             .collect()
     }
 
@@ -215,11 +224,26 @@ impl CodeSystemVersion {
         if self.meta.case_sensitive {
             return None;
         }
-        self.folded().get(&code.to_lowercase()).copied()
+        self.parts.iter().enumerate().find_map(|(p, part)| {
+            Some(ConceptRef {
+                part: p as u16,
+                index: part.find_folded(code)?,
+            })
+        })
+    }
+
+    /// Every reference, part by part, each part in code order.
+    pub fn refs(&self) -> impl Iterator<Item = ConceptRef> + '_ {
+        self.parts.iter().enumerate().flat_map(|(p, part)| {
+            (0..part.len() as u32).map(move |index| ConceptRef {
+                part: p as u16,
+                index,
+            })
+        })
     }
 
     /// Every concept, part by part, each part in code order.
-    pub fn iter(&self) -> impl Iterator<Item = (ConceptRef, &Concept)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (ConceptRef, Cow<'_, Concept>)> + '_ {
         self.parts.iter().enumerate().flat_map(|(p, part)| {
             part.iter().enumerate().map(move |(i, c)| {
                 (
@@ -273,8 +297,7 @@ impl CodeSystemVersion {
                 continue;
             }
             out.push(r);
-            let c = self.concept(r);
-            stack.extend(self.children(&c.code).iter().rev().copied());
+            stack.extend(self.children(self.code(r)).iter().rev().copied());
         }
         out
     }
@@ -300,7 +323,7 @@ impl CodeSystemVersion {
     /// Word-prefix text search: concepts whose code/display words start with every filter word.
     pub fn text_search(&self, filter_words: &[String]) -> Vec<ConceptRef> {
         let Some(driver) = filter_words.iter().max_by_key(|w| w.len()) else {
-            return self.iter().map(|(r, _)| r).collect();
+            return self.refs().collect();
         };
         let mut out = Vec::new();
         for (p, part) in self.parts.iter().enumerate() {
@@ -309,7 +332,9 @@ impl CodeSystemVersion {
                     part: p as u16,
                     index,
                 };
-                if filter_words.len() == 1 || matches_words(self.concept(r), filter_words) {
+                if filter_words.len() == 1
+                    || matches_text(part.code(index), part.display(index), filter_words)
+                {
                     out.push(r);
                 }
             }

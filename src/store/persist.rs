@@ -28,9 +28,10 @@ use serde::{Deserialize, Serialize};
 
 use super::concept::{Concept, Release, ReleaseInfo};
 use super::patch::Patch;
+use super::segment::{Encoded, RecordOut};
+pub use super::segment::{Segment, decode_limit, set_decode_limit};
 
-const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL3";
-const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC3";
+const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL4";
 
 /// Why the store could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -133,54 +134,8 @@ impl StoredRelease {
     }
 }
 
-/// One records file, as loaded: concepts in the order their import first saw them (code order).
-#[derive(Debug)]
-pub struct Segment {
-    /// File stem.
-    pub name: String,
-    /// The records, whole.
-    pub concepts: Vec<Concept>,
-    /// Segments its patched records are made from (kept while this one is).
-    pub bases: Vec<String>,
-}
-
-/// A stored record: whole, or the fields that changed since an earlier record of the same code.
-#[derive(Debug, Serialize, Deserialize)]
-enum Record {
-    Full(Concept),
-    Patch {
-        /// Index into [`RecordsFile::bases`].
-        base: u16,
-        /// Record index in that segment.
-        index: u32,
-        patch: Patch,
-    },
-}
-
-/// A record as written: the same encoding as [`Record`] (same variants in the same order),
-/// borrowing the concept instead of cloning it.
-#[derive(Serialize)]
-enum RecordOut<'a> {
-    Full(&'a Concept),
-    Patch { base: u16, index: u32, patch: Patch },
-}
-
-/// A records file as written (the encoding of [`RecordsFile`]).
-#[derive(Serialize)]
-struct RecordsFileOut<'a> {
-    bases: Vec<String>,
-    records: Vec<RecordOut<'a>>,
-}
-
-/// A records file on disk.
-#[derive(Debug, Serialize, Deserialize)]
-struct RecordsFile {
-    bases: Vec<String>,
-    records: Vec<Record>,
-}
-
-/// Loads segments by name, each once, materialising patched records from their bases (loaded
-/// first). A segment that cannot be read, or whose bases cannot, is `None` and reported once.
+/// Loads segments by name, each once, bases first. A segment that cannot be read, or whose bases
+/// cannot, is `None` and reported once.
 struct SegmentLoader<'a> {
     data_dir: &'a Path,
     feed: &'a str,
@@ -195,70 +150,30 @@ impl SegmentLoader<'_> {
         }
         // Marks the segment while its bases load: a cycle reads as unreadable, not as a hang.
         self.loaded.insert(name.to_string(), None);
-        let segment = self.load(name);
+        let path = records_path(self.data_dir, self.feed, name);
+        let segment = match Segment::load(&path, name, &mut |b| self.get(b)) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        };
         self.loaded.insert(name.to_string(), segment.clone());
         segment
     }
-
-    fn load(&mut self, name: &str) -> Option<Arc<Segment>> {
-        let path = records_path(self.data_dir, self.feed, name);
-        let file: RecordsFile = match read_with_magic(&path, RECORDS_MAGIC) {
-            Ok(f) => f,
-            Err(e) => {
-                self.errors.push(e);
-                return None;
-            }
-        };
-        let mut bases = Vec::with_capacity(file.bases.len());
-        for b in &file.bases {
-            bases.push(self.get(b)?);
-        }
-        let mut concepts = Vec::with_capacity(file.records.len());
-        for (i, record) in file.records.into_iter().enumerate() {
-            let concept = match record {
-                Record::Full(c) => Ok(c),
-                Record::Patch { base, index, patch } => bases
-                    .get(base as usize)
-                    .and_then(|s| s.concepts.get(index as usize))
-                    .ok_or_else(|| format!("record {i} is made from a record that does not exist"))
-                    .and_then(|b| patch.apply(b).map_err(|e| format!("record {i}: {e}"))),
-            };
-            match concept {
-                Ok(c) => concepts.push(c),
-                Err(message) => {
-                    self.errors.push(PersistError::Corrupt {
-                        path: path.display().to_string(),
-                        message,
-                    });
-                    return None;
-                }
-            }
-        }
-        Some(Arc::new(Segment {
-            name: name.to_string(),
-            concepts,
-            bases: file.bases,
-        }))
-    }
 }
 
-/// Writes `magic` and the encoded `value` to `path` atomically (streamed: no buffer of the whole
-/// file), and returns the bytes written.
-fn write_atomic<T: Serialize>(
+/// Writes a file atomically (streamed to a temporary file, synced, renamed) and returns its size.
+fn write_atomic(
     path: &Path,
-    magic: &[u8; 8],
-    value: &T,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<u64, PersistError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     {
         let mut f = std::io::BufWriter::new(fs::File::create(&tmp).map_err(io(&tmp))?);
-        f.write_all(magic).map_err(io(&tmp))?;
-        postcard::to_io(value, &mut f).map_err(|e| PersistError::Corrupt {
-            path: tmp.display().to_string(),
-            message: e.to_string(),
-        })?;
+        write(&mut f).map_err(io(&tmp))?;
         let f = f.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
         f.sync_all().map_err(io(&tmp))?;
     }
@@ -266,9 +181,17 @@ fn write_atomic<T: Serialize>(
     Ok(fs::metadata(path).map_err(io(path))?.len())
 }
 
-/// Encoded size of a value (without encoding it).
-fn encoded_size<T: Serialize>(value: &T) -> u64 {
-    postcard::experimental::serialized_size(value).map_or(0, |n| n as u64)
+/// Writes `magic` and the postcard encoding of `value` atomically.
+fn write_postcard<T: Serialize>(
+    path: &Path,
+    magic: &[u8; 8],
+    value: &T,
+) -> Result<u64, PersistError> {
+    write_atomic(path, |w| {
+        w.write_all(magic)?;
+        postcard::to_io(value, w).map_err(std::io::Error::other)?;
+        Ok(())
+    })
 }
 
 fn read_with_magic<T: serde::de::DeserializeOwned>(
@@ -284,6 +207,12 @@ fn read_with_magic<T: serde::de::DeserializeOwned>(
         .strip_prefix(magic.as_slice())
         .ok_or_else(|| corrupt("missing or outdated header".into()))?;
     postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
+}
+
+/// A hash of a concept's content, to find stored records equal to it.
+fn content_hash(c: &Concept) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(c)
 }
 
 /// Reads one release file.
@@ -398,7 +327,7 @@ impl FeedStore {
                     .segments
                     .get(r.segment as usize)
                     .and_then(|n| store.segments.get(n))
-                    .is_some_and(|s| (r.start as usize + r.len as usize) <= s.concepts.len())
+                    .is_some_and(|s| (r.start as usize + r.len as usize) <= s.len())
             });
             if ok && !in_bounds {
                 errors.push(PersistError::Corrupt {
@@ -466,19 +395,24 @@ impl FeedStore {
         }
         let replaced = existing.is_some();
 
-        // Records already stored, by content. Releases made with another mapping are not
-        // candidates: their records have another shape even where the register did not change.
-        let mut known: HashMap<&Concept, (&str, u32)> = HashMap::new();
+        // Records already stored, by content (hashed: only a candidate with the same hash is
+        // decoded and compared). Releases made with another mapping are not candidates: their
+        // records have another shape even where the register did not change.
+        let mut known: HashMap<u64, Vec<(&str, u32)>> = HashMap::new();
+        let mut seen: HashSet<(&str, u32)> = HashSet::new();
         for r in &self.releases {
             if r.info.mapping_hash != info.mapping_hash || r.info.version == info.version {
                 continue;
             }
             for (s, i) in r.members() {
                 let name = r.segments[s as usize].as_str();
-                let c = &self.segments[name].concepts[i as usize];
-                known.entry(c).or_insert((name, i));
+                if seen.insert((name, i)) {
+                    let hash = content_hash(&self.segments[name].concept(i));
+                    known.entry(hash).or_default().push((name, i));
+                }
             }
         }
+        drop(seen);
         let name = format!(
             "{}-{}",
             file_stem(&info.version),
@@ -517,14 +451,19 @@ impl FeedStore {
         for r in later.into_iter().chain(earlier) {
             for (s, i) in r.members() {
                 let seg = r.segments[s as usize].as_str();
-                previous.insert(&self.segments[seg].concepts[i as usize].code, (seg, i));
+                previous.insert(self.segments[seg].code(i), (seg, i));
             }
         }
         let mut new_records: Vec<&Concept> = Vec::new();
         let mut new_indexes: Vec<usize> = Vec::new();
         let mut runs: Vec<Run> = Vec::new();
         for (k, c) in release.concepts.iter().enumerate() {
-            let (seg, idx) = match known.get(c) {
+            let stored = known.get(&content_hash(c)).and_then(|candidates| {
+                candidates
+                    .iter()
+                    .find(|(n, i)| *self.segments[*n].concept(*i) == *c)
+            });
+            let (seg, idx) = match stored {
                 Some((n, i)) => (segment_index(n, &mut segment_names), *i),
                 None => {
                     new_records.push(c);
@@ -544,44 +483,53 @@ impl FeedStore {
                 }),
             }
         }
+        drop(known);
         let new_count = new_records.len();
         let rec_path = records_path(&self.data_dir, &self.feed, &name);
-        let mut file = RecordsFileOut {
-            bases: Vec::new(),
-            records: Vec::with_capacity(new_count),
-        };
+        let mut bases: Vec<String> = Vec::new();
+        let mut records: Vec<RecordOut<'_>> = Vec::with_capacity(new_count);
         for c in &new_records {
-            let record = previous.get(&*c.code).and_then(|&(seg, index)| {
-                let patch = Patch::between(&self.segments[seg].concepts[index as usize], c);
-                // Patched only where that is smaller (a record changed throughout is kept whole).
-                let smaller = postcard::experimental::serialized_size(&patch).ok()?
-                    < postcard::experimental::serialized_size(*c).ok()?;
-                smaller.then(|| RecordOut::Patch {
-                    base: segment_index(seg, &mut file.bases),
+            // Kept whole where the patch is not smaller (see `Encoded::new`).
+            let record = previous
+                .get(&*c.code)
+                .map(|&(seg, index)| RecordOut::Patch {
+                    base: segment_index(seg, &mut bases),
                     index,
-                    patch,
-                })
-            });
-            file.records.push(record.unwrap_or(RecordOut::Full(c)));
+                    patch: Box::new(Patch::between(&self.segments[seg].concept(index), c)),
+                    concept: c,
+                });
+            records.push(record.unwrap_or(RecordOut::Full(c)));
         }
+        let corrupt = |message: String| PersistError::Corrupt {
+            path: rec_path.display().to_string(),
+            message,
+        };
         let mut bytes = 0;
+        let mut patched = 0;
         if new_count > 0 {
-            bytes += write_atomic(&rec_path, RECORDS_MAGIC, &file)?;
+            let encoded = Encoded::new(bases.clone(), &records).map_err(corrupt)?;
+            patched = encoded.patches();
+            bytes += write_atomic(&rec_path, |w| encoded.write_to(w))?;
         }
+        drop(records);
         let path = release_path(&self.data_dir, &self.feed, &info.version);
-        let full_copy_bytes = (RECORDS_MAGIC.len() + RELEASE_MAGIC.len()) as u64
-            + encoded_size(&release.concepts)
-            + encoded_size(&info);
         let stored = StoredRelease {
             info: info.clone(),
             segments: segment_names,
             runs,
         };
-        bytes += write_atomic(&path, RELEASE_MAGIC, &stored)?;
+        let release_bytes = write_postcard(&path, RELEASE_MAGIC, &stored)?;
+        bytes += release_bytes;
+        // A standalone copy: every concept whole, in one records file.
+        let full_copy_bytes = if new_count == release.concepts.len() && patched == 0 {
+            bytes
+        } else {
+            let all: Vec<RecordOut<'_>> = release.concepts.iter().map(RecordOut::Full).collect();
+            release_bytes + Encoded::new(Vec::new(), &all).map_err(corrupt)?.size()
+        };
         // Keep the store as the disk now is (no re-read): the new records, the new release in
         // place of any it replaced.
-        let RecordsFileOut { bases, records } = file;
-        drop((records, new_records, known, previous));
+        drop((new_records, previous));
         let total = release.concepts.len();
         let mut concepts = release.concepts;
         let new_segment: Vec<Concept> = new_indexes
@@ -592,11 +540,7 @@ impl FeedStore {
         if new_count > 0 {
             self.segments.insert(
                 name.clone(),
-                Arc::new(Segment {
-                    name,
-                    concepts: new_segment,
-                    bases,
-                }),
+                Arc::new(Segment::decoded(name, new_segment, bases)),
             );
         }
         self.releases.retain(|r| r.info.version != info.version);
@@ -707,7 +651,7 @@ mod tests {
             .expect("release");
         let segs = store.segments_of(r);
         r.members()
-            .map(|(s, i)| segs[s as usize].concepts[i as usize].clone())
+            .map(|(s, i)| segs[s as usize].concept(i).into_owned())
             .collect()
     }
 
@@ -760,12 +704,17 @@ mod tests {
         let wide = |i: usize, town: &str| {
             let mut c = concept(&format!("A{i:05}"), &format!("PRACTICE {i}"));
             for (k, v) in [
-                ("address1", "THE HEALTH CENTRE"),
-                ("address2", "LAWSON STREET"),
-                ("town", town),
-                ("telephone", "01642 672351"),
+                ("address1", format!("{i} THE HEALTH CENTRE")),
+                ("address2", format!("{i} LAWSON STREET")),
+                ("town", town.to_string()),
+                ("telephone", format!("01642 6{i:05}")),
             ] {
                 c.properties.push((k.into(), Value::String(v.into())));
+            }
+            for k in 0..8 {
+                let v = format!("{i} ANOTHER FIELD {k} OF A REAL RECORD");
+                c.properties
+                    .push((format!("field{k}").into(), Value::String(v.into())));
             }
             c
         };

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 
 use super::versions::{self, Origin, Purpose, Usage, VersionRules};
 use crate::error::FhirError;
-use crate::store::{CodeSystemVersion, Concept, ConceptRef, Registry, matches_words};
+use crate::store::{CodeSystemVersion, Concept, ConceptRef, Registry, matches_text, matches_words};
 
 /// Filter operators the server implements.
 pub const FILTER_OPS: [&str; 11] = [
@@ -358,7 +358,7 @@ impl Expansion {
     }
 
     /// The concept of a member.
-    pub fn concept(&self, m: &Member) -> &Concept {
+    pub fn concept(&self, m: &Member) -> std::borrow::Cow<'_, Concept> {
         self.systems[m.system].concept(m.concept)
     }
 }
@@ -652,7 +652,7 @@ impl Evaluator<'_> {
         if !rule.concepts.is_empty() {
             for (code, display) in &rule.concepts {
                 if let Some(r) = cs.find(code)
-                    && keep(cs.concept(r))
+                    && keep(&cs.concept(r))
                 {
                     out.members.push(Member {
                         system: s,
@@ -668,14 +668,17 @@ impl Evaluator<'_> {
             match (candidates(&cs, &preds), text) {
                 (Some(c), _) => (Box::new(c.into_iter()), false),
                 (None, Some(words)) => (Box::new(cs.text_search(words).into_iter()), true),
-                (None, None) => (
-                    Box::new(cs.iter().map(|(r, _)| r).collect::<Vec<_>>().into_iter()),
-                    false,
-                ),
+                (None, None) => (Box::new(cs.refs().collect::<Vec<_>>().into_iter()), false),
             };
+        // Nothing to test but the text: code and display are read without decoding the concept.
+        let codes_only = preds.is_empty() && imported.is_empty();
         for r in refs {
-            let c = cs.concept(r);
-            let kept = if text_tested { keep_found(c) } else { keep(c) };
+            let kept = match (codes_only, text_tested) {
+                (true, true) => true,
+                (true, false) => text.is_none_or(|w| matches_text(cs.code(r), cs.display(r), w)),
+                (false, true) => keep_found(&cs.concept(r)),
+                (false, false) => keep(&cs.concept(r)),
+            };
             if kept {
                 out.members.push(Member {
                     system: s,
@@ -762,7 +765,7 @@ impl Evaluator<'_> {
             }
         }
         for f in &rule.filters {
-            if !holds(&cs, c, &compile_filter(&cs, f)?) {
+            if !holds(&cs, &c, &compile_filter(&cs, f)?) {
                 return Ok(None);
             }
         }

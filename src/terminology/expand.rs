@@ -247,7 +247,7 @@ pub fn expand(
             e.insert("version".into(), json!(cs.version));
         }
         e.insert("code".into(), json!(c.code));
-        let (display, used) = language::choose_display(cs, c, prefs.as_ref());
+        let (display, used) = language::choose_display(cs, &c, prefs.as_ref());
         let display = if prefs.is_some() && used.is_some() {
             display
         } else {
@@ -266,7 +266,7 @@ pub fn expand(
             e.insert("abstract".into(), json!(true));
         }
         if req.include_designations || !req.designations.is_empty() {
-            let designations = language::designations_json(cs, c, used, &req.designations);
+            let designations = language::designations_json(cs, &c, used, &req.designations);
             if !designations.is_empty() {
                 e.insert("designation".into(), Json::Array(designations));
             }

@@ -16,7 +16,7 @@ use serde_json::{Value as Json, json};
 use super::{resolve_code_system, value_json};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParametersOut, part};
-use crate::store::{CodeSystemVersion, Concept, IndexedRelease, Registry, Value};
+use crate::store::{CodeSystemVersion, Concept, ConceptRef, IndexedRelease, Registry, Value};
 
 /// Largest page of `$diff` concepts.
 pub const MAX_DIFF_COUNT: usize = 1000;
@@ -172,17 +172,20 @@ pub fn concept_history(registry: &Registry, req: &HistoryRequest) -> Result<Json
     let mut out = ParametersOut::new();
     out.value("system", "valueUri", json!(latest.meta.url));
     out.value("code", "valueCode", json!(req.code));
-    let mut previous: Option<(&Arc<CodeSystemVersion>, &Concept)> = None;
+    let mut previous: Option<(&Arc<CodeSystemVersion>, ConceptRef)> = None;
     let mut entries = 0;
     for cs in versions {
-        let now = cs.find(&req.code).map(|r| cs.concept(r));
-        let (change, props) = match (previous.map(|(_, c)| c), now) {
+        let found = cs.find(&req.code);
+        let now = found.map(|r| cs.concept(r));
+        let (change, props) = match (previous, &now) {
             (None, None) => continue,
             (None, Some(c)) => ("added", properties_of(c, &req.properties)),
             (Some(_), None) => ("removed", Vec::new()),
-            (Some(old), Some(c)) if std::ptr::eq(old, c) => ("unchanged", Vec::new()),
-            (Some(old), Some(c)) => {
-                let ch = changes(old, c, &req.properties);
+            (Some((pcs, pr)), Some(_)) if found.is_some_and(|r| same_record(pcs, pr, cs, r)) => {
+                ("unchanged", Vec::new())
+            }
+            (Some((pcs, pr)), Some(c)) => {
+                let ch = changes(&pcs.concept(pr), c, &req.properties);
                 if ch.is_empty() {
                     ("unchanged", ch)
                 } else {
@@ -197,7 +200,7 @@ pub fn concept_history(registry: &Registry, req: &HistoryRequest) -> Result<Json
         for label in release_labels(cs, &req.code) {
             parts.push(part("release", "valueString", json!(label)));
         }
-        if let Some(c) = now {
+        if let Some(c) = &now {
             if let Some(d) = &c.display {
                 parts.push(part("display", "valueString", json!(d)));
             }
@@ -215,7 +218,7 @@ pub fn concept_history(registry: &Registry, req: &HistoryRequest) -> Result<Json
         parts.extend(change_parts(&props));
         out.parts("version", parts);
         entries += 1;
-        previous = now.map(|c| (cs, c));
+        previous = found.map(|r| (cs, r));
     }
     if entries == 0 {
         return Err(FhirError::UnknownCode(format!(
@@ -280,14 +283,24 @@ impl DiffRequest {
 /// What a diff found.
 #[derive(Debug, Default)]
 pub struct Diff<'a> {
-    /// Concepts only in the newer version.
-    pub added: Vec<&'a Concept>,
+    /// Concepts only in the newer version (release, index).
+    pub added: Vec<(&'a IndexedRelease, u32)>,
     /// Concepts only in the older version.
-    pub removed: Vec<&'a Concept>,
-    /// Concepts in both whose compared fields differ: (older, newer, changes).
-    pub changed: Vec<(&'a Concept, &'a Concept, Vec<PropertyChange>)>,
+    pub removed: Vec<(&'a IndexedRelease, u32)>,
+    /// Concepts in both whose compared fields differ: (newer, changes).
+    pub changed: Vec<((&'a IndexedRelease, u32), Vec<PropertyChange>)>,
     /// Concepts in both, the same.
     pub unchanged: usize,
+}
+
+/// Whether two concepts are the very same stored record (then they are equal).
+fn same_record(
+    a: &CodeSystemVersion,
+    ra: ConceptRef,
+    b: &CodeSystemVersion,
+    rb: ConceptRef,
+) -> bool {
+    a.parts[ra.part as usize].record_id(ra.index) == b.parts[rb.part as usize].record_id(rb.index)
 }
 
 fn part_for<'a>(cs: &'a CodeSystemVersion, feed: &str) -> Option<&'a Arc<IndexedRelease>> {
@@ -313,37 +326,36 @@ pub fn diff<'a>(
     for feed in feeds {
         match (part_for(old, feed), part_for(new, feed)) {
             (Some(a), Some(b)) if Arc::ptr_eq(a, b) => d.unchanged += a.len(),
-            (Some(a), None) => d.removed.extend(a.iter()),
-            (None, Some(b)) => d.added.extend(b.iter()),
+            (Some(a), None) => d.removed.extend((0..a.len() as u32).map(|i| (&**a, i))),
+            (None, Some(b)) => d.added.extend((0..b.len() as u32).map(|j| (&**b, j))),
             (Some(a), Some(b)) => {
                 let (mut i, mut j) = (0u32, 0u32);
                 let (na, nb) = (a.len() as u32, b.len() as u32);
                 while i < na || j < nb {
                     let order = match (i < na, j < nb) {
-                        (true, true) => a.concept(i).code.cmp(&b.concept(j).code),
+                        (true, true) => a.code(i).cmp(b.code(j)),
                         (true, false) => std::cmp::Ordering::Less,
                         _ => std::cmp::Ordering::Greater,
                     };
                     match order {
                         std::cmp::Ordering::Less => {
-                            d.removed.push(a.concept(i));
+                            d.removed.push((&**a, i));
                             i += 1;
                         }
                         std::cmp::Ordering::Greater => {
-                            d.added.push(b.concept(j));
+                            d.added.push((&**b, j));
                             j += 1;
                         }
                         std::cmp::Ordering::Equal => {
-                            let (x, y) = (a.concept(i), b.concept(j));
                             let ch = if a.record_id(i) == b.record_id(j) {
                                 Vec::new()
                             } else {
-                                changes(x, y, only)
+                                changes(&a.concept(i), &b.concept(j), only)
                             };
                             if ch.is_empty() {
                                 d.unchanged += 1;
                             } else {
-                                d.changed.push((x, y, ch));
+                                d.changed.push(((&**b, j), ch));
                             }
                             i += 1;
                             j += 1;
@@ -392,7 +404,7 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
     };
     let d = diff(&old, &new, &req.properties);
     let mut per_property: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, _, ch) in &d.changed {
+    for (_, ch) in &d.changed {
         for c in ch {
             *per_property.entry(c.code.as_str()).or_default() += 1;
         }
@@ -422,13 +434,13 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
         .iter()
         .map(|c| ("added", *c, Vec::new()))
         .chain(d.removed.iter().map(|c| ("removed", *c, Vec::new())))
-        .chain(d.changed.into_iter().map(|(_, c, ch)| ("changed", c, ch)));
-    for (change, c, ch) in entries.skip(req.offset).take(req.count) {
+        .chain(d.changed.into_iter().map(|(c, ch)| ("changed", c, ch)));
+    for (change, (release, i), ch) in entries.skip(req.offset).take(req.count) {
         let mut parts = vec![
-            part("code", "valueCode", json!(c.code)),
+            part("code", "valueCode", json!(release.code(i))),
             part("change", "valueCode", json!(change)),
         ];
-        if let Some(d) = &c.display {
+        if let Some(d) = release.display(i) {
             parts.push(part("display", "valueString", json!(d)));
         }
         parts.extend(change_parts(&ch));

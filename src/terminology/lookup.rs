@@ -117,8 +117,9 @@ pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirErro
         };
         let designations = preferred
             .iter()
+            .cloned()
             .map(|d| (d, None))
-            .chain(c.designations.iter().map(|d| (d, None)))
+            .chain(c.designations.iter().cloned().map(|d| (d, None)))
             .chain(
                 cs.supplement_designations(&c.code)
                     .into_iter()
@@ -154,8 +155,8 @@ pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirErro
         out.parts("property", parts);
     }
     for (code, v) in cs.supplement_properties(&c.code) {
-        if wants(code) {
-            let (key, value) = value_json(v);
+        if wants(&code) {
+            let (key, value) = value_json(&v);
             out.parts(
                 "property",
                 vec![

@@ -96,7 +96,7 @@ pub fn concept_property_parts(
     };
     if wants("parent") {
         for p in &c.parents {
-            let d = cs.find(p).and_then(|pr| cs.concept(pr).display.as_deref());
+            let d = cs.find(p).and_then(|pr| cs.display(pr));
             out.push(coded("parent", p, d));
         }
     }

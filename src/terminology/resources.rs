@@ -118,7 +118,7 @@ pub fn code_system_json(cs: &CodeSystemVersion, latest: bool, with_concepts: boo
     if with_concepts {
         r.insert(
             "concept".into(),
-            Json::Array(cs.iter().map(|(_, c)| concept_json(c)).collect()),
+            Json::Array(cs.iter().map(|(_, c)| concept_json(&c)).collect()),
         );
     }
     Json::Object(r)

@@ -244,7 +244,7 @@ fn derived_matches(
             MapSide::Property(p) => c.property(p).map(|v| v.as_text().into_owned()).collect(),
         }
     };
-    let concepts: Vec<&crate::store::Concept> = match from {
+    let concepts: Vec<std::borrow::Cow<'_, crate::store::Concept>> = match from {
         MapSide::Code => cs.find(code).map(|r| cs.concept(r)).into_iter().collect(),
         MapSide::Property(p) => cs
             .iter()
@@ -252,7 +252,7 @@ fn derived_matches(
             .filter(|c| c.property(p).any(|v| v.as_text() == code))
             .collect(),
     };
-    for c in concepts {
+    for c in &concepts {
         for target in value_of(c, to) {
             let display = matches!(to, MapSide::Code)
                 .then(|| c.display.as_deref())

@@ -333,7 +333,7 @@ fn check_concept(
         });
     }
     if c.inactive {
-        out.issues.push(inactive_issue(c, path));
+        out.issues.push(inactive_issue(&c, path));
     }
 }
 
@@ -556,7 +556,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                     if req.active_only && cs.concept(r).inactive {
                         out.valid = false;
                     }
-                    check_business_dates(cs.concept(r), req.date.as_deref(), path, &mut out);
+                    check_business_dates(&cs.concept(r), req.date.as_deref(), path, &mut out);
                     out.found = Some((cs, r));
                 }
                 None => out.issues.push(unknown_code(&cs, &code, path)),
@@ -599,7 +599,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                             &mut out,
                         );
                         check_business_dates(
-                            hit_cs.concept(r),
+                            &hit_cs.concept(r),
                             req.date.as_deref(),
                             path,
                             &mut out,
@@ -639,7 +639,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
                                     ),
                                     expression: Some(format!("{path}code")),
                                 });
-                                out.issues.push(inactive_issue(cs.concept(r), path));
+                                out.issues.push(inactive_issue(&cs.concept(r), path));
                             }
                             out.found = Some((cs.clone(), r));
                         }

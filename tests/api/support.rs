@@ -98,28 +98,39 @@ pub fn import_fixtures(set: &MappingSet, data_dir: &std::path::Path) {
     import_list(set, data_dir, &FIXTURES);
 }
 
-/// Server state over the fixture lists, imported through the shipped mappings.
-fn build_state(lists: &[&[(&str, &str, &str)]]) -> Arc<AppState> {
+/// Server state over the fixture lists, imported through the shipped mappings. Segments of up to
+/// `decode_limit` records are decoded when loaded, larger ones read in place.
+fn build_state(lists: &[&[(&str, &str, &str)]], decode_limit: usize) -> Arc<AppState> {
+    static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let set = shipped();
     for list in lists {
         import_list(&set, &dir, list);
     }
-    let registry = registers::build_registry(&set, &dir, &[]).expect("registry builds");
-    Arc::new(AppState::new(registry))
+    let _only_one = LIMIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let default = persist::decode_limit();
+    persist::set_decode_limit(decode_limit);
+    let registry = registers::build_registry(&set, &dir, &[]);
+    persist::set_decode_limit(default);
+    Arc::new(AppState::new(registry.expect("registry builds")))
 }
 
 /// The shared server state over the fixtures (built once per test binary).
 pub fn state() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
-    STATE.get_or_init(|| build_state(&[&FIXTURES])).clone()
+    STATE
+        .get_or_init(|| build_state(&[&FIXTURES], persist::decode_limit()))
+        .clone()
 }
 
-/// The state over the fixtures and the history fixtures (several releases of ODS and postcodes).
+/// The state over the fixtures and the history fixtures (several releases of ODS and postcodes),
+/// every record read in place, as the server reads large registers.
 pub fn history_state() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
     STATE
-        .get_or_init(|| build_state(&[&FIXTURES, &HISTORY_FIXTURES]))
+        .get_or_init(|| build_state(&[&FIXTURES, &HISTORY_FIXTURES], 0))
         .clone()
 }
 

@@ -1,0 +1,836 @@
+//! One records file in memory, read in place: the server does not decode a concept until a
+//! request needs it.
+//!
+//! A records file holds, for each record, its code and display as plain text (so code lookup and
+//! text search never decode a record) and the rest of the concept in a compact binary form:
+//! property codes, Coding systems and every value that repeats are written once in the file's
+//! dictionary and referred to by number. A record is either whole or a [`Patch`] of a record of an
+//! earlier segment (its *base*), rebuilt when read.
+//!
+//! ```text
+//! "FHIRREC4"
+//! u32 header length, header (postcard): bases, dictionary, record count, section lengths
+//! key offsets    (2n+1) × u32   code i = keys[o[2i]..o[2i+1]], display = keys[o[2i+1]..o[2i+2]]
+//!                               (bit 31 of o[2i+1]: the record has a display)
+//! keys           UTF-8 text
+//! record offsets (n+1) × u32
+//! records        per record: 0 + concept fields | 1 + base, index, postcard(Patch)
+//! ```
+//!
+//! Small segments (up to [`decode_limit`] records) are decoded whole when loaded, as the registers
+//! of a few thousand codes are fastest that way; large ones stay packed.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::concept::{Concept, Designation, DesignationUse, Value};
+use super::patch::Patch;
+use super::persist::PersistError;
+
+/// File header of a records file.
+pub const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC4";
+
+const HAS_DISPLAY: u32 = 1 << 31;
+const OFFSET: u32 = HAS_DISPLAY - 1;
+
+static DECODE_LIMIT: AtomicUsize = AtomicUsize::new(100_000);
+
+/// Segments of at most this many records are decoded whole when loaded; larger ones are read in
+/// place. 100,000 unless [`set_decode_limit`] says otherwise.
+pub fn decode_limit() -> usize {
+    DECODE_LIMIT.load(Ordering::Relaxed)
+}
+
+/// Sets [`decode_limit`] for segments loaded from now on (`0`: every segment stays packed).
+pub fn set_decode_limit(records: usize) {
+    DECODE_LIMIT.store(records, Ordering::Relaxed);
+}
+
+/// One records file, loaded: records in the order their import first saw them (code order).
+#[derive(Debug)]
+pub struct Segment {
+    /// File stem.
+    pub name: String,
+    /// Segments its patched records are made from (kept while this one is).
+    pub bases: Vec<String>,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Decoded(Vec<Concept>),
+    Packed(Box<Packed>),
+}
+
+/// The sections of a records file, each in one allocation.
+#[derive(Debug)]
+struct Packed {
+    keys: String,
+    key_offsets: Vec<u32>,
+    dict: Vec<Box<str>>,
+    records: Vec<u8>,
+    record_offsets: Vec<u32>,
+    bases: Vec<Arc<Segment>>,
+    has_parents: bool,
+    path: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    bases: Vec<String>,
+    dict: Vec<String>,
+    count: u32,
+    keys_len: u64,
+    records_len: u64,
+    has_parents: bool,
+}
+
+impl Segment {
+    /// A segment of decoded concepts (a fresh import, a request-supplied CodeSystem).
+    pub fn decoded(name: String, concepts: Vec<Concept>, bases: Vec<String>) -> Self {
+        Self {
+            name,
+            bases,
+            body: Body::Decoded(concepts),
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        match &self.body {
+            Body::Decoded(c) => c.len(),
+            Body::Packed(p) => p.record_offsets.len() - 1,
+        }
+    }
+
+    /// Whether the segment has no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the records are read in place (not decoded at load).
+    pub fn is_packed(&self) -> bool {
+        matches!(self.body, Body::Packed(_))
+    }
+
+    /// The code of record `i`.
+    pub fn code(&self, i: u32) -> &str {
+        match &self.body {
+            Body::Decoded(c) => &c[i as usize].code,
+            Body::Packed(p) => {
+                let i = i as usize * 2;
+                &p.keys
+                    [(p.key_offsets[i] & OFFSET) as usize..(p.key_offsets[i + 1] & OFFSET) as usize]
+            }
+        }
+    }
+
+    /// The display of record `i`.
+    pub fn display(&self, i: u32) -> Option<&str> {
+        match &self.body {
+            Body::Decoded(c) => c[i as usize].display.as_deref(),
+            Body::Packed(p) => {
+                let i = i as usize * 2;
+                let (a, b) = (p.key_offsets[i + 1], p.key_offsets[i + 2]);
+                (a & HAS_DISPLAY != 0).then(|| &p.keys[(a & OFFSET) as usize..b as usize])
+            }
+        }
+    }
+
+    /// Whether any record has parents (a hierarchy to index).
+    pub fn has_parents(&self) -> bool {
+        match &self.body {
+            Body::Decoded(c) => c.iter().any(|c| !c.parents.is_empty()),
+            Body::Packed(p) => p.has_parents,
+        }
+    }
+
+    /// Record `i`, whole: borrowed when decoded, decoded now when packed. A record that cannot be
+    /// decoded (a damaged file) is logged and read as its code and display alone.
+    pub fn concept(&self, i: u32) -> Cow<'_, Concept> {
+        match &self.body {
+            Body::Decoded(c) => Cow::Borrowed(&c[i as usize]),
+            Body::Packed(p) => Cow::Owned(p.decode(i).unwrap_or_else(|e| {
+                tracing::error!(file = %p.path, record = i, error = %e, "damaged record");
+                let mut c = Concept::new(self.code(i));
+                c.display = self.display(i).map(Into::into);
+                c
+            })),
+        }
+    }
+
+    /// Reads a records file. Bases are looked up by name (already loaded); small segments are
+    /// decoded whole (see [`decode_limit`]).
+    pub fn load(
+        path: &Path,
+        name: &str,
+        base_of: &mut dyn FnMut(&str) -> Option<Arc<Segment>>,
+    ) -> Result<Self, PersistError> {
+        let shown = path.display().to_string();
+        let corrupt = |message: String| PersistError::Corrupt {
+            path: shown.clone(),
+            message,
+        };
+        let io = |source| PersistError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let mut magic = [0u8; 8];
+        f.read_exact(&mut magic).map_err(io)?;
+        if &magic != RECORDS_MAGIC {
+            return Err(corrupt("missing or outdated header".into()));
+        }
+        let mut len = [0u8; 4];
+        f.read_exact(&mut len).map_err(io)?;
+        let header_bytes = read_vec(&mut f, u32::from_le_bytes(len) as u64).map_err(io)?;
+        let header: Header =
+            postcard::from_bytes(&header_bytes).map_err(|e| corrupt(e.to_string()))?;
+        let n = header.count as u64;
+        let key_offsets = read_u32s(&mut f, 2 * n + 1).map_err(io)?;
+        let keys = String::from_utf8(read_vec(&mut f, header.keys_len).map_err(io)?)
+            .map_err(|_| corrupt("keys are not UTF-8".into()))?;
+        let record_offsets = read_u32s(&mut f, n + 1).map_err(io)?;
+        let records = read_vec(&mut f, header.records_len).map_err(io)?;
+        // Offsets in order and in bounds, on character boundaries: slicing never panics.
+        let mut last = 0;
+        for (k, &o) in key_offsets.iter().enumerate() {
+            let flagged = o & HAS_DISPLAY != 0;
+            let at = o & OFFSET;
+            if at < last || (flagged && k % 2 == 0) || !keys.is_char_boundary(at as usize) {
+                return Err(corrupt(format!("key offset {k} is out of order")));
+            }
+            last = at;
+        }
+        if last as u64 != header.keys_len {
+            return Err(corrupt("key offsets do not cover the keys".into()));
+        }
+        if record_offsets.windows(2).any(|w| w[0] > w[1])
+            || record_offsets.first() != Some(&0)
+            || record_offsets.last().map(|&l| l as u64) != Some(header.records_len)
+        {
+            return Err(corrupt("record offsets are out of order".into()));
+        }
+        let mut bases = Vec::with_capacity(header.bases.len());
+        for b in &header.bases {
+            bases.push(base_of(b).ok_or_else(|| {
+                corrupt(format!(
+                    "its records are made from {b}, which cannot be read"
+                ))
+            })?);
+        }
+        let packed = Packed {
+            keys,
+            key_offsets,
+            dict: header.dict.into_iter().map(Into::into).collect(),
+            records,
+            record_offsets,
+            bases,
+            has_parents: header.has_parents,
+            path: shown.clone(),
+        };
+        let body = if (n as usize) <= decode_limit() {
+            let mut concepts = Vec::with_capacity(n as usize);
+            for i in 0..n as u32 {
+                concepts.push(
+                    packed
+                        .decode(i)
+                        .map_err(|e| corrupt(format!("record {i}: {e}")))?,
+                );
+            }
+            Body::Decoded(concepts)
+        } else {
+            Body::Packed(Box::new(packed))
+        };
+        Ok(Self {
+            name: name.to_string(),
+            bases: header.bases,
+            body,
+        })
+    }
+}
+
+fn read_vec(r: &mut impl Read, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.take(len).read_to_end(&mut v)?;
+    if v.len() as u64 != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(v)
+}
+
+fn read_u32s(r: &mut impl Read, n: u64) -> std::io::Result<Vec<u32>> {
+    let mut out = Vec::with_capacity(n as usize);
+    let mut buf = [0u8; 4096];
+    let mut left = n * 4;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        r.read_exact(&mut buf[..k])?;
+        out.extend(
+            buf[..k]
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        left -= k as u64;
+    }
+    Ok(out)
+}
+
+impl Packed {
+    fn decode(&self, i: u32) -> Result<Concept, String> {
+        let i = i as usize;
+        let bytes =
+            &self.records[self.record_offsets[i] as usize..self.record_offsets[i + 1] as usize];
+        let mut r = Reader { b: bytes, at: 0 };
+        let code = {
+            let k = i * 2;
+            &self.keys[(self.key_offsets[k] & OFFSET) as usize
+                ..(self.key_offsets[k + 1] & OFFSET) as usize]
+        };
+        match r.byte()? {
+            0 => {
+                let mut c = Concept::new(code);
+                let (a, b) = (self.key_offsets[i * 2 + 1], self.key_offsets[i * 2 + 2]);
+                if a & HAS_DISPLAY != 0 {
+                    c.display = Some(self.keys[(a & OFFSET) as usize..b as usize].into());
+                }
+                r.concept_fields(&mut c, &self.dict)?;
+                Ok(c)
+            }
+            1 => {
+                let base = r.varint()? as usize;
+                let index = r.varint()? as u32;
+                let patch: Patch =
+                    postcard::from_bytes(&bytes[r.at..]).map_err(|e| e.to_string())?;
+                let base = self
+                    .bases
+                    .get(base)
+                    .filter(|s| (index as usize) < s.len())
+                    .ok_or("made from a record that does not exist")?;
+                patch.apply(&base.concept(index))
+            }
+            t => Err(format!("unknown record kind {t}")),
+        }
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, String> {
+        let b = *self.b.get(self.at).ok_or("record ends early")?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("bad number".into())
+    }
+
+    fn text(&mut self, len: usize) -> Result<&'a str, String> {
+        let end = self.at.checked_add(len).filter(|&e| e <= self.b.len());
+        let bytes = &self.b[self.at..end.ok_or("record ends early")?];
+        self.at += len;
+        std::str::from_utf8(bytes).map_err(|_| "text is not UTF-8".into())
+    }
+
+    /// A string: from the dictionary (even numbers) or written in place (odd: length).
+    fn string(&mut self, dict: &[Box<str>]) -> Result<Box<str>, String> {
+        let v = self.varint()?;
+        if v & 1 == 0 {
+            dict.get((v >> 1) as usize)
+                .cloned()
+                .ok_or_else(|| "unknown dictionary entry".into())
+        } else {
+            Ok(self.text((v >> 1) as usize)?.into())
+        }
+    }
+
+    fn concept_fields(&mut self, c: &mut Concept, dict: &[Box<str>]) -> Result<(), String> {
+        let flags = self.byte()?;
+        if flags & 1 != 0 {
+            c.definition = Some(self.string(dict)?);
+        }
+        if flags & 2 != 0 {
+            c.status = Some(self.string(dict)?);
+        }
+        c.inactive = flags & 4 != 0;
+        c.not_selectable = flags & 8 != 0;
+        if flags & 16 != 0 {
+            c.valid_from = Some(self.string(dict)?);
+        }
+        if flags & 32 != 0 {
+            c.valid_to = Some(self.string(dict)?);
+        }
+        if flags & 64 != 0 {
+            let n = self.varint()? as usize;
+            c.designations.reserve(n.min(64));
+            for _ in 0..n {
+                let f = self.byte()?;
+                let language = (f & 1 != 0).then(|| self.string(dict)).transpose()?;
+                let use_ = if f & 2 != 0 {
+                    Some(DesignationUse {
+                        system: self.string(dict)?,
+                        code: self.string(dict)?,
+                        display: (f & 4 != 0).then(|| self.string(dict)).transpose()?,
+                    })
+                } else {
+                    None
+                };
+                let value = self.string(dict)?;
+                c.designations.push(Designation {
+                    language,
+                    use_,
+                    value,
+                });
+            }
+        }
+        let n = self.varint()? as usize;
+        c.properties.reserve(n.min(256));
+        for _ in 0..n {
+            let code = self.string(dict)?;
+            let value = match self.byte()? {
+                0 => Value::Code(self.string(dict)?),
+                1 => Value::String(self.string(dict)?),
+                2 => {
+                    let z = self.varint()?;
+                    Value::Integer(((z >> 1) as i64) ^ -((z & 1) as i64))
+                }
+                3 => Value::Boolean(false),
+                4 => Value::Boolean(true),
+                5 => Value::DateTime(self.string(dict)?),
+                6 => Value::Decimal(self.string(dict)?),
+                t @ (7 | 8) => Value::Coding {
+                    system: self.string(dict)?,
+                    code: self.string(dict)?,
+                    display: (t == 8).then(|| self.string(dict)).transpose()?,
+                },
+                t => return Err(format!("unknown value kind {t}")),
+            };
+            c.properties.push((code, value));
+        }
+        if flags & 128 != 0 {
+            let n = self.varint()? as usize;
+            c.parents.reserve(n.min(64));
+            for _ in 0..n {
+                c.parents.push(self.string(dict)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A record to write.
+pub enum RecordOut<'a> {
+    /// The whole concept.
+    Full(&'a Concept),
+    /// The concept as a patch of record `index` of base `base`.
+    Patch {
+        /// Index into the file's bases.
+        base: u16,
+        /// Record in that base.
+        index: u32,
+        /// The fields that differ.
+        patch: Box<Patch>,
+        /// The concept the patch makes (its code and display are written as keys).
+        concept: &'a Concept,
+    },
+}
+
+impl<'a> RecordOut<'a> {
+    fn concept(&self) -> &'a Concept {
+        match *self {
+            Self::Full(c) | Self::Patch { concept: c, .. } => c,
+        }
+    }
+}
+
+/// The strings of whole records that are written once and referred to by number: those that occur
+/// more than once in the file, most frequent first (smallest numbers).
+struct Dictionary<'a> {
+    ids: HashMap<&'a str, u32>,
+    strings: Vec<&'a str>,
+}
+
+impl<'a> Dictionary<'a> {
+    fn build(records: &[RecordOut<'a>]) -> Self {
+        let mut counts: HashMap<&'a str, u32> = HashMap::new();
+        for r in records {
+            strings_of(r.concept(), &mut |s| *counts.entry(s).or_insert(0) += 1);
+        }
+        let mut strings: Vec<(&'a str, u32)> = counts.into_iter().filter(|&(_, n)| n > 1).collect();
+        strings.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let strings: Vec<&'a str> = strings.into_iter().map(|(s, _)| s).collect();
+        let ids = strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (*s, i as u32))
+            .collect();
+        Self { ids, strings }
+    }
+}
+
+/// Every string of a concept's record (not its code and display, which are keys).
+fn strings_of<'a>(c: &'a Concept, f: &mut dyn FnMut(&'a str)) {
+    for s in [&c.definition, &c.status, &c.valid_from, &c.valid_to]
+        .into_iter()
+        .flatten()
+    {
+        f(s);
+    }
+    for d in &c.designations {
+        if let Some(l) = &d.language {
+            f(l);
+        }
+        if let Some(u) = &d.use_ {
+            f(&u.system);
+            f(&u.code);
+            if let Some(x) = &u.display {
+                f(x);
+            }
+        }
+        f(&d.value);
+    }
+    for (code, v) in &c.properties {
+        f(code);
+        match v {
+            Value::Code(s) | Value::String(s) | Value::DateTime(s) | Value::Decimal(s) => f(s),
+            Value::Coding {
+                system,
+                code,
+                display,
+            } => {
+                f(system);
+                f(code);
+                if let Some(d) = display {
+                    f(d);
+                }
+            }
+            Value::Integer(_) | Value::Boolean(_) => {}
+        }
+    }
+    for p in &c.parents {
+        f(p);
+    }
+}
+
+struct Writer<'d, 'a> {
+    out: Vec<u8>,
+    dict: &'d Dictionary<'a>,
+}
+
+impl Writer<'_, '_> {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.out.push(v as u8);
+    }
+
+    fn string(&mut self, s: &str) {
+        match self.dict.ids.get(s) {
+            Some(&id) => self.varint(u64::from(id) << 1),
+            None => {
+                self.varint(((s.len() as u64) << 1) | 1);
+                self.out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+
+    fn concept_fields(&mut self, c: &Concept) {
+        let flags = u8::from(c.definition.is_some())
+            | u8::from(c.status.is_some()) << 1
+            | u8::from(c.inactive) << 2
+            | u8::from(c.not_selectable) << 3
+            | u8::from(c.valid_from.is_some()) << 4
+            | u8::from(c.valid_to.is_some()) << 5
+            | u8::from(!c.designations.is_empty()) << 6
+            | u8::from(!c.parents.is_empty()) << 7;
+        self.out.push(flags);
+        for s in [&c.definition, &c.status, &c.valid_from, &c.valid_to]
+            .into_iter()
+            .flatten()
+        {
+            self.string(s);
+        }
+        if !c.designations.is_empty() {
+            self.varint(c.designations.len() as u64);
+            for d in &c.designations {
+                let f = u8::from(d.language.is_some())
+                    | u8::from(d.use_.is_some()) << 1
+                    | u8::from(d.use_.as_ref().is_some_and(|u| u.display.is_some())) << 2;
+                self.out.push(f);
+                if let Some(l) = &d.language {
+                    self.string(l);
+                }
+                if let Some(u) = &d.use_ {
+                    self.string(&u.system);
+                    self.string(&u.code);
+                    if let Some(x) = &u.display {
+                        self.string(x);
+                    }
+                }
+                self.string(&d.value);
+            }
+        }
+        self.varint(c.properties.len() as u64);
+        for (code, v) in &c.properties {
+            self.string(code);
+            match v {
+                Value::Code(s) => {
+                    self.out.push(0);
+                    self.string(s);
+                }
+                Value::String(s) => {
+                    self.out.push(1);
+                    self.string(s);
+                }
+                Value::Integer(i) => {
+                    self.out.push(2);
+                    self.varint(((i << 1) ^ (i >> 63)) as u64);
+                }
+                Value::Boolean(b) => self.out.push(if *b { 4 } else { 3 }),
+                Value::DateTime(s) => {
+                    self.out.push(5);
+                    self.string(s);
+                }
+                Value::Decimal(s) => {
+                    self.out.push(6);
+                    self.string(s);
+                }
+                Value::Coding {
+                    system,
+                    code,
+                    display,
+                } => {
+                    self.out.push(if display.is_some() { 8 } else { 7 });
+                    self.string(system);
+                    self.string(code);
+                    if let Some(d) = display {
+                        self.string(d);
+                    }
+                }
+            }
+        }
+        if !c.parents.is_empty() {
+            self.varint(c.parents.len() as u64);
+            for p in &c.parents {
+                self.string(p);
+            }
+        }
+    }
+}
+
+/// A records file, encoded in memory (the sections are small next to the concepts they come
+/// from), ready to be written.
+pub struct Encoded {
+    header: Vec<u8>,
+    key_offsets: Vec<u32>,
+    keys: Vec<u8>,
+    record_offsets: Vec<u32>,
+    records: Vec<u8>,
+    patches: usize,
+}
+
+impl Encoded {
+    /// Encodes records (in the order they are to be numbered).
+    pub fn new(bases: Vec<String>, records: &[RecordOut<'_>]) -> Result<Self, String> {
+        let dict = Dictionary::build(records);
+        let mut w = Writer {
+            out: Vec::new(),
+            dict: &dict,
+        };
+        let mut keys = Vec::new();
+        let mut key_offsets = Vec::with_capacity(records.len() * 2 + 1);
+        let mut record_offsets = Vec::with_capacity(records.len() + 1);
+        let mut patches = 0;
+        let too_big = || "a records file over 2 GiB of codes or 4 GiB of records".to_string();
+        for r in records {
+            let c = r.concept();
+            key_offsets.push(u32::try_from(keys.len()).map_err(|_| too_big())?);
+            keys.extend_from_slice(c.code.as_bytes());
+            let at = u32::try_from(keys.len())
+                .ok()
+                .filter(|&a| a < HAS_DISPLAY)
+                .ok_or_else(too_big)?;
+            match &c.display {
+                Some(d) => {
+                    key_offsets.push(at | HAS_DISPLAY);
+                    keys.extend_from_slice(d.as_bytes());
+                }
+                None => key_offsets.push(at),
+            }
+            let start = w.out.len();
+            record_offsets.push(u32::try_from(start).map_err(|_| too_big())?);
+            w.out.push(0);
+            w.concept_fields(c);
+            if let RecordOut::Patch {
+                base, index, patch, ..
+            } = r
+            {
+                // A patch only where it is smaller than the whole record.
+                let p = postcard::to_allocvec(patch).map_err(|e| e.to_string())?;
+                if p.len() + 6 < w.out.len() - start {
+                    w.out.truncate(start);
+                    w.out.push(1);
+                    w.varint(u64::from(*base));
+                    w.varint(u64::from(*index));
+                    w.out.extend_from_slice(&p);
+                    patches += 1;
+                }
+            }
+        }
+        key_offsets.push(
+            u32::try_from(keys.len())
+                .ok()
+                .filter(|&a| a < HAS_DISPLAY)
+                .ok_or_else(too_big)?,
+        );
+        record_offsets.push(u32::try_from(w.out.len()).map_err(|_| too_big())?);
+        let header = Header {
+            bases,
+            dict: dict.strings.iter().map(|s| s.to_string()).collect(),
+            count: records.len() as u32,
+            keys_len: keys.len() as u64,
+            records_len: w.out.len() as u64,
+            has_parents: records.iter().any(|r| !r.concept().parents.is_empty()),
+        };
+        Ok(Self {
+            header: postcard::to_allocvec(&header).map_err(|e| e.to_string())?,
+            key_offsets,
+            keys,
+            record_offsets,
+            records: w.out,
+            patches,
+        })
+    }
+
+    /// How many records are stored as patches.
+    pub fn patches(&self) -> usize {
+        self.patches
+    }
+
+    /// Bytes the file takes.
+    pub fn size(&self) -> u64 {
+        (RECORDS_MAGIC.len()
+            + 4
+            + self.header.len()
+            + 4 * self.key_offsets.len()
+            + self.keys.len()
+            + 4 * self.record_offsets.len()
+            + self.records.len()) as u64
+    }
+
+    /// Writes the file.
+    pub fn write_to(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        w.write_all(RECORDS_MAGIC)?;
+        w.write_all(&(self.header.len() as u32).to_le_bytes())?;
+        w.write_all(&self.header)?;
+        for o in &self.key_offsets {
+            w.write_all(&o.to_le_bytes())?;
+        }
+        w.write_all(&self.keys)?;
+        for o in &self.record_offsets {
+            w.write_all(&o.to_le_bytes())?;
+        }
+        w.write_all(&self.records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Concept> {
+        let mut a = Concept::new("A81001");
+        a.display = Some("THE DENSHAM SURGERY".into());
+        a.status = Some("active".into());
+        a.valid_from = Some("1974-04-01".into());
+        a.properties = vec![
+            (
+                "role".into(),
+                Value::Coding {
+                    system: "https://x/roles".into(),
+                    code: "RO76".into(),
+                    display: Some("GP PRACTICE".into()),
+                },
+            ),
+            ("eastings".into(), Value::Integer(-451234)),
+            ("open".into(), Value::Boolean(true)),
+            ("town".into(), Value::String("STOCKTON".into())),
+            ("ratio".into(), Value::Decimal("0.50".into())),
+        ];
+        a.designations.push(Designation {
+            language: Some("cy".into()),
+            use_: Some(DesignationUse {
+                system: "http://snomed.info/sct".into(),
+                code: "900000000000013009".into(),
+                display: None,
+            }),
+            value: "Meddygfa".into(),
+        });
+        let mut b = Concept::new("A81002");
+        b.inactive = true;
+        b.not_selectable = true;
+        b.definition = Some("défini".into());
+        b.parents = vec!["A81001".into()];
+        b.valid_to = Some("2019-03-31".into());
+        b.properties = vec![
+            ("town".into(), Value::String("STOCKTON".into())),
+            ("role".into(), Value::Code("RO76".into())),
+            ("when".into(), Value::DateTime("2020-01".into())),
+        ];
+        vec![a, b]
+    }
+
+    #[test]
+    fn packed_records_read_back_exactly_in_place_or_decoded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let concepts = sample();
+        let records: Vec<RecordOut<'_>> = concepts.iter().map(RecordOut::Full).collect();
+        let enc = Encoded::new(Vec::new(), &records).expect("encodes");
+        let path = dir.path().join("x.records");
+        let mut bytes = Vec::new();
+        enc.write_to(&mut bytes).expect("writes");
+        assert_eq!(bytes.len() as u64, enc.size());
+        std::fs::write(&path, &bytes).expect("write");
+        for limit in [0, 10] {
+            set_decode_limit(limit);
+            let s = Segment::load(&path, "x", &mut |_| None).expect("loads");
+            set_decode_limit(100_000);
+            assert_eq!(s.is_packed(), limit == 0);
+            assert_eq!(s.len(), 2);
+            assert!(s.has_parents());
+            assert_eq!(s.code(1), "A81002");
+            assert_eq!(s.display(0), Some("THE DENSHAM SURGERY"));
+            assert_eq!(s.display(1), None);
+            assert_eq!(&*s.concept(0), &concepts[0]);
+            assert_eq!(&*s.concept(1), &concepts[1]);
+        }
+        // A damaged file is refused with its path, not read wrongly.
+        let mut bad = bytes.clone();
+        let at = bad.len() - enc.records.len() - 3;
+        bad[at] = 0xff;
+        std::fs::write(&path, &bad).expect("write");
+        let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
+        assert!(err.to_string().contains("x.records"), "{err}");
+    }
+}
