@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 pub use compile::{Mapping, MappingError, RowError};
 
 use crate::source::{self, HashingReader, LocalFile, SourceError};
-use crate::store::{CodeSystemMeta, Concept, FilterDecl, PropertyDecl, Release, ReleaseInfo};
+use crate::store::{CodeSystemMeta, ConceptList, FilterDecl, PropertyDecl, Release, ReleaseInfo};
 
 /// The release date a file name carries (`epraccur_2019-10.csv` → `2019-10-01`,
 /// `nspl_20211101.csv` → `2021-11-01`), if it carries one.
@@ -157,7 +157,9 @@ pub fn read_release(
     let mut hashing = HashingReader::new(source::open(file, gzip)?);
     let mut errors = Vec::new();
     let mut total_errors = 0usize;
-    let mut concepts: Vec<(Concept, u64)> = Vec::new();
+    // Held encoded (tens of bytes a concept), with the row each came from.
+    let mut concepts = ConceptList::new();
+    let mut rows: Vec<u64> = Vec::new();
     let mut summary = RowErrorSummary::default();
     let rows_read;
     {
@@ -199,7 +201,10 @@ pub fn read_release(
                 progress(reader.position().byte());
             }
             match bound.convert(&record, row, version) {
-                Ok(Some(c)) => concepts.push((c, row)),
+                Ok(Some(c)) => {
+                    concepts.push(&c);
+                    rows.push(row);
+                }
                 Ok(None) => {}
                 Err(row_errors) => {
                     total_errors += row_errors.len();
@@ -215,9 +220,13 @@ pub fn read_release(
         rows_read = row;
         progress(reader.position().byte());
     }
-    concepts.sort_by(|a, b| a.0.code.cmp(&b.0.code).then(a.1.cmp(&b.1)));
-    for pair in concepts.windows(2) {
-        if pair[0].0.code == pair[1].0.code {
+    concepts.sort_by_code();
+    for k in 1..concepts.len() {
+        if concepts.code(k - 1) == concepts.code(k) {
+            let pair = [
+                (concepts.code(k - 1), rows[concepts.pushed_as(k - 1)]),
+                (concepts.code(k), rows[concepts.pushed_as(k)]),
+            ];
             total_errors += 1;
             let e = RowError {
                 mapping: mapping.display_path(),
@@ -225,7 +234,7 @@ pub fn read_release(
                 file: file.display_name.clone(),
                 row: pair[1].1,
                 column: None,
-                value: Some(pair[1].0.code.to_string()),
+                value: Some(pair[1].0.to_string()),
                 message: format!("is a duplicate code (first seen at row {})", pair[0].1),
             };
             summary.add(&RowError {
@@ -247,7 +256,7 @@ pub fn read_release(
             summary,
         });
     }
-    let concepts: Vec<Concept> = concepts.into_iter().map(|(c, _)| c).collect();
+    drop(rows);
     Ok(Release {
         info: ReleaseInfo {
             feed: mapping.feed().to_string(),

@@ -148,10 +148,10 @@ pub struct ReleaseInfo {
 }
 
 /// One imported release of one feed: concepts sorted by code.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Release {
     /// Provenance.
     pub info: ReleaseInfo,
-    /// Concepts, sorted by code, codes unique.
-    pub concepts: Vec<Concept>,
+    /// Concepts, sorted by code, codes unique, held encoded.
+    pub concepts: super::list::ConceptList,
 }

@@ -118,7 +118,7 @@ impl IndexedRelease {
         let n = release.concepts.len() as u32;
         let segment = Arc::new(Segment::decoded(
             String::new(),
-            release.concepts,
+            release.concepts.to_vec(),
             Vec::new(),
         ));
         Self::from_segments(
@@ -187,6 +187,11 @@ impl IndexedRelease {
     /// Whether any concept has parents.
     pub fn has_parents(&self) -> bool {
         self.segments.iter().any(|s| s.has_parents())
+    }
+
+    /// The stored record at an index: its segment and number there.
+    pub fn record(&self, i: u32) -> (&Segment, u32) {
+        self.locate(i)
     }
 
     /// Identity of the stored record at an index: two releases of a feed hold the very same
@@ -359,31 +364,49 @@ impl IndexedRelease {
         }
         let codes: Vec<u32> = self.folded_prefix(prefix).collect();
         total += codes.len();
-        let n = self.members.len();
-        if total > n / 16 {
-            // Many matches: a bitmap over the release is cheaper than sorting them.
-            let mut bits = vec![0u64; n.div_ceil(64)];
-            for i in lists.iter().flat_map(|l| l.iter()).chain(&codes) {
-                bits[*i as usize / 64] |= 1 << (i % 64);
-            }
-            let mut out = Vec::with_capacity(total.min(n));
-            for (k, &w) in bits.iter().enumerate() {
-                let mut w = w;
-                while w != 0 {
-                    out.push((k * 64) as u32 + w.trailing_zeros());
-                    w &= w - 1;
-                }
-            }
-            out
-        } else {
-            let mut out = codes;
-            for l in lists {
-                out.extend_from_slice(l);
-            }
-            out.sort_unstable();
-            out.dedup();
-            out
+        if !codes.is_empty() {
+            lists.push(&codes);
         }
+        merge_sorted(&mut lists, total)
+    }
+}
+
+/// The union of ascending lists, ascending and unique. Matches cluster in code order (a postcode
+/// area, an ICD-10 chapter), so a bitmap over the span they cover is usually small; otherwise they
+/// are sorted.
+fn merge_sorted(lists: &mut Vec<&[u32]>, total: usize) -> Vec<u32> {
+    lists.retain(|l| !l.is_empty());
+    match lists.len() {
+        0 => return Vec::new(),
+        1 => return lists[0].to_vec(),
+        _ => {}
+    }
+    let lo = lists.iter().map(|l| l[0]).min().unwrap_or(0);
+    let hi = lists.iter().map(|l| l[l.len() - 1]).max().unwrap_or(0);
+    let span = (hi - lo) as usize + 1;
+    if span / 64 <= total * 2 {
+        let mut bits = vec![0u64; span.div_ceil(64)];
+        for &i in lists.iter().flat_map(|l| l.iter()) {
+            let k = (i - lo) as usize;
+            bits[k / 64] |= 1 << (k % 64);
+        }
+        let mut out = Vec::with_capacity(total.min(span));
+        for (k, &w) in bits.iter().enumerate() {
+            let mut w = w;
+            while w != 0 {
+                out.push(lo + (k * 64) as u32 + w.trailing_zeros());
+                w &= w - 1;
+            }
+        }
+        out
+    } else {
+        let mut out = Vec::with_capacity(total);
+        for l in lists.iter() {
+            out.extend_from_slice(l);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 
@@ -446,7 +469,7 @@ mod tests {
                 source_hash: String::new(),
                 imported_at: String::new(),
             },
-            concepts,
+            concepts: concepts.into(),
         }
     }
 

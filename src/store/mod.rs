@@ -9,6 +9,7 @@
 mod concept;
 mod concept_map;
 mod index;
+mod list;
 mod patch;
 pub mod persist;
 mod segment;
@@ -25,6 +26,7 @@ pub use concept_map::{
     ConceptMapEntry, DerivedMap, MapElement, MapGroup, MapKind, MapSide, MapTarget,
 };
 pub use index::{IndexedRelease, matches_text, matches_words, words};
+pub use list::ConceptList;
 
 /// A property a CodeSystem advertises (`CodeSystem.property`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -26,9 +26,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::concept::{Concept, Release, ReleaseInfo};
+use super::concept::{Release, ReleaseInfo};
+use super::index::IndexedRelease;
 use super::patch::Patch;
-use super::segment::{Encoded, RecordOut};
+use super::segment::{Encoded, Rec};
 pub use super::segment::{Segment, decode_limit, set_decode_limit};
 
 const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL4";
@@ -207,12 +208,6 @@ fn read_with_magic<T: serde::de::DeserializeOwned>(
         .strip_prefix(magic.as_slice())
         .ok_or_else(|| corrupt("missing or outdated header".into()))?;
     postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
-}
-
-/// A hash of a concept's content, to find stored records equal to it.
-fn content_hash(c: &Concept) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(c)
 }
 
 /// Reads one release file.
@@ -395,24 +390,40 @@ impl FeedStore {
         }
         let replaced = existing.is_some();
 
-        // Records already stored, by content (hashed: only a candidate with the same hash is
-        // decoded and compared). Releases made with another mapping are not candidates: their
-        // records have another shape even where the register did not change.
-        let mut known: HashMap<u64, Vec<(&str, u32)>> = HashMap::new();
-        let mut seen: HashSet<(&str, u32)> = HashSet::new();
-        for r in &self.releases {
-            if r.info.mapping_hash != info.mapping_hash || r.info.version == info.version {
-                continue;
-            }
-            for (s, i) in r.members() {
-                let name = r.segments[s as usize].as_str();
-                if seen.insert((name, i)) {
-                    let hash = content_hash(&self.segments[name].concept(i));
-                    known.entry(hash).or_default().push((name, i));
-                }
-            }
-        }
-        drop(seen);
+        // The releases to compare with, as indexes over their records. A concept equal to a
+        // stored record of the same code (in a release made with the same mapping: another
+        // mapping's records have another shape even where the register did not change) is that
+        // record; a changed one is stored as a patch of its code's record in the nearest earlier
+        // release (a later one when importing an older file), made with any mapping.
+        let others: Vec<&StoredRelease> = self
+            .releases
+            .iter()
+            .filter(|r| r.info.version != info.version)
+            .collect();
+        let indexed: Vec<IndexedRelease> = others
+            .iter()
+            .map(|r| {
+                IndexedRelease::from_segments(
+                    r.info.clone(),
+                    self.segments_of(r),
+                    r.members().collect(),
+                )
+            })
+            .collect();
+        // Earlier releases newest first, then later ones nearest first.
+        let is_later =
+            |k: usize| super::compare_versions(&others[k].info.version, &info.version).is_gt();
+        let version = |k: usize| others[k].info.version.as_str();
+        let mut nearest: Vec<usize> = (0..others.len()).filter(|&k| !is_later(k)).collect();
+        nearest.sort_by(|&a, &b| super::compare_versions(version(b), version(a)));
+        let mut later: Vec<usize> = (0..others.len()).filter(|&k| is_later(k)).collect();
+        later.sort_by(|&a, &b| super::compare_versions(version(a), version(b)));
+        nearest.extend(later);
+        let same_mapping: Vec<usize> = nearest
+            .iter()
+            .copied()
+            .filter(|&k| others[k].info.mapping_hash == info.mapping_hash)
+            .collect();
         let name = format!(
             "{}-{}",
             file_stem(&info.version),
@@ -434,43 +445,41 @@ impl FeedStore {
                 }
             }
         };
-        // The record each code had in the nearest earlier release (a later one when importing an
-        // older file): a changed concept is stored as the fields that differ from it. Any
-        // mapping's release will do (a patch rebuilds the record exactly), so a release read by
-        // a mapping for a new layout is still stored as what changed.
-        let mut previous: HashMap<&str, (&str, u32)> = HashMap::new();
-        let (mut later, mut earlier): (Vec<&StoredRelease>, Vec<&StoredRelease>) = self
-            .releases
-            .iter()
-            .filter(|r| r.info.version != info.version)
-            .partition(|r| super::compare_versions(&r.info.version, &info.version).is_gt());
-        // Later releases farthest first, then earlier ones oldest first: the nearest earlier
-        // release has the last word.
-        later.sort_by(|a, b| super::compare_versions(&b.info.version, &a.info.version));
-        earlier.sort_by(|a, b| super::compare_versions(&a.info.version, &b.info.version));
-        for r in later.into_iter().chain(earlier) {
-            for (s, i) in r.members() {
-                let seg = r.segments[s as usize].as_str();
-                previous.insert(self.segments[seg].code(i), (seg, i));
-            }
-        }
-        let mut new_records: Vec<&Concept> = Vec::new();
-        let mut new_indexes: Vec<usize> = Vec::new();
+        let mut bases: Vec<String> = Vec::new();
+        // New records: (position in the release, the record to patch: base, index).
+        let mut pending: Vec<(u32, Option<(u16, u32)>)> = Vec::new();
         let mut runs: Vec<Run> = Vec::new();
-        for (k, c) in release.concepts.iter().enumerate() {
-            let stored = known.get(&content_hash(c)).and_then(|candidates| {
-                candidates
-                    .iter()
-                    .find(|(n, i)| *self.segments[*n].concept(*i) == *c)
-            });
+        let total = release.concepts.len();
+        for k in 0..total {
+            let c = release.concepts.get(k);
+            let mut stored: Option<(&Segment, u32)> = None;
+            let mut tried: Option<(*const Segment, u32)> = None;
+            for &r in &same_mapping {
+                let Some(i) = indexed[r].find(&c.code) else {
+                    continue;
+                };
+                let id = indexed[r].record_id(i);
+                if tried == Some(id) {
+                    continue;
+                }
+                tried = Some(id);
+                if *indexed[r].concept(i) == c {
+                    stored = Some(indexed[r].record(i));
+                    break;
+                }
+            }
             let (seg, idx) = match stored {
-                Some((n, i)) => (segment_index(n, &mut segment_names), *i),
+                Some((s, i)) => (segment_index(&s.name, &mut segment_names), i),
                 None => {
-                    new_records.push(c);
-                    new_indexes.push(k);
+                    let base = nearest.iter().find_map(|&r| {
+                        let i = indexed[r].find(&c.code)?;
+                        let (s, i) = indexed[r].record(i);
+                        Some((segment_index(&s.name, &mut bases), i))
+                    });
+                    pending.push((k as u32, base));
                     (
                         segment_index(&name, &mut segment_names),
-                        (new_records.len() - 1) as u32,
+                        (pending.len() - 1) as u32,
                     )
                 }
             };
@@ -483,35 +492,39 @@ impl FeedStore {
                 }),
             }
         }
-        drop(known);
-        let new_count = new_records.len();
+        drop(indexed);
+        let new_count = pending.len();
         let rec_path = records_path(&self.data_dir, &self.feed, &name);
-        let mut bases: Vec<String> = Vec::new();
-        let mut records: Vec<RecordOut<'_>> = Vec::with_capacity(new_count);
-        for c in &new_records {
-            // Kept whole where the patch is not smaller (see `Encoded::new`).
-            let record = previous
-                .get(&*c.code)
-                .map(|&(seg, index)| RecordOut::Patch {
-                    base: segment_index(seg, &mut bases),
-                    index,
-                    patch: Box::new(Patch::between(&self.segments[seg].concept(index), c)),
-                    concept: c,
-                });
-            records.push(record.unwrap_or(RecordOut::Full(c)));
-        }
         let corrupt = |message: String| PersistError::Corrupt {
             path: rec_path.display().to_string(),
             message,
         };
+        let base_segments: Vec<Arc<Segment>> =
+            bases.iter().map(|b| self.segments[b].clone()).collect();
         let mut bytes = 0;
         let mut patched = 0;
         if new_count > 0 {
-            let encoded = Encoded::new(bases.clone(), &records).map_err(corrupt)?;
+            let encoded = Encoded::build(bases.clone(), new_count, &mut |j| {
+                let (k, base) = pending[j];
+                let c = release.concepts.get(k as usize);
+                Ok(match base {
+                    Some((b, index)) => Rec::Patch {
+                        base: b,
+                        index,
+                        patch: Box::new(Patch::between(
+                            &base_segments[b as usize].concept(index),
+                            &c,
+                        )),
+                        concept: c,
+                    },
+                    None => Rec::Full(c),
+                })
+            })
+            .map_err(corrupt)?;
             patched = encoded.patches();
             bytes += write_atomic(&rec_path, |w| encoded.write_to(w))?;
         }
-        drop(records);
+        drop(base_segments);
         let path = release_path(&self.data_dir, &self.feed, &info.version);
         let stored = StoredRelease {
             info: info.clone(),
@@ -521,27 +534,22 @@ impl FeedStore {
         let release_bytes = write_postcard(&path, RELEASE_MAGIC, &stored)?;
         bytes += release_bytes;
         // A standalone copy: every concept whole, in one records file.
-        let full_copy_bytes = if new_count == release.concepts.len() && patched == 0 {
+        let full_copy_bytes = if new_count == total && patched == 0 {
             bytes
         } else {
-            let all: Vec<RecordOut<'_>> = release.concepts.iter().map(RecordOut::Full).collect();
-            release_bytes + Encoded::new(Vec::new(), &all).map_err(corrupt)?.size()
+            let all = Encoded::build(Vec::new(), total, &mut |k| {
+                Ok(Rec::Full(release.concepts.get(k)))
+            })
+            .map_err(corrupt)?;
+            release_bytes + all.size()
         };
-        // Keep the store as the disk now is (no re-read): the new records, the new release in
-        // place of any it replaced.
-        drop((new_records, previous));
-        let total = release.concepts.len();
-        let mut concepts = release.concepts;
-        let new_segment: Vec<Concept> = new_indexes
-            .into_iter()
-            .map(|k| std::mem::replace(&mut concepts[k], Concept::new("")))
-            .collect();
-        drop(concepts);
+        drop(release.concepts);
+        // Keep the store as the disk now is: the new records (read back as serving reads them),
+        // the new release in place of any it replaced.
         if new_count > 0 {
-            self.segments.insert(
-                name.clone(),
-                Arc::new(Segment::decoded(name, new_segment, bases)),
-            );
+            let segments = &self.segments;
+            let segment = Segment::load(&rec_path, &name, &mut |b| segments.get(b).cloned())?;
+            self.segments.insert(name, Arc::new(segment));
         }
         self.releases.retain(|r| r.info.version != info.version);
         self.releases.push(stored);
@@ -615,7 +623,7 @@ pub fn save_release(data_dir: &Path, release: Release) -> Result<SaveOutcome, Pe
 
 #[cfg(test)]
 mod tests {
-    use super::super::concept::Value;
+    use super::super::concept::{Concept, Value};
     use super::*;
 
     fn concept(code: &str, name: &str) -> Concept {
@@ -639,7 +647,7 @@ mod tests {
                 source_hash: source.into(),
                 imported_at: format!("2026-01-01T00:00:0{}Z", version.len()),
             },
-            concepts,
+            concepts: concepts.into(),
         }
     }
 

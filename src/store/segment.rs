@@ -320,19 +320,19 @@ impl Packed {
     }
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+pub(super) struct Reader<'a> {
+    pub(super) b: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Result<u8, String> {
+    pub(super) fn byte(&mut self) -> Result<u8, String> {
         let b = *self.b.get(self.at).ok_or("record ends early")?;
         self.at += 1;
         Ok(b)
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    pub(super) fn varint(&mut self) -> Result<u64, String> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
@@ -344,7 +344,7 @@ impl<'a> Reader<'a> {
         Err("bad number".into())
     }
 
-    fn text(&mut self, len: usize) -> Result<&'a str, String> {
+    pub(super) fn text(&mut self, len: usize) -> Result<&'a str, String> {
         let end = self.at.checked_add(len).filter(|&e| e <= self.b.len());
         let bytes = &self.b[self.at..end.ok_or("record ends early")?];
         self.at += len;
@@ -363,7 +363,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn concept_fields(&mut self, c: &mut Concept, dict: &[Box<str>]) -> Result<(), String> {
+    pub(super) fn concept_fields(
+        &mut self,
+        c: &mut Concept,
+        dict: &[Box<str>],
+    ) -> Result<(), String> {
         let flags = self.byte()?;
         if flags & 1 != 0 {
             c.definition = Some(self.string(dict)?);
@@ -438,9 +442,9 @@ impl<'a> Reader<'a> {
 }
 
 /// A record to write.
-pub enum RecordOut<'a> {
+pub enum Rec {
     /// The whole concept.
-    Full(&'a Concept),
+    Full(Concept),
     /// The concept as a patch of record `index` of base `base`.
     Patch {
         /// Index into the file's bases.
@@ -449,46 +453,22 @@ pub enum RecordOut<'a> {
         index: u32,
         /// The fields that differ.
         patch: Box<Patch>,
-        /// The concept the patch makes (its code and display are written as keys).
-        concept: &'a Concept,
+        /// The concept the patch makes (its code and display are written as keys; it is written
+        /// whole where that is smaller).
+        concept: Concept,
     },
 }
 
-impl<'a> RecordOut<'a> {
-    fn concept(&self) -> &'a Concept {
-        match *self {
+impl Rec {
+    fn concept(&self) -> &Concept {
+        match self {
             Self::Full(c) | Self::Patch { concept: c, .. } => c,
         }
     }
 }
 
-/// The strings of whole records that are written once and referred to by number: those that occur
-/// more than once in the file, most frequent first (smallest numbers).
-struct Dictionary<'a> {
-    ids: HashMap<&'a str, u32>,
-    strings: Vec<&'a str>,
-}
-
-impl<'a> Dictionary<'a> {
-    fn build(records: &[RecordOut<'a>]) -> Self {
-        let mut counts: HashMap<&'a str, u32> = HashMap::new();
-        for r in records {
-            strings_of(r.concept(), &mut |s| *counts.entry(s).or_insert(0) += 1);
-        }
-        let mut strings: Vec<(&'a str, u32)> = counts.into_iter().filter(|&(_, n)| n > 1).collect();
-        strings.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let strings: Vec<&'a str> = strings.into_iter().map(|(s, _)| s).collect();
-        let ids = strings
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (*s, i as u32))
-            .collect();
-        Self { ids, strings }
-    }
-}
-
 /// Every string of a concept's record (not its code and display, which are keys).
-fn strings_of<'a>(c: &'a Concept, f: &mut dyn FnMut(&'a str)) {
+fn strings_of(c: &Concept, f: &mut dyn FnMut(&str)) {
     for s in [&c.definition, &c.status, &c.valid_from, &c.valid_to]
         .into_iter()
         .flatten()
@@ -531,13 +511,15 @@ fn strings_of<'a>(c: &'a Concept, f: &mut dyn FnMut(&'a str)) {
     }
 }
 
-struct Writer<'d, 'a> {
-    out: Vec<u8>,
-    dict: &'d Dictionary<'a>,
+/// Writes the compact encoding; `intern` gives a string's dictionary number, or `None` to write
+/// it in place.
+pub(super) struct Writer<'w> {
+    pub(super) out: &'w mut Vec<u8>,
+    pub(super) intern: &'w mut dyn FnMut(&str) -> Option<u32>,
 }
 
-impl Writer<'_, '_> {
-    fn varint(&mut self, mut v: u64) {
+impl Writer<'_> {
+    pub(super) fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.out.push((v as u8) | 0x80);
             v >>= 7;
@@ -545,9 +527,9 @@ impl Writer<'_, '_> {
         self.out.push(v as u8);
     }
 
-    fn string(&mut self, s: &str) {
-        match self.dict.ids.get(s) {
-            Some(&id) => self.varint(u64::from(id) << 1),
+    pub(super) fn string(&mut self, s: &str) {
+        match (self.intern)(s) {
+            Some(id) => self.varint(u64::from(id) << 1),
             None => {
                 self.varint(((s.len() as u64) << 1) | 1);
                 self.out.extend_from_slice(s.as_bytes());
@@ -555,7 +537,7 @@ impl Writer<'_, '_> {
         }
     }
 
-    fn concept_fields(&mut self, c: &Concept) {
+    pub(super) fn concept_fields(&mut self, c: &Concept) {
         let flags = u8::from(c.definition.is_some())
             | u8::from(c.status.is_some()) << 1
             | u8::from(c.inactive) << 2
@@ -651,19 +633,48 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    /// Encodes records (in the order they are to be numbered).
-    pub fn new(bases: Vec<String>, records: &[RecordOut<'_>]) -> Result<Self, String> {
-        let dict = Dictionary::build(records);
+    /// Encodes `n` records, `record(k)` giving record `k` (it is asked for each twice: once to
+    /// choose the dictionary, once to write), so the records need not all be held at once.
+    pub fn build(
+        bases: Vec<String>,
+        n: usize,
+        record: &mut dyn FnMut(usize) -> Result<Rec, String>,
+    ) -> Result<Self, String> {
+        // The dictionary: strings that occur more than once, most frequent first.
+        let mut counts: HashMap<Box<str>, u32> = HashMap::new();
+        let mut has_parents = false;
+        for k in 0..n {
+            let r = record(k)?;
+            has_parents |= !r.concept().parents.is_empty();
+            strings_of(r.concept(), &mut |s| match counts.get_mut(s) {
+                Some(c) => *c += 1,
+                None => {
+                    counts.insert(s.into(), 1);
+                }
+            });
+        }
+        let mut strings: Vec<(Box<str>, u32)> =
+            counts.into_iter().filter(|&(_, c)| c > 1).collect();
+        strings.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let strings: Vec<Box<str>> = strings.into_iter().map(|(s, _)| s).collect();
+        let ids: HashMap<&str, u32> = strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (&**s, i as u32))
+            .collect();
+        let mut intern = |s: &str| ids.get(s).copied();
+        let mut out = Vec::new();
         let mut w = Writer {
-            out: Vec::new(),
-            dict: &dict,
+            out: &mut out,
+            intern: &mut intern,
         };
         let mut keys = Vec::new();
-        let mut key_offsets = Vec::with_capacity(records.len() * 2 + 1);
-        let mut record_offsets = Vec::with_capacity(records.len() + 1);
+        let mut key_offsets = Vec::with_capacity(n * 2 + 1);
+        let mut record_offsets = Vec::with_capacity(n + 1);
         let mut patches = 0;
         let too_big = || "a records file over 2 GiB of codes or 4 GiB of records".to_string();
-        for r in records {
+        for k in 0..n {
+            let r = record(k)?;
             let c = r.concept();
             key_offsets.push(u32::try_from(keys.len()).map_err(|_| too_big())?);
             keys.extend_from_slice(c.code.as_bytes());
@@ -682,9 +693,9 @@ impl Encoded {
             record_offsets.push(u32::try_from(start).map_err(|_| too_big())?);
             w.out.push(0);
             w.concept_fields(c);
-            if let RecordOut::Patch {
+            if let Rec::Patch {
                 base, index, patch, ..
-            } = r
+            } = &r
             {
                 // A patch only where it is smaller than the whole record.
                 let p = postcard::to_allocvec(patch).map_err(|e| e.to_string())?;
@@ -704,21 +715,21 @@ impl Encoded {
                 .filter(|&a| a < HAS_DISPLAY)
                 .ok_or_else(too_big)?,
         );
-        record_offsets.push(u32::try_from(w.out.len()).map_err(|_| too_big())?);
+        record_offsets.push(u32::try_from(out.len()).map_err(|_| too_big())?);
         let header = Header {
             bases,
-            dict: dict.strings.iter().map(|s| s.to_string()).collect(),
-            count: records.len() as u32,
+            dict: strings.iter().map(|s| s.to_string()).collect(),
+            count: n as u32,
             keys_len: keys.len() as u64,
-            records_len: w.out.len() as u64,
-            has_parents: records.iter().any(|r| !r.concept().parents.is_empty()),
+            records_len: out.len() as u64,
+            has_parents,
         };
         Ok(Self {
             header: postcard::to_allocvec(&header).map_err(|e| e.to_string())?,
             key_offsets,
             keys,
             record_offsets,
-            records: w.out,
+            records: out,
             patches,
         })
     }
@@ -805,8 +816,10 @@ mod tests {
     fn packed_records_read_back_exactly_in_place_or_decoded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let concepts = sample();
-        let records: Vec<RecordOut<'_>> = concepts.iter().map(RecordOut::Full).collect();
-        let enc = Encoded::new(Vec::new(), &records).expect("encodes");
+        let enc = Encoded::build(Vec::new(), concepts.len(), &mut |k| {
+            Ok(Rec::Full(concepts[k].clone()))
+        })
+        .expect("encodes");
         let path = dir.path().join("x.records");
         let mut bytes = Vec::new();
         enc.write_to(&mut bytes).expect("writes");

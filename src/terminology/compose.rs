@@ -361,6 +361,11 @@ impl Expansion {
     pub fn concept(&self, m: &Member) -> std::borrow::Cow<'_, Concept> {
         self.systems[m.system].concept(m.concept)
     }
+
+    /// The code of a member (without decoding its concept).
+    pub fn code(&self, m: &Member) -> &str {
+        self.systems[m.system].code(m.concept)
+    }
 }
 
 /// What evaluation may use: the registry, and per-request options.
@@ -558,7 +563,7 @@ impl Evaluator<'_> {
             for m in &part.members {
                 excluded.insert((
                     part.systems[m.system].meta.url.clone(),
-                    part.concept(m).code.to_string(),
+                    part.code(m).to_string(),
                 ));
             }
         }
@@ -569,12 +574,11 @@ impl Evaluator<'_> {
             }
             for m in part.members {
                 let cs = &part.systems[m.system];
-                let c = cs.concept(m.concept);
-                if active_only && c.inactive {
+                if active_only && cs.concept(m.concept).inactive {
                     continue;
                 }
                 if !excluded.is_empty()
-                    && excluded.contains(&(cs.meta.url.clone(), c.code.to_string()))
+                    && excluded.contains(&(cs.meta.url.clone(), cs.code(m.concept).to_string()))
                 {
                     continue;
                 }
@@ -609,7 +613,7 @@ impl Evaluator<'_> {
             imported.iter().all(|e| {
                 e.members
                     .iter()
-                    .any(|m| e.systems[m.system].meta.url == url && &*e.concept(m).code == code)
+                    .any(|m| e.systems[m.system].meta.url == url && e.code(m) == code)
             })
         };
         let Some(system) = &rule.system else {
@@ -619,11 +623,11 @@ impl Evaluator<'_> {
             };
             for m in &first.members {
                 let cs = &first.systems[m.system];
-                let code = &first.concept(m).code;
+                let code = first.code(m);
                 let everywhere = rest.iter().all(|e| {
-                    e.members.iter().any(|x| {
-                        e.systems[x.system].meta.url == cs.meta.url && e.concept(x).code == *code
-                    })
+                    e.members
+                        .iter()
+                        .any(|x| e.systems[x.system].meta.url == cs.meta.url && e.code(x) == code)
                 });
                 if everywhere {
                     let s = out.system_index(cs);

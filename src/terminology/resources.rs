@@ -347,7 +347,7 @@ pub fn code_system_from_fhir(
             source_hash: crate::source::ContentHash::of(resource.to_string().as_bytes()),
             imported_at: crate::mapping::now_rfc3339(),
         },
-        concepts,
+        concepts: concepts.into(),
     };
     Ok((meta, release))
 }

@@ -187,12 +187,12 @@ fn templates_normalisers_status_tables_and_derived_parents() {
     let file = fhir_registers::source::local_file(&path).expect("file");
     let r = mapping::read_release(&m, &file, "1", &mut |_| {}).expect("reads");
     assert_eq!(r.concepts.len(), 2);
-    let j45 = &r.concepts[0];
+    let j45 = &r.concepts.get(0);
     assert_eq!(&*j45.code, "J45");
     assert_eq!(j45.display.as_deref(), Some("Asthma (j45)"));
     assert_eq!(j45.status.as_deref(), Some("active"));
     assert!(!j45.inactive);
-    let j459 = &r.concepts[1];
+    let j459 = &r.concepts.get(1);
     assert_eq!(j459.parents, vec!["J45".into()]);
     assert!(j459.inactive);
     assert!(j459.properties.is_empty(), "empty values are omitted");
