@@ -2,6 +2,8 @@
 //! bodies, producing [`OperationParams`], from which the terminology layer builds its typed
 //! requests. Also the `Parameters` builder for responses.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value as Json, json};
 
 use crate::error::FhirError;
@@ -349,10 +351,12 @@ fn parse_value(key: &str, value: &Json) -> Result<ParamValue, FhirError> {
     }
 }
 
-/// Builds a `Parameters` resource for a response.
-#[derive(Debug, Default)]
+/// Builds a `Parameters` resource for a response: kept as its parts until rendered, then written
+/// straight to JSON bytes ([`ParametersOut::to_json_bytes`]) or built into a tree
+/// ([`ParametersOut::build`]).
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct ParametersOut {
-    items: Vec<Json>,
+    items: Vec<Part>,
 }
 
 impl ParametersOut {
@@ -362,38 +366,173 @@ impl ParametersOut {
     }
 
     /// Adds a parameter with a typed value (`"valueString"`, `"valueCode"`, …).
-    pub fn value(&mut self, name: &str, value_key: &str, value: Json) -> &mut Self {
+    pub fn value(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value_key: impl Into<Cow<'static, str>>,
+        value: Json,
+    ) -> &mut Self {
         self.items.push(part(name, value_key, value));
         self
     }
 
-    /// Adds a parameter with parts (each part is a `{name, value[x]}` object).
-    pub fn parts(&mut self, name: &str, parts: Vec<Json>) -> &mut Self {
-        self.items.push(part(name, "part", Json::Array(parts)));
+    /// Adds a parameter with parts.
+    pub fn parts(&mut self, name: impl Into<Cow<'static, str>>, parts: Vec<Part>) -> &mut Self {
+        self.items.push(part_of(name, parts));
         self
     }
 
     /// Adds a parameter holding a resource.
-    pub fn resource(&mut self, name: &str, resource: Json) -> &mut Self {
+    pub fn resource(&mut self, name: impl Into<Cow<'static, str>>, resource: Json) -> &mut Self {
         self.items.push(part(name, "resource", resource));
         self
     }
 
-    /// The finished resource. (The values are moved in: `json!` would serialise them again.)
+    /// The finished resource as a tree.
     pub fn build(self) -> Json {
         let mut m = Map::new();
         m.insert("resourceType".into(), Json::String("Parameters".into()));
-        m.insert("parameter".into(), Json::Array(self.items));
+        m.insert(
+            "parameter".into(),
+            Json::Array(self.items.into_iter().map(Part::into_json).collect()),
+        );
         Json::Object(m)
+    }
+
+    /// The finished resource as compact JSON, written without building a tree (the same text
+    /// `serde_json::to_vec(&self.build())` gives).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + 96 * self.items.len());
+        out.extend_from_slice(br#"{"resourceType":"Parameters","parameter":["#);
+        for (i, p) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            p.write_json(&mut out);
+        }
+        out.extend_from_slice(b"]}");
+        out
     }
 }
 
-/// One `{name, value[x]}` part (or `{name, part}`, `{name, resource}`).
-pub fn part(name: &str, value_key: &str, value: Json) -> Json {
-    let mut m = Map::new();
-    m.insert("name".into(), Json::String(name.into()));
-    m.insert(value_key.into(), value);
-    Json::Object(m)
+/// One `{name, value[x]}` part (or `{name, part}`, `{name, resource}`) of an output `Parameters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    name: Cow<'static, str>,
+    key: Cow<'static, str>,
+    value: PartValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum PartValue {
+    Json(Json),
+    Parts(Vec<Part>),
+}
+
+impl Part {
+    /// The part as a JSON object.
+    pub fn into_json(self) -> Json {
+        let mut m = Map::new();
+        m.insert("name".into(), Json::String(self.name.into_owned()));
+        let value = match self.value {
+            PartValue::Json(v) => v,
+            PartValue::Parts(parts) => {
+                Json::Array(parts.into_iter().map(Part::into_json).collect())
+            }
+        };
+        m.insert(self.key.into_owned(), value);
+        Json::Object(m)
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"name":"#);
+        write_json_str(out, &self.name);
+        out.push(b',');
+        write_json_str(out, &self.key);
+        out.push(b':');
+        match &self.value {
+            PartValue::Json(v) => {
+                // Writing to a Vec cannot fail; a value serde_json cannot write (none here) would
+                // leave a gap the tests would see.
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+            PartValue::Parts(parts) => {
+                out.push(b'[');
+                for (i, p) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    p.write_json(out);
+                }
+                out.push(b']');
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// One `{name, value[x]}` part (`value_key` `"part"` with an array of parts, or `"resource"`,
+/// also work).
+pub fn part(
+    name: impl Into<Cow<'static, str>>,
+    value_key: impl Into<Cow<'static, str>>,
+    value: Json,
+) -> Part {
+    Part {
+        name: name.into(),
+        key: value_key.into(),
+        value: PartValue::Json(value),
+    }
+}
+
+/// A part holding parts (`{name, part: [...]}`).
+pub fn part_of(name: impl Into<Cow<'static, str>>, parts: Vec<Part>) -> Part {
+    Part {
+        name: name.into(),
+        key: Cow::Borrowed("part"),
+        value: PartValue::Parts(parts),
+    }
+}
+
+/// What an operation answers: a resource, or output `Parameters` not yet rendered.
+#[derive(Debug)]
+pub enum Answer {
+    /// A resource tree.
+    Json(Json),
+    /// Output parameters.
+    Parameters(ParametersOut),
+}
+
+impl Answer {
+    /// The answer as a tree.
+    pub fn into_json(self) -> Json {
+        match self {
+            Self::Json(j) => j,
+            Self::Parameters(p) => p.build(),
+        }
+    }
+}
+
+impl From<Json> for Answer {
+    fn from(j: Json) -> Self {
+        Self::Json(j)
+    }
+}
+
+impl From<ParametersOut> for Answer {
+    fn from(p: ParametersOut) -> Self {
+        Self::Parameters(p)
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +560,28 @@ mod tests {
             "the original types are kept for echoing"
         );
         assert_eq!(p.text("code").expect("ok").as_deref(), Some("J45.9"));
+    }
+
+    #[test]
+    fn parameters_written_directly_equal_the_tree() {
+        let mut out = ParametersOut::new();
+        out.value("name", "valueString", json!("Postcode \"GB\"\n"));
+        out.value("count", "valueInteger", json!(3));
+        out.parts(
+            "property",
+            vec![
+                part("code", "valueCode", json!("eastings")),
+                part("value", "valueCoding", json!({"system": "s", "code": "c"})),
+            ],
+        );
+        out.parts("empty", Vec::new());
+        out.resource("r", json!({"resourceType": "ValueSet", "id": "x"}));
+        let bytes = out.to_json_bytes();
+        let tree = serde_json::to_vec(&out.build()).expect("writes");
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            String::from_utf8_lossy(&tree)
+        );
     }
 
     #[test]

@@ -10,13 +10,13 @@ use serde_json::{Value as Json, json};
 use super::request::{FhirRequest, respond};
 use super::{AppState, as_is};
 use crate::error::FhirError;
-use crate::fhir::params::{OperationParams, ParamValue};
+use crate::fhir::params::{OperationParams, ParamValue, ParametersOut};
 use crate::store::{CodeSystemVersion, Registry};
 use crate::terminology::history::{DiffRequest, HistoryRequest, concept_history, diff_versions};
-use crate::terminology::lookup::{LookupRequest, lookup};
+use crate::terminology::lookup::{LookupRequest, lookup_parameters};
 use crate::terminology::resources::{code_system_json, code_system_resource_id};
 use crate::terminology::subsumes::{SubsumesRequest, subsumes};
-use crate::terminology::validate::{Target, ValidateRequest, validate_code};
+use crate::terminology::validate::{Target, ValidateRequest, validate_code_parameters};
 
 /// CodeSystems with at most this many concepts are read with their concepts by default.
 pub const CONCEPTS_IN_READ: usize = 10_000;
@@ -189,12 +189,12 @@ fn instance_params(
     Ok(p)
 }
 
-fn do_lookup(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
-    lookup(registry, &LookupRequest::from_params(p)?)
+fn do_lookup(registry: &Registry, p: &OperationParams) -> Result<ParametersOut, FhirError> {
+    lookup_parameters(registry, &LookupRequest::from_params(p)?)
 }
 
-fn do_validate(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
-    validate_code(
+fn do_validate(registry: &Registry, p: &OperationParams) -> Result<ParametersOut, FhirError> {
+    validate_code_parameters(
         registry,
         &ValidateRequest::from_params(p, Target::CodeSystem)?,
     )

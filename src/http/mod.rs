@@ -18,7 +18,7 @@ use axum::routing::{MethodRouter, get};
 use serde_json::Value as Json;
 
 use crate::error::FhirError;
-use crate::fhir::params::{OperationParams, ParamValue};
+use crate::fhir::params::{Answer, OperationParams, ParamValue};
 use crate::store::{CodeSystemVersion, Registry};
 use crate::terminology::expand::ExpandLimits;
 use request::{FhirRequest, respond};
@@ -199,7 +199,7 @@ impl AppState {
     /// Runs an operation: parameters from the request, the registry it sees (with its
     /// `tx-resource`s), an optional instance adjustment, then the domain function — on the
     /// blocking pool within the time budget when `blocking`, inline otherwise.
-    pub async fn operate<A, F>(
+    pub async fn operate<A, F, T>(
         self: &Arc<Self>,
         req: &FhirRequest,
         adjust: A,
@@ -208,7 +208,8 @@ impl AppState {
     ) -> Response
     where
         A: FnOnce(&Registry, OperationParams) -> Result<OperationParams, FhirError>,
-        F: FnOnce(&Registry, &OperationParams) -> Result<Json, FhirError> + Send + 'static,
+        F: FnOnce(&Registry, &OperationParams) -> Result<T, FhirError> + Send + 'static,
+        T: Into<Answer> + Send + 'static,
     {
         let prepared = req.params().and_then(|mut p| {
             if let Some(id) = &req.cache_id {
@@ -224,9 +225,11 @@ impl AppState {
         });
         let result = match prepared {
             Err(e) => Err(e),
-            Ok((registry, p)) if !blocking => op(&registry, &p),
+            Ok((registry, p)) if !blocking => op(&registry, &p).map(Into::into),
             Ok((registry, p)) => {
-                let task = tokio::task::spawn_blocking(move || op(&registry, &p));
+                let task = tokio::task::spawn_blocking(move || {
+                    op(&registry, &p).map(Into::<Answer>::into)
+                });
                 match tokio::time::timeout(self.request_timeout, task).await {
                     Ok(Ok(result)) => result,
                     Ok(Err(join)) => Err(FhirError::Internal(format!(
@@ -320,7 +323,7 @@ fn with_405(route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
     route.fallback(|req: FhirRequest| async move {
         respond(
             &req,
-            Err(FhirError::MethodNotAllowed(
+            Err::<Json, _>(FhirError::MethodNotAllowed(
                 "this HTTP method is not supported on this path".into(),
             )),
         )
@@ -443,7 +446,7 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
         .fallback(|req: FhirRequest| async move {
             respond(
                 &req,
-                Err(FhirError::NotFound(
+                Err::<Json, _>(FhirError::NotFound(
                     "no such resource type or operation on this server (see /metadata)".into(),
                 )),
             )
@@ -457,7 +460,7 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
             .fallback(|req: FhirRequest| async move {
                 respond(
                     &req,
-                    Err(FhirError::NotFound(
+                    Err::<Json, _>(FhirError::NotFound(
                         "not a FHIR endpoint of this server".into(),
                     )),
                 )
@@ -481,6 +484,6 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::respons
     request::respond_with(
         Ok(crate::fhir::format::Format::Json),
         false,
-        Err(FhirError::Internal(format!("handler panicked: {detail}"))),
+        Err::<Json, _>(FhirError::Internal(format!("handler panicked: {detail}"))),
     )
 }

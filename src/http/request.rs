@@ -6,11 +6,10 @@ use axum::body::Body as HttpBody;
 use axum::extract::FromRequest;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value as Json;
 
 use crate::error::FhirError;
 use crate::fhir::format::{self, Body, Format};
-use crate::fhir::params::OperationParams;
+use crate::fhir::params::{Answer, OperationParams};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -140,7 +139,7 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
 
 /// Renders a resource (200) or an error (its status, as an OperationOutcome), in the negotiated
 /// format.
-pub fn respond(req: &FhirRequest, result: Result<Json, FhirError>) -> Response {
+pub fn respond(req: &FhirRequest, result: Result<impl Into<Answer>, FhirError>) -> Response {
     respond_with(req.format.clone(), req.pretty, result)
 }
 
@@ -148,14 +147,18 @@ pub fn respond(req: &FhirRequest, result: Result<Json, FhirError>) -> Response {
 pub fn respond_with(
     format: Result<Format, FhirError>,
     pretty: bool,
-    result: Result<Json, FhirError>,
+    result: Result<impl Into<Answer>, FhirError>,
 ) -> Response {
     let (format, result) = match format {
         Ok(f) => (f, result),
         Err(e) => (Format::Json, Err(e)),
     };
-    let (status, resource) = match result {
-        Ok(r) => (StatusCode::OK, r),
+    let (status, resource) = match result.map(Into::into) {
+        // Output parameters in compact JSON are written straight from their parts.
+        Ok(Answer::Parameters(p)) if format == Format::Json && !pretty => {
+            return fhir_response(StatusCode::OK, format, p.to_json_bytes());
+        }
+        Ok(r) => (StatusCode::OK, r.into_json()),
         Err(e) => {
             if let FhirError::Internal(detail) = &e {
                 tracing::error!(%detail, "internal error");

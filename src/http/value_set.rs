@@ -10,10 +10,10 @@ use super::code_system::{search_controls, search_matches, searchset};
 use super::request::{FhirRequest, respond};
 use super::{AppState, as_is};
 use crate::error::FhirError;
-use crate::fhir::params::{OperationParams, ParamValue};
+use crate::fhir::params::{OperationParams, ParamValue, ParametersOut};
 use crate::store::Registry;
 use crate::terminology::expand::{ExpandLimits, ExpandRequest, expand};
-use crate::terminology::validate::{Target, ValidateRequest, validate_code};
+use crate::terminology::validate::{Target, ValidateRequest, validate_code_parameters};
 
 /// `GET /ValueSet/{id}` — read.
 pub async fn read_value_set(
@@ -87,8 +87,8 @@ fn do_expand(
     move |registry, p| expand(registry, &ExpandRequest::from_params(p)?, limits)
 }
 
-fn do_validate(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
-    validate_code(
+fn do_validate(registry: &Registry, p: &OperationParams) -> Result<ParametersOut, FhirError> {
+    validate_code_parameters(
         registry,
         &ValidateRequest::from_params(p, Target::ValueSet)?,
     )

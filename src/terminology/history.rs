@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 
 use super::{resolve_code_system, value_json};
 use crate::error::FhirError;
-use crate::fhir::params::{OperationParams, ParametersOut, part};
+use crate::fhir::params::{OperationParams, ParametersOut, Part, part, part_of};
 use crate::store::{CodeSystemVersion, Concept, ConceptRef, IndexedRelease, Registry, Value};
 
 /// Largest page of `$diff` concepts.
@@ -98,7 +98,7 @@ pub fn changes(old: &Concept, new: &Concept, only: &[String]) -> Vec<PropertyCha
         .collect()
 }
 
-fn change_parts(changes: &[PropertyChange]) -> Vec<Json> {
+fn change_parts(changes: &[PropertyChange]) -> Vec<Part> {
     changes
         .iter()
         .map(|ch| {
@@ -109,7 +109,7 @@ fn change_parts(changes: &[PropertyChange]) -> Vec<Json> {
                     parts.push(part(name, key, value));
                 }
             }
-            part("property", "part", Json::Array(parts))
+            part_of("property", parts)
         })
         .collect()
 }

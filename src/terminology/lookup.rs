@@ -70,6 +70,14 @@ impl LookupRequest {
 
 /// Answers a `$lookup`: a `Parameters` resource, or 404 for an unknown system or code.
 pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirError> {
+    lookup_parameters(registry, req).map(ParametersOut::build)
+}
+
+/// Answers a `$lookup` as output parameters, not yet rendered.
+pub fn lookup_parameters(
+    registry: &Registry,
+    req: &LookupRequest,
+) -> Result<ParametersOut, FhirError> {
     let cs = resolve_code_system(registry, &req.system, req.version.as_deref())?;
     let Some(r) = cs.find(&req.code) else {
         return Err(FhirError::UnknownCode(format!(
@@ -169,5 +177,5 @@ pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirErro
     for s in &cs.supplements {
         out.value("used-supplement", "valueCanonical", json!(s.canonical()));
     }
-    Ok(out.build())
+    Ok(out)
 }

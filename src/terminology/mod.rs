@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 
 use crate::error::FhirError;
-use crate::fhir::params::part;
+use crate::fhir::params::{Part, part};
 use crate::store::{CodeSystemVersion, ConceptRef, Registry, Value};
 
 /// Finds a CodeSystem version, with the messages clients expect when it is missing.
@@ -81,7 +81,7 @@ pub fn concept_property_parts(
     cs: &CodeSystemVersion,
     r: ConceptRef,
     wants: &dyn Fn(&str) -> bool,
-) -> Vec<Vec<Json>> {
+) -> Vec<Vec<Part>> {
     let c = cs.concept(r);
     let mut out = Vec::new();
     let coded = |code: &str, value: &str, description: Option<&str>| {
@@ -102,8 +102,7 @@ pub fn concept_property_parts(
     }
     if wants("child") {
         for ch in cs.children(&c.code) {
-            let k = cs.concept(*ch);
-            out.push(coded("child", &k.code, k.display.as_deref()));
+            out.push(coded("child", cs.code(*ch), cs.display(*ch)));
         }
     }
     if wants("inactive") {

@@ -412,6 +412,14 @@ fn inactive_issue(c: &crate::store::Concept, path: &str) -> Issue {
 
 /// Answers a `$validate-code`.
 pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json, FhirError> {
+    validate_code_parameters(registry, req).map(ParametersOut::build)
+}
+
+/// Answers a `$validate-code` as output parameters, not yet rendered.
+pub fn validate_code_parameters(
+    registry: &Registry,
+    req: &ValidateRequest,
+) -> Result<ParametersOut, FhirError> {
     let vs_context = match req.target {
         Target::CodeSystem => None,
         Target::ValueSet => {
@@ -795,7 +803,7 @@ pub fn validate_code(registry: &Registry, req: &ValidateRequest) -> Result<Json,
     if let Some(cc) = &req.codeable_concept {
         params.value("codeableConcept", "valueCodeableConcept", cc.clone());
     }
-    Ok(params.build())
+    Ok(params)
 }
 
 fn status_issue(text: &str) -> Issue {
