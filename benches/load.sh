@@ -46,6 +46,22 @@ else
   printf '%s\t%s\n' "$SOURCE" "2014-08-01" > "$WORK/releases"
 fi
 
+# Starts the server on the data imported so far; sets SERVER, READY (seconds) and RSS_READY (MiB).
+start_server() {
+  local start
+  start=$(date +%s.%N)
+  "$BIN" serve --no-default-imports --data-dir "$WORK/data" --mappings "$ROOT/mappings" \
+    --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
+  SERVER=$!
+  until curl -sf "$BASE/health" >/dev/null; do
+    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
+    sleep 0.02
+  done
+  READY=$(echo "$(date +%s.%N) - $start" | bc)
+  RSS_READY=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
+}
+stop_server() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; SERVER=""; }
+
 declare -a IMPORTS=()
 while IFS=$'\t' read -r file version; do
   start=$(date +%s.%N)
@@ -55,20 +71,14 @@ while IFS=$'\t' read -r file version; do
   secs=$(echo "$(date +%s.%N) - $start" | bc)
   rows=$(grep -o '[0-9]* concepts' "$WORK/import.log" | head -1 | cut -d' ' -f1)
   stored=$(grep -o 'records, [0-9]* shared.*: [0-9]* bytes' "$WORK/import.log" | grep -o '[0-9]* bytes' || true)
-  IMPORTS+=("$(printf '| import %s (%s concepts) | %.1f s | peak RSS %d MiB | stored %s |' \
-    "$version" "$rows" "$secs" $(( $(cat "$WORK/time") / 1024 )) "$stored")")
+  # Start-up on the releases so far: how time to ready and memory grow with each release.
+  start_server
+  stop_server
+  IMPORTS+=("$(printf '| import %s (%s concepts) | %.1f s | peak RSS %d MiB | stored %s | %.2f s, %d MiB |' \
+    "$version" "$rows" "$secs" $(( $(cat "$WORK/time") / 1024 )) "$stored" "$READY" "$RSS_READY")")
 done < "$WORK/releases"
 
-start=$(date +%s.%N)
-"$BIN" serve --no-default-imports --data-dir "$WORK/data" --mappings "$ROOT/mappings" \
-  --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
-SERVER=$!
-until curl -sf "$BASE/health" >/dev/null; do
-  kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-  sleep 0.02
-done
-READY=$(echo "$(date +%s.%N) - $start" | bc)
-RSS_READY=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
+start_server
 
 # Random existing codes and 1–2 word prefixes of their displays (`TS`, `TS18`, `TS18 1`).
 LAST=$(tail -1 "$WORK/releases" | cut -f1)
@@ -88,9 +98,11 @@ request = function()
 end
 LUA
 
-run() { # name items prefix suffix
+run() { # name items prefix [suffix] [connections]
   local out
-  out=$(ITEMS="$2" PREFIX="$3" SUFFIX="${4:-}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+  local conns="${5:-$CONNECTIONS}" threads="$THREADS"
+  [ "$conns" -lt "$threads" ] && threads="$conns"
+  out=$(ITEMS="$2" PREFIX="$3" SUFFIX="${4:-}" wrk -t"$threads" -c"$conns" -d"$DURATION" --latency \
     -s "$WORK/random.lua" "$BASE" 2>&1)
   local rps p50 p99 non2xx
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -106,6 +118,8 @@ ROWS+=("$(run health "$WORK/codes" "/health?x=")")
 ROWS+=("$(run lookup "$WORK/codes" "/fhir/CodeSystem/\$lookup?system=$ENC_SYSTEM&code=")")
 ROWS+=("$(run validate-code "$WORK/codes" "/fhir/CodeSystem/\$validate-code?url=$ENC_SYSTEM&code=")")
 ROWS+=("$(run expand-filter "$WORK/filters" "/fhir/ValueSet/postcodes-all/\$expand?count=20&filter=")")
+# The same with one connection a core: the latency of one request, without queueing behind 31 others.
+ROWS+=("$(run "expand-filter, $(nproc) connections" "$WORK/filters" "/fhir/ValueSet/postcodes-all/\$expand?count=20&filter=" "" "$(nproc)")")
 seq 1000000 1000 1200000 > "$WORK/offsets"
 ROWS+=("$(run expand-deep-page "$WORK/offsets" "/fhir/ValueSet/postcodes-all/\$expand?count=20&offset=")")
 RSS_AFTER=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
@@ -114,10 +128,10 @@ RATIO=$(echo "scale=1; 100 * $(cat "$WORK/rps-lookup") / $(cat "$WORK/rps-health
 echo
 echo "fhir-registers load benchmark: $SCALE postcodes, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
 echo
-echo "| step | time | memory | storage |"
-echo "|---|---|---|---|"
+echo "| step | time | memory | storage | serve on the releases so far: ready, RSS |"
+echo "|---|---|---|---|---|"
 printf '%s\n' "${IMPORTS[@]}"
-printf '| serve: ready | %.2f s | RSS %d MiB at ready, %d MiB after the runs | |\n' "$READY" "$RSS_READY" "$RSS_AFTER"
+printf '| serve: ready | %.2f s | RSS %d MiB at ready, %d MiB after the runs | | |\n' "$READY" "$RSS_READY" "$RSS_AFTER"
 echo
 echo "| endpoint | requests/s | p50 | p99 | non-2xx |"
 echo "|---|---|---|---|---|"

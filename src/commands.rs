@@ -160,13 +160,13 @@ pub async fn serve(args: ServeArgs) -> i32 {
         args.listen,
         args.base_path
     );
-    // Text and case-folded code indexes are built on first use; build them now, off the request
-    // path, so the first text search does not pay for them (one that comes sooner waits for its
-    // index only).
+    // Text and case-folded code indexes are built on first use; build those of the latest
+    // versions now, off the request path, so the first text search does not pay for them (one
+    // that comes sooner waits for its index only). Older versions build theirs when asked.
     let registry = state.registry();
     std::thread::spawn(move || {
         let started = Instant::now();
-        for cs in registry.all_code_systems() {
+        for cs in registry.latest_code_systems() {
             cs.warm();
         }
         tracing::info!(

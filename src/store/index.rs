@@ -23,9 +23,22 @@ pub struct IndexedRelease {
     segment_start: Vec<u32>,
     /// The record of each concept, in code order (segment records numbered one after another).
     members: Vec<u32>,
+    /// The first 8 bytes of every [`SAMPLE`]th code, so that a lookup narrows its binary search
+    /// in this small array before reading codes from the records (fewer cache misses).
+    samples: Vec<u64>,
     /// Positions in case-folded code order, `None` when that is code order already.
     folded: OnceLock<Option<Vec<u32>>>,
     text: OnceLock<WordIndex>,
+}
+
+const SAMPLE: usize = 64;
+
+/// The first 8 bytes of a code as a number that orders as the bytes do.
+fn code_key(code: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = code.len().min(8);
+    b[..n].copy_from_slice(&code.as_bytes()[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// Word-prefix index over the words of code and display (not the whole code: the folded code
@@ -36,8 +49,8 @@ struct WordIndex {
     text: String,
     /// `text[word_at[i]..word_at[i + 1]]` is word `i`.
     word_at: Vec<u32>,
-    /// `postings[posting_at[i]..posting_at[i + 1]]` are the positions having word `i`, ascending.
-    posting_at: Vec<u32>,
+    /// `postings[posting_at[i].0..posting_at[i].1]` are the positions having word `i`, ascending.
+    posting_at: Vec<(u32, u32)>,
     postings: Vec<u32>,
 }
 
@@ -144,14 +157,20 @@ impl IndexedRelease {
             .into_iter()
             .map(|(s, k)| segment_start[s as usize] + k)
             .collect();
-        Self {
+        let mut r = Self {
             info,
             segments,
             segment_start,
             members,
+            samples: Vec::new(),
             folded: OnceLock::new(),
             text: OnceLock::new(),
-        }
+        };
+        r.samples = (0..r.members.len())
+            .step_by(SAMPLE)
+            .map(|i| code_key(r.code(i as u32)))
+            .collect();
+        r
     }
 
     /// Builds the indexes otherwise built on first use.
@@ -218,7 +237,14 @@ impl IndexedRelease {
 
     /// Index of a code (exact match).
     pub fn find(&self, code: &str) -> Option<u32> {
-        let (mut lo, mut hi) = (0usize, self.members.len());
+        // Sampled codes with a smaller key are before the code, those with a larger one after.
+        let key = code_key(code);
+        let a = self.samples.partition_point(|&k| k < key);
+        let b = a + self.samples[a..].partition_point(|&k| k <= key);
+        let (mut lo, mut hi) = (
+            a.saturating_sub(1) * SAMPLE,
+            (b * SAMPLE).min(self.members.len()),
+        );
         while lo < hi {
             let mid = (lo + hi) / 2;
             match self.code(mid as u32).cmp(code) {
@@ -283,54 +309,80 @@ impl IndexedRelease {
         })
     }
 
-    fn text_index(&self) -> &WordIndex {
-        self.text.get_or_init(|| {
-            let mut ids: HashMap<String, u32> = HashMap::new();
-            let mut postings: Vec<Vec<u32>> = Vec::new();
-            let mut word = String::new();
-            let mut add = |w: &str, i: u32, word: &mut String| {
-                lower_into(w, word);
-                let id = match ids.get(word.as_str()) {
-                    Some(&id) => id,
-                    None => {
-                        ids.insert(word.clone(), postings.len() as u32);
-                        postings.push(Vec::new());
-                        (postings.len() - 1) as u32
-                    }
-                };
-                let list = &mut postings[id as usize];
-                if list.last() != Some(&i) {
-                    list.push(i);
-                }
-            };
-            for i in 0..self.members.len() as u32 {
-                let c = self.code(i);
-                for w in text_words(c) {
-                    // The whole code is found through the folded code order.
-                    if w.len() != c.len() {
-                        add(w, i, &mut word);
-                    }
-                }
-                if let Some(d) = self.display(i) {
-                    for w in text_words(d) {
-                        add(w, i, &mut word);
-                    }
+    /// Calls `f` with each (lower-cased word, position) of the text index, in position order.
+    fn each_word(&self, f: &mut dyn FnMut(&str, u32)) {
+        let mut word = String::new();
+        for i in 0..self.members.len() as u32 {
+            let c = self.code(i);
+            // The whole code is found through the folded code order.
+            for w in text_words(c).filter(|w| w.len() != c.len()) {
+                lower_into(w, &mut word);
+                f(&word, i);
+            }
+            if let Some(d) = self.display(i) {
+                for w in text_words(d) {
+                    lower_into(w, &mut word);
+                    f(&word, i);
                 }
             }
+        }
+    }
+
+    fn text_index(&self) -> &WordIndex {
+        self.text.get_or_init(|| {
+            // Two passes over the text (number the words and count their postings, then fill
+            // one array), so building takes no more memory than the index.
+            let mut ids: HashMap<String, u32> = HashMap::new();
+            let mut counts: Vec<u32> = Vec::new();
+            let mut last: Vec<u32> = Vec::new();
+            self.each_word(&mut |w, i| {
+                let id = match ids.get(w) {
+                    Some(&id) => id as usize,
+                    None => {
+                        ids.insert(w.to_string(), counts.len() as u32);
+                        counts.push(0);
+                        last.push(u32::MAX);
+                        counts.len() - 1
+                    }
+                };
+                if last[id] != i {
+                    last[id] = i;
+                    counts[id] += 1;
+                }
+            });
+            let mut start: Vec<u32> = Vec::with_capacity(counts.len() + 1);
+            let mut at = 0u32;
+            for &c in &counts {
+                start.push(at);
+                at += c;
+            }
+            start.push(at);
+            drop(counts);
+            let mut postings = vec![0u32; at as usize];
+            let mut fill: Vec<u32> = start[..start.len() - 1].to_vec();
+            last.iter_mut().for_each(|l| *l = u32::MAX);
+            self.each_word(&mut |w, i| {
+                let id = ids[w] as usize;
+                if last[id] != i {
+                    last[id] = i;
+                    postings[fill[id] as usize] = i;
+                    fill[id] += 1;
+                }
+            });
             let mut words: Vec<(String, u32)> = ids.into_iter().collect();
             words.sort_unstable();
             let mut index = WordIndex {
-                postings: Vec::with_capacity(postings.iter().map(Vec::len).sum()),
+                postings,
                 ..WordIndex::default()
             };
             for (w, id) in words {
                 index.word_at.push(index.text.len() as u32);
                 index.text.push_str(&w);
-                index.posting_at.push(index.postings.len() as u32);
-                index.postings.append(&mut postings[id as usize]);
+                index
+                    .posting_at
+                    .push((start[id as usize], start[id as usize + 1]));
             }
             index.word_at.push(index.text.len() as u32);
-            index.posting_at.push(index.postings.len() as u32);
             index
         })
     }
@@ -357,8 +409,8 @@ impl IndexedRelease {
             if !index.word(wi).starts_with(prefix) {
                 break;
             }
-            let list =
-                &index.postings[index.posting_at[wi] as usize..index.posting_at[wi + 1] as usize];
+            let (a, b) = index.posting_at[wi];
+            let list = &index.postings[a as usize..b as usize];
             total += list.len();
             lists.push(list);
         }
@@ -522,6 +574,26 @@ mod tests {
             .map(|(c, d)| (c.as_str(), d.as_str()))
             .collect();
         let r = IndexedRelease::new(release(&pairs));
+        // Every code is found where it is, through the sampled keys (several blocks of 64).
+        for i in 0..r.len() as u32 {
+            assert_eq!(r.find(r.code(i)), Some(i));
+        }
+        let long: Vec<(String, String)> = (0..300)
+            .map(|i| (format!("urn:long:prefix:{i:04}"), "x".into()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = long.iter().map(|(c, d)| (c.as_str(), d.as_str())).collect();
+        let l = IndexedRelease::new(release(&pairs));
+        for i in 0..l.len() as u32 {
+            assert_eq!(
+                l.find(l.code(i)),
+                Some(i),
+                "codes sharing their first 8 bytes"
+            );
+        }
+        assert_eq!(l.find("urn:long:prefix:0300"), None);
+        assert_eq!(r.find("B0011"), None);
+        assert_eq!(r.find("0"), None);
+        assert_eq!(r.find("zzz"), None);
         assert_eq!(r.find_folded("b001").map(|i| r.code(i)), Some("B001"));
         assert_eq!(r.find_folded("A198").map(|i| r.code(i)), Some("a198"));
         assert_eq!(r.word_prefix("b").len(), 100);

@@ -468,6 +468,11 @@ impl Registry {
         self.code_systems.contains_key(url)
     }
 
+    /// The latest version of each CodeSystem.
+    pub fn latest_code_systems(&self) -> impl Iterator<Item = &Arc<CodeSystemVersion>> {
+        self.code_systems.values().filter_map(|l| l.last())
+    }
+
     /// Every CodeSystem version.
     pub fn all_code_systems(&self) -> impl Iterator<Item = &Arc<CodeSystemVersion>> {
         self.code_systems.values().flatten()
