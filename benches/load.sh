@@ -79,6 +79,8 @@ while IFS=$'\t' read -r file version; do
 done < "$WORK/releases"
 
 start_server
+# The runs start once the background index build is over, so it does not share them.
+for _ in $(seq 600); do grep -q "indexes built" "$WORK/serve.log" && break; sleep 0.1; done
 
 # Random existing codes and 1–2 word prefixes of their displays (`TS`, `TS18`, `TS18 1`).
 LAST=$(tail -1 "$WORK/releases" | cut -f1)

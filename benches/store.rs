@@ -19,9 +19,10 @@ use fhir_registers::fhir::params::OperationParams;
 use fhir_registers::mapping::{self, MappingSet};
 use fhir_registers::registers;
 use fhir_registers::source;
-use fhir_registers::store::{CodeSystemVersion, IndexedRelease, Registry};
+use fhir_registers::store::persist;
+use fhir_registers::store::{CodeSystemVersion, Registry};
 use fhir_registers::terminology::expand::{ExpandLimits, ExpandRequest, expand};
-use fhir_registers::terminology::lookup::{LookupRequest, lookup};
+use fhir_registers::terminology::lookup::{LookupRequest, lookup, lookup_parameters};
 use fhir_registers::terminology::validate::{Target, ValidateRequest, validate_code};
 
 const POSTCODE: &str =
@@ -32,30 +33,34 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn load(set: &MappingSet, feed: &str, file: &Path, registry: &mut Registry) -> Vec<String> {
+/// Imports a register into a temporary data directory and loads it back as `serve` does
+/// (large record files read in place, small ones decoded).
+fn load(
+    set: &MappingSet,
+    feed: &str,
+    file: &Path,
+    data_dir: &Path,
+    registry: &mut Registry,
+) -> Vec<String> {
     let m = set.mapping(feed).expect("mapping");
     let local = source::local_file(file.to_str().expect("path")).expect("file");
     let started = Instant::now();
     let release = mapping::read_release(m, &local, "bench", &mut |_| {}).expect("imports");
-    let codes: Vec<String> = release
-        .concepts
-        .iter()
-        .map(|c| c.code.to_string())
+    let codes: Vec<String> = (0..release.concepts.len())
+        .map(|i| release.concepts.code(i).to_string())
         .collect();
+    persist::save_release(data_dir, release).expect("stores");
     let read = started.elapsed();
     let meta = Arc::new(set.code_systems[&m.spec.code_system.url].clone());
-    let indexed = Instant::now();
-    registry.add_code_system(CodeSystemVersion::new(
-        meta,
-        "bench".into(),
-        vec![Arc::new(IndexedRelease::new(release))],
-    ));
+    let loaded = Instant::now();
+    let parts = registers::load_releases(data_dir, [m.feed()]);
+    registry.add_code_system(CodeSystemVersion::new(meta, "bench".into(), parts));
     eprintln!(
-        "{feed}: {} concepts from {} (read {:.1} s, index {:.1} s)",
+        "{feed}: {} concepts from {} (import {:.1} s, load {:.2} s)",
         codes.len(),
         file.display(),
         read.as_secs_f64(),
-        indexed.elapsed().as_secs_f64()
+        loaded.elapsed().as_secs_f64()
     );
     codes
 }
@@ -78,11 +83,19 @@ fn benches(c: &mut Criterion) {
     } else {
         repo().join("mappings/data/postcodes/codepoint_open_2014-08_TS_DL_HG.csv.gz")
     };
-    let codes = load(&set, "postcodes-codepoint", &postcodes, &mut registry);
+    let data = tempfile::tempdir().expect("tempdir");
+    let codes = load(
+        &set,
+        "postcodes-codepoint",
+        &postcodes,
+        data.path(),
+        &mut registry,
+    );
     load(
         &set,
         "icd10-who",
         &repo().join("mappings/data/icd10/who_icd10_2019_flat.csv"),
+        data.path(),
         &mut registry,
     );
     for vs in set.value_sets() {
@@ -102,7 +115,12 @@ fn benches(c: &mut Criterion) {
                 code: picks[i].clone(),
                 ..Default::default()
             };
-            black_box(lookup(&registry, &req).expect("found"))
+            // As `serve` answers in JSON: the parameters written straight to bytes.
+            black_box(
+                lookup_parameters(&registry, &req)
+                    .expect("found")
+                    .to_json_bytes(),
+            )
         })
     });
     g.bench_function("icd10_with_parse", |b| {
