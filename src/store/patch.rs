@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::concept::{Concept, Designation, Value};
+use super::segment::{Reader, Writer};
 
 /// One step of the edit script that turns the older property list into the newer one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +152,106 @@ impl Patch {
     }
 }
 
+impl Patch {
+    /// Writes the patch in the records file's encoding (strings through its dictionary).
+    pub(super) fn write(&self, w: &mut Writer<'_>) {
+        let strings = [
+            &self.display,
+            &self.definition,
+            &self.status,
+            &self.valid_from,
+            &self.valid_to,
+        ];
+        let mut flags = 0u64;
+        for (k, s) in strings.iter().enumerate() {
+            flags |= u64::from(s.is_some()) << k;
+        }
+        flags |= u64::from(self.designations.is_some()) << 5
+            | u64::from(self.parents.is_some()) << 6
+            | u64::from(self.properties.is_some()) << 7
+            | u64::from(self.inactive.is_some()) << 8
+            | u64::from(self.inactive == Some(true)) << 9
+            | u64::from(self.not_selectable.is_some()) << 10
+            | u64::from(self.not_selectable == Some(true)) << 11;
+        w.varint(flags);
+        for s in strings.into_iter().flatten() {
+            w.opt_string(s.as_deref());
+        }
+        if let Some(d) = &self.designations {
+            w.designations(d);
+        }
+        if let Some(p) = &self.parents {
+            w.strings(p);
+        }
+        if let Some(edits) = &self.properties {
+            w.varint(edits.len() as u64);
+            for e in edits {
+                match e {
+                    Edit::Keep(n) => {
+                        w.out.push(0);
+                        w.varint(u64::from(*n));
+                    }
+                    Edit::Drop(n) => {
+                        w.out.push(1);
+                        w.varint(u64::from(*n));
+                    }
+                    Edit::Put(code, v) => {
+                        w.out.push(2);
+                        w.string(code);
+                        w.value(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a patch [`Patch::write`] wrote.
+    pub(super) fn read(r: &mut Reader<'_>, dict: &[Box<str>]) -> Result<Self, String> {
+        let flags = r.varint()?;
+        let mut p = Patch::default();
+        for (k, field) in [
+            &mut p.display,
+            &mut p.definition,
+            &mut p.status,
+            &mut p.valid_from,
+            &mut p.valid_to,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if flags & (1 << k) != 0 {
+                *field = Some(r.opt_string(dict)?);
+            }
+        }
+        if flags & (1 << 5) != 0 {
+            p.designations = Some(r.designations(dict)?);
+        }
+        if flags & (1 << 6) != 0 {
+            p.parents = Some(r.strings(dict)?);
+        }
+        if flags & (1 << 7) != 0 {
+            let n = r.varint()? as usize;
+            let mut edits = Vec::with_capacity(n.min(256));
+            for _ in 0..n {
+                edits.push(match r.byte()? {
+                    0 => Edit::Keep(r.varint()? as u32),
+                    1 => Edit::Drop(r.varint()? as u32),
+                    2 => Edit::Put(r.string(dict)?, r.value(dict)?),
+                    t => return Err(format!("unknown property edit {t}")),
+                });
+            }
+            p.properties = Some(edits);
+        }
+        if flags & (1 << 8) != 0 {
+            p.inactive = Some(flags & (1 << 9) != 0);
+        }
+        if flags & (1 << 10) != 0 {
+            p.not_selectable = Some(flags & (1 << 11) != 0);
+        }
+        Ok(p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,8 +300,18 @@ mod tests {
             let mut new = new;
             new.status = Some("inactive".into());
             new.inactive = true;
+            new.display = None;
             let p = Patch::between(&base, &new);
             assert_eq!(p.apply(&base).expect("fits"), new);
+            // The records file's encoding reads back the same patch.
+            let mut bytes = Vec::new();
+            let mut none = |_: &str| None;
+            p.write(&mut Writer {
+                out: &mut bytes,
+                intern: &mut none,
+            });
+            let back = Patch::read(&mut Reader { b: &bytes, at: 0 }, &[]).expect("reads");
+            assert_eq!(back, p);
         }
         let same = Patch::between(&base, &base);
         assert_eq!(same, Patch::default());

@@ -8,13 +8,13 @@
 //! earlier segment (its *base*), rebuilt when read.
 //!
 //! ```text
-//! "FHIRREC4"
+//! "FHIRREC5"
 //! u32 header length, header (postcard): bases, dictionary, record count, section lengths
 //! key offsets    (2n+1) × u32   code i = keys[o[2i]..o[2i+1]], display = keys[o[2i+1]..o[2i+2]]
 //!                               (bit 31 of o[2i+1]: the record has a display)
 //! keys           UTF-8 text
 //! record offsets (n+1) × u32
-//! records        per record: 0 + concept fields | 1 + base, index, postcard(Patch)
+//! records        per record: 0 + concept fields | 1 + base, index, patch (fields that changed)
 //! ```
 //!
 //! Small segments (up to [`decode_limit`] records) are decoded whole when loaded, as the registers
@@ -34,7 +34,7 @@ use super::patch::Patch;
 use super::persist::PersistError;
 
 /// File header of a records file.
-pub const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC4";
+pub const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC5";
 
 const HAS_DISPLAY: u32 = 1 << 31;
 const OFFSET: u32 = HAS_DISPLAY - 1;
@@ -306,8 +306,7 @@ impl Packed {
             1 => {
                 let base = r.varint()? as usize;
                 let index = r.varint()? as u32;
-                let patch: Patch =
-                    postcard::from_bytes(&bytes[r.at..]).map_err(|e| e.to_string())?;
+                let patch = Patch::read(&mut r, &self.dict)?;
                 let base = self
                     .bases
                     .get(base)
@@ -352,7 +351,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string: from the dictionary (even numbers) or written in place (odd: length).
-    fn string(&mut self, dict: &[Box<str>]) -> Result<Box<str>, String> {
+    pub(super) fn string(&mut self, dict: &[Box<str>]) -> Result<Box<str>, String> {
         let v = self.varint()?;
         if v & 1 == 0 {
             dict.get((v >> 1) as usize)
@@ -384,60 +383,81 @@ impl<'a> Reader<'a> {
             c.valid_to = Some(self.string(dict)?);
         }
         if flags & 64 != 0 {
-            let n = self.varint()? as usize;
-            c.designations.reserve(n.min(64));
-            for _ in 0..n {
-                let f = self.byte()?;
-                let language = (f & 1 != 0).then(|| self.string(dict)).transpose()?;
-                let use_ = if f & 2 != 0 {
-                    Some(DesignationUse {
-                        system: self.string(dict)?,
-                        code: self.string(dict)?,
-                        display: (f & 4 != 0).then(|| self.string(dict)).transpose()?,
-                    })
-                } else {
-                    None
-                };
-                let value = self.string(dict)?;
-                c.designations.push(Designation {
-                    language,
-                    use_,
-                    value,
-                });
-            }
+            c.designations = self.designations(dict)?;
         }
         let n = self.varint()? as usize;
         c.properties.reserve(n.min(256));
         for _ in 0..n {
             let code = self.string(dict)?;
-            let value = match self.byte()? {
-                0 => Value::Code(self.string(dict)?),
-                1 => Value::String(self.string(dict)?),
-                2 => {
-                    let z = self.varint()?;
-                    Value::Integer(((z >> 1) as i64) ^ -((z & 1) as i64))
-                }
-                3 => Value::Boolean(false),
-                4 => Value::Boolean(true),
-                5 => Value::DateTime(self.string(dict)?),
-                6 => Value::Decimal(self.string(dict)?),
-                t @ (7 | 8) => Value::Coding {
-                    system: self.string(dict)?,
-                    code: self.string(dict)?,
-                    display: (t == 8).then(|| self.string(dict)).transpose()?,
-                },
-                t => return Err(format!("unknown value kind {t}")),
-            };
-            c.properties.push((code, value));
+            c.properties.push((code, self.value(dict)?));
         }
         if flags & 128 != 0 {
-            let n = self.varint()? as usize;
-            c.parents.reserve(n.min(64));
-            for _ in 0..n {
-                c.parents.push(self.string(dict)?);
-            }
+            c.parents = self.strings(dict)?;
         }
         Ok(())
+    }
+
+    pub(super) fn strings(&mut self, dict: &[Box<str>]) -> Result<Vec<Box<str>>, String> {
+        let n = self.varint()? as usize;
+        let mut out = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            out.push(self.string(dict)?);
+        }
+        Ok(out)
+    }
+
+    /// `None` (0) or a string (1 and the string).
+    pub(super) fn opt_string(&mut self, dict: &[Box<str>]) -> Result<Option<Box<str>>, String> {
+        match self.byte()? {
+            0 => Ok(None),
+            _ => self.string(dict).map(Some),
+        }
+    }
+
+    pub(super) fn designations(&mut self, dict: &[Box<str>]) -> Result<Vec<Designation>, String> {
+        let n = self.varint()? as usize;
+        let mut out = Vec::with_capacity(n.min(64));
+        for _ in 0..n {
+            let f = self.byte()?;
+            let language = (f & 1 != 0).then(|| self.string(dict)).transpose()?;
+            let use_ = if f & 2 != 0 {
+                Some(DesignationUse {
+                    system: self.string(dict)?,
+                    code: self.string(dict)?,
+                    display: (f & 4 != 0).then(|| self.string(dict)).transpose()?,
+                })
+            } else {
+                None
+            };
+            let value = self.string(dict)?;
+            out.push(Designation {
+                language,
+                use_,
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(super) fn value(&mut self, dict: &[Box<str>]) -> Result<Value, String> {
+        Ok(match self.byte()? {
+            0 => Value::Code(self.string(dict)?),
+            1 => Value::String(self.string(dict)?),
+            2 => {
+                let z = self.varint()?;
+                Value::Integer(((z >> 1) as i64) ^ -((z & 1) as i64))
+            }
+            3 => Value::Boolean(false),
+            4 => Value::Boolean(true),
+            5 => Value::DateTime(self.string(dict)?),
+            6 => Value::Decimal(self.string(dict)?),
+            t @ (7 | 8) => Value::Coding {
+                system: self.string(dict)?,
+                code: self.string(dict)?,
+                display: (t == 8).then(|| self.string(dict)).transpose()?,
+            },
+            t => return Err(format!("unknown value kind {t}")),
+        })
     }
 }
 
@@ -554,68 +574,90 @@ impl Writer<'_> {
             self.string(s);
         }
         if !c.designations.is_empty() {
-            self.varint(c.designations.len() as u64);
-            for d in &c.designations {
-                let f = u8::from(d.language.is_some())
-                    | u8::from(d.use_.is_some()) << 1
-                    | u8::from(d.use_.as_ref().is_some_and(|u| u.display.is_some())) << 2;
-                self.out.push(f);
-                if let Some(l) = &d.language {
-                    self.string(l);
-                }
-                if let Some(u) = &d.use_ {
-                    self.string(&u.system);
-                    self.string(&u.code);
-                    if let Some(x) = &u.display {
-                        self.string(x);
-                    }
-                }
-                self.string(&d.value);
-            }
+            self.designations(&c.designations);
         }
         self.varint(c.properties.len() as u64);
         for (code, v) in &c.properties {
             self.string(code);
-            match v {
-                Value::Code(s) => {
-                    self.out.push(0);
-                    self.string(s);
-                }
-                Value::String(s) => {
-                    self.out.push(1);
-                    self.string(s);
-                }
-                Value::Integer(i) => {
-                    self.out.push(2);
-                    self.varint(((i << 1) ^ (i >> 63)) as u64);
-                }
-                Value::Boolean(b) => self.out.push(if *b { 4 } else { 3 }),
-                Value::DateTime(s) => {
-                    self.out.push(5);
-                    self.string(s);
-                }
-                Value::Decimal(s) => {
-                    self.out.push(6);
-                    self.string(s);
-                }
-                Value::Coding {
-                    system,
-                    code,
-                    display,
-                } => {
-                    self.out.push(if display.is_some() { 8 } else { 7 });
-                    self.string(system);
-                    self.string(code);
-                    if let Some(d) = display {
-                        self.string(d);
-                    }
-                }
-            }
+            self.value(v);
         }
         if !c.parents.is_empty() {
-            self.varint(c.parents.len() as u64);
-            for p in &c.parents {
-                self.string(p);
+            self.strings(&c.parents);
+        }
+    }
+
+    pub(super) fn strings(&mut self, list: &[Box<str>]) {
+        self.varint(list.len() as u64);
+        for p in list {
+            self.string(p);
+        }
+    }
+
+    pub(super) fn opt_string(&mut self, s: Option<&str>) {
+        match s {
+            None => self.out.push(0),
+            Some(s) => {
+                self.out.push(1);
+                self.string(s);
+            }
+        }
+    }
+
+    pub(super) fn designations(&mut self, list: &[Designation]) {
+        self.varint(list.len() as u64);
+        for d in list {
+            let f = u8::from(d.language.is_some())
+                | u8::from(d.use_.is_some()) << 1
+                | u8::from(d.use_.as_ref().is_some_and(|u| u.display.is_some())) << 2;
+            self.out.push(f);
+            if let Some(l) = &d.language {
+                self.string(l);
+            }
+            if let Some(u) = &d.use_ {
+                self.string(&u.system);
+                self.string(&u.code);
+                if let Some(x) = &u.display {
+                    self.string(x);
+                }
+            }
+            self.string(&d.value);
+        }
+    }
+
+    pub(super) fn value(&mut self, v: &Value) {
+        match v {
+            Value::Code(s) => {
+                self.out.push(0);
+                self.string(s);
+            }
+            Value::String(s) => {
+                self.out.push(1);
+                self.string(s);
+            }
+            Value::Integer(i) => {
+                self.out.push(2);
+                self.varint(((i << 1) ^ (i >> 63)) as u64);
+            }
+            Value::Boolean(b) => self.out.push(if *b { 4 } else { 3 }),
+            Value::DateTime(s) => {
+                self.out.push(5);
+                self.string(s);
+            }
+            Value::Decimal(s) => {
+                self.out.push(6);
+                self.string(s);
+            }
+            Value::Coding {
+                system,
+                code,
+                display,
+            } => {
+                self.out.push(if display.is_some() { 8 } else { 7 });
+                self.string(system);
+                self.string(code);
+                if let Some(d) = display {
+                    self.string(d);
+                }
             }
         }
     }
@@ -698,14 +740,18 @@ impl Encoded {
             } = &r
             {
                 // A patch only where it is smaller than the whole record.
-                let p = postcard::to_allocvec(patch).map_err(|e| e.to_string())?;
-                if p.len() + 6 < w.out.len() - start {
-                    w.out.truncate(start);
-                    w.out.push(1);
-                    w.varint(u64::from(*base));
-                    w.varint(u64::from(*index));
-                    w.out.extend_from_slice(&p);
+                let full = w.out.len() - start;
+                w.out.push(1);
+                w.varint(u64::from(*base));
+                w.varint(u64::from(*index));
+                patch.write(&mut w);
+                let patched = w.out.len() - start - full;
+                if patched < full {
+                    w.out.copy_within(start + full.., start);
+                    w.out.truncate(start + patched);
                     patches += 1;
+                } else {
+                    w.out.truncate(start + full);
                 }
             }
         }
