@@ -29,7 +29,13 @@ pub struct IndexedRelease {
     /// Positions in case-folded code order, `None` when that is code order already.
     folded: OnceLock<Option<Vec<u32>>>,
     text: OnceLock<WordIndex>,
+    /// Per property code, built on first use by a property filter: value (as filters compare it)
+    /// → positions having it, ascending.
+    by_property: std::sync::Mutex<HashMap<String, Arc<PropertyIndex>>>,
 }
+
+/// Positions by property value.
+type PropertyIndex = HashMap<Box<str>, Vec<u32>>;
 
 const SAMPLE: usize = 64;
 
@@ -165,12 +171,46 @@ impl IndexedRelease {
             samples: Vec::new(),
             folded: OnceLock::new(),
             text: OnceLock::new(),
+            by_property: std::sync::Mutex::new(HashMap::new()),
         };
         r.samples = (0..r.members.len())
             .step_by(SAMPLE)
             .map(|i| code_key(r.code(i as u32)))
             .collect();
         r
+    }
+
+    /// Positions of the concepts having `property` with one of `values` (compared as filters
+    /// compare them: a Coding by its code), ascending. The index of a property is built the first
+    /// time a filter asks for it (one pass decoding every concept), then kept: a filtered
+    /// expansion of a national register reads only its matches.
+    pub fn with_property(&self, property: &str, values: &[String]) -> Vec<u32> {
+        let index = {
+            let mut all = self
+                .by_property
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            all.entry(property.to_string())
+                .or_insert_with(|| {
+                    let mut index = PropertyIndex::new();
+                    for i in 0..self.members.len() as u32 {
+                        for v in self.concept(i).property(property) {
+                            let list = index.entry(v.as_text().into()).or_default();
+                            if list.last() != Some(&i) {
+                                list.push(i);
+                            }
+                        }
+                    }
+                    Arc::new(index)
+                })
+                .clone()
+        };
+        let mut lists: Vec<&[u32]> = values
+            .iter()
+            .filter_map(|v| index.get(v.as_str()).map(Vec::as_slice))
+            .collect();
+        let total = lists.iter().map(|l| l.len()).sum();
+        merge_sorted(&mut lists, total)
     }
 
     /// Builds the indexes otherwise built on first use.

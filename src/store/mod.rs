@@ -322,6 +322,23 @@ impl CodeSystemVersion {
         false
     }
 
+    /// The concepts having `property` with one of `values`, part by part (see
+    /// [`IndexedRelease::with_property`]).
+    pub fn with_property(&self, property: &str, values: &[String]) -> Vec<ConceptRef> {
+        let mut out = Vec::new();
+        for (p, part) in self.parts.iter().enumerate() {
+            out.extend(
+                part.with_property(property, values)
+                    .into_iter()
+                    .map(|index| ConceptRef {
+                        part: p as u16,
+                        index,
+                    }),
+            );
+        }
+        out
+    }
+
     /// Word-prefix text search: concepts whose code/display words start with every filter word.
     pub fn text_search(&self, filter_words: &[String]) -> Vec<ConceptRef> {
         let Some(driver) = filter_words.iter().max_by_key(|w| w.len()) else {

@@ -303,8 +303,8 @@ fn holds(cs: &CodeSystemVersion, c: &Concept, p: &Pred) -> bool {
     }
 }
 
-/// Candidate concepts for a set of predicates: a hierarchy walk when one applies, else `None`
-/// (meaning every concept).
+/// Candidate concepts for a set of predicates: a hierarchy walk or a property index when one applies,
+/// else `None` (meaning every concept).
 fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<Vec<ConceptRef>> {
     for p in preds {
         let mut out = match p {
@@ -316,6 +316,8 @@ fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<Vec<ConceptRef>>
             Pred::DescendentOf(a) | Pred::DescendentLeaf(a) => cs.descendants(a),
             Pred::ChildOf(a) => cs.children(a).to_vec(),
             Pred::Eq(Field::Code, v) => cs.find(v).into_iter().collect(),
+            Pred::Eq(Field::Named(n), v) => cs.with_property(n, std::slice::from_ref(v)),
+            Pred::In(Field::Named(n), vs) => cs.with_property(n, vs),
             _ => continue,
         };
         out.sort_unstable();

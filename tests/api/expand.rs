@@ -364,3 +364,70 @@ async fn a_whole_code_system_is_paged_directly_with_the_same_pages_as_a_full_exp
         );
     }
 }
+
+/// Expands an inline compose against a given server state.
+async fn expand_inline_on(state: Arc<AppState>, compose: Json) -> Json {
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "valueSet", "resource": {"resourceType": "ValueSet", "status": "active", "compose": compose}},
+        {"name": "count", "valueInteger": 1000}
+    ]});
+    let req = Request::post("/fhir/ValueSet/$expand")
+        .header("content-type", "application/fhir+json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let r = send_to(state, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test]
+async fn property_filters_find_exactly_the_rows_with_those_area_codes() {
+    const POSTCODE: &str =
+        "https://digital.nhs.uk/services/organisation-data-service/CodeSystem/postcode";
+    // Postcode (no spaces) → ward, district, from the fixture itself.
+    let rows: Vec<(String, String, String)> =
+        gz_rows("tests/fixtures/postcodes/codepoint_TS18_slice.csv.gz")
+            .iter()
+            .filter(|r| &r[0] != "Postcode")
+            .map(|r| (r[0].replace(' ', ""), r[9].to_string(), r[8].to_string()))
+            .collect();
+    let mut wards: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    wards.sort_unstable();
+    wards.dedup();
+    assert!(wards.len() >= 3, "the slice spans several wards");
+    let (w1, w2) = (wards[0], wards[wards.len() - 1]);
+    let want_in: HashSet<String> = rows
+        .iter()
+        .filter(|r| r.1 == w1 || r.1 == w2)
+        .map(|r| r.0.clone())
+        .collect();
+    let want_both: HashSet<String> = rows
+        .iter()
+        .filter(|r| r.1 == w1 && r.2 == "E06000004")
+        .map(|r| r.0.clone())
+        .collect();
+    // Decoded records (the small fixture state) and records read in place (the history state).
+    for state in [state(), history_state()] {
+        let vs = expand_inline_on(
+            state.clone(),
+            json!({"include": [{"system": POSTCODE, "filter": [
+                {"property": "EW", "op": "in", "value": format!("{w1},{w2}")}
+            ]}]}),
+        )
+        .await;
+        let got: HashSet<String> = codes(&vs).into_iter().collect();
+        assert_eq!(got, want_in);
+        assert_eq!(vs["expansion"]["total"], json!(want_in.len()));
+        let vs = expand_inline_on(
+            state,
+            json!({"include": [{"system": POSTCODE, "filter": [
+                {"property": "EW", "op": "=", "value": w1},
+                {"property": "adminDistrict", "op": "=", "value": "E06000004"}
+            ]}]}),
+        )
+        .await;
+        let got: HashSet<String> = codes(&vs).into_iter().collect();
+        assert_eq!(got, want_both);
+        assert!(!want_both.is_empty());
+    }
+}
