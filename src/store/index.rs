@@ -76,13 +76,14 @@ pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text_words(text).map(str::to_lowercase)
 }
 
-/// Lower-cases into a reused buffer.
+/// Lower-cases into a reused buffer, as [`words`] does (`str::to_lowercase`: a word-final `Σ`
+/// becomes `ς`); without allocating for ASCII.
 fn lower_into(word: &str, buf: &mut String) {
     buf.clear();
     if word.is_ascii() {
         buf.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
     } else {
-        buf.extend(word.chars().flat_map(char::to_lowercase));
+        buf.push_str(&word.to_lowercase());
     }
 }
 
@@ -102,17 +103,12 @@ fn fold_prefix_cmp(a: &str, b: &str) -> Ordering {
         }
         return Ordering::Equal;
     }
-    let mut a = a.chars().flat_map(char::to_lowercase);
-    for y in b.chars() {
-        match a.next() {
-            None => return Ordering::Less,
-            Some(x) => match x.cmp(&y) {
-                Ordering::Equal => {}
-                o => return o,
-            },
-        }
+    let a = a.to_lowercase();
+    if a.starts_with(b) {
+        Ordering::Equal
+    } else {
+        a.as_str().cmp(b)
     }
-    Ordering::Equal
 }
 
 /// Compares two codes case-folded (ties by their exact text).
@@ -125,9 +121,8 @@ fn fold_cmp(a: &str, b: &str) -> Ordering {
             .cmp(y.iter().map(u8::to_ascii_lowercase))
             .then_with(|| a.cmp(b));
     }
-    a.chars()
-        .flat_map(char::to_lowercase)
-        .cmp(b.chars().flat_map(char::to_lowercase))
+    a.to_lowercase()
+        .cmp(&b.to_lowercase())
         .then_with(|| a.cmp(b))
 }
 
@@ -205,12 +200,11 @@ impl IndexedRelease {
                 })
                 .clone()
         };
-        let mut lists: Vec<&[u32]> = values
+        let lists: Vec<&[u32]> = values
             .iter()
             .filter_map(|v| index.get(v.as_str()).map(Vec::as_slice))
             .collect();
-        let total = lists.iter().map(|l| l.len()).sum();
-        merge_sorted(&mut lists, total)
+        merge_sorted(lists)
     }
 
     /// Builds the indexes otherwise built on first use.
@@ -219,7 +213,8 @@ impl IndexedRelease {
         self.text_index();
     }
 
-    fn locate(&self, i: u32) -> (&Segment, u32) {
+    /// The stored record at an index: its segment and number there.
+    pub fn record(&self, i: u32) -> (&Segment, u32) {
         let g = self.members[i as usize];
         let s = self.segment_start.partition_point(|&st| st <= g) - 1;
         (&self.segments[s], g - self.segment_start[s])
@@ -227,19 +222,19 @@ impl IndexedRelease {
 
     /// The concept at an index (code order).
     pub fn concept(&self, i: u32) -> Cow<'_, Concept> {
-        let (s, k) = self.locate(i);
+        let (s, k) = self.record(i);
         s.concept(k)
     }
 
     /// The code at an index, without decoding the concept.
     pub fn code(&self, i: u32) -> &str {
-        let (s, k) = self.locate(i);
+        let (s, k) = self.record(i);
         s.code(k)
     }
 
     /// The display at an index, without decoding the concept.
     pub fn display(&self, i: u32) -> Option<&str> {
-        let (s, k) = self.locate(i);
+        let (s, k) = self.record(i);
         s.display(k)
     }
 
@@ -248,15 +243,10 @@ impl IndexedRelease {
         self.segments.iter().any(|s| s.has_parents())
     }
 
-    /// The stored record at an index: its segment and number there.
-    pub fn record(&self, i: u32) -> (&Segment, u32) {
-        self.locate(i)
-    }
-
     /// Identity of the stored record at an index: two releases of a feed hold the very same
     /// record exactly when this is equal (and then the concept is unchanged).
     pub fn record_id(&self, i: u32) -> (*const Segment, u32) {
-        let (s, k) = self.locate(i);
+        let (s, k) = self.record(i);
         (std::ptr::from_ref(s), k)
     }
 
@@ -444,30 +434,25 @@ impl IndexedRelease {
             lo
         };
         let mut lists: Vec<&[u32]> = Vec::new();
-        let mut total = 0;
         for wi in start..index.len() {
             if !index.word(wi).starts_with(prefix) {
                 break;
             }
             let (a, b) = index.posting_at[wi];
-            let list = &index.postings[a as usize..b as usize];
-            total += list.len();
-            lists.push(list);
+            lists.push(&index.postings[a as usize..b as usize]);
         }
         let codes: Vec<u32> = self.folded_prefix(prefix).collect();
-        total += codes.len();
-        if !codes.is_empty() {
-            lists.push(&codes);
-        }
-        merge_sorted(&mut lists, total)
+        lists.push(&codes);
+        merge_sorted(lists)
     }
 }
 
 /// The union of ascending lists, ascending and unique. Matches cluster in code order (a postcode
 /// area, an ICD-10 chapter), so a bitmap over the span they cover is usually small; otherwise they
 /// are sorted.
-fn merge_sorted(lists: &mut Vec<&[u32]>, total: usize) -> Vec<u32> {
+fn merge_sorted(mut lists: Vec<&[u32]>) -> Vec<u32> {
     lists.retain(|l| !l.is_empty());
+    let total: usize = lists.iter().map(|l| l.len()).sum();
     match lists.len() {
         0 => return Vec::new(),
         1 => return lists[0].to_vec(),
@@ -526,12 +511,7 @@ fn text_words(text: &str) -> impl Iterator<Item = &str> {
 
 /// Whether `word`, lower-cased, starts with `prefix` (already lower-case).
 fn word_starts_with(word: &str, prefix: &str) -> bool {
-    if word.is_ascii() {
-        word.len() >= prefix.len()
-            && word.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-    } else {
-        word.to_lowercase().starts_with(prefix)
-    }
+    fold_prefix_cmp(word, prefix) == Ordering::Equal
 }
 
 #[cfg(test)]
@@ -571,6 +551,7 @@ mod tests {
             ("A81001", "THE DENSHAM SURGERY"),
             ("A81002", "QUEENS PARK MEDICAL CENTRE"),
             ("J45.9", "Asthma, unspecified"),
+            ("X1", "ΟΔΟΣ Σταδίου"),
         ]));
         assert_eq!(r.find("A81002"), Some(1));
         assert_eq!(r.find("A8100"), None);
@@ -581,6 +562,9 @@ mod tests {
         assert_eq!(r.word_prefix("j45.9").len(), 1);
         assert_eq!(r.word_prefix("unspec").len(), 1);
         assert!(r.word_prefix("zzz").is_empty());
+        // Lower-cased as filter words are (a word-final Σ is ς).
+        assert_eq!(r.word_prefix(&words("ΟΔΟΣ").collect::<String>()), [3]);
+        assert_eq!(r.word_prefix("σταδ"), [3]);
         // Whole codes, case-insensitively; prefixes of them.
         assert_eq!(r.find_folded("a81002"), Some(1));
         assert_eq!(r.find_folded("j45.9"), Some(2));

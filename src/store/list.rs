@@ -69,13 +69,9 @@ impl ConceptList {
         self.at.is_empty()
     }
 
-    fn slot(&self, i: usize) -> usize {
-        self.order.as_ref().map_or(i, |o| o[i] as usize)
-    }
-
     /// Where concept `i` was pushed (0 for the first pushed).
     pub fn pushed_as(&self, i: usize) -> usize {
-        self.slot(i)
+        self.order.as_ref().map_or(i, |o| o[i] as usize)
     }
 
     fn code_at(&self, slot: usize) -> &[u8] {
@@ -89,14 +85,14 @@ impl ConceptList {
 
     /// The code of concept `i`.
     pub fn code(&self, i: usize) -> &str {
-        std::str::from_utf8(self.code_at(self.slot(i))).unwrap_or("")
+        std::str::from_utf8(self.code_at(self.pushed_as(i))).unwrap_or("")
     }
 
     /// Concept `i`, decoded.
     pub fn get(&self, i: usize) -> Concept {
         let mut r = Reader {
             b: &self.bytes,
-            at: self.at[self.slot(i)] as usize,
+            at: self.at[self.pushed_as(i)] as usize,
         };
         // Written by `push` just before: it reads back, or the list is not what it wrote.
         let read = |r: &mut Reader<'_>| -> Result<Concept, String> {

@@ -246,17 +246,7 @@ impl CodeSystemVersion {
 
     /// Every concept, part by part, each part in code order.
     pub fn iter(&self) -> impl Iterator<Item = (ConceptRef, Cow<'_, Concept>)> + '_ {
-        self.parts.iter().enumerate().flat_map(|(p, part)| {
-            part.iter().enumerate().map(move |(i, c)| {
-                (
-                    ConceptRef {
-                        part: p as u16,
-                        index: i as u32,
-                    },
-                    c,
-                )
-            })
-        })
+        self.refs().map(|r| (r, self.concept(r)))
     }
 
     /// The `i`-th concept in [`CodeSystemVersion::iter`] order, found without walking there.

@@ -419,11 +419,6 @@ impl FeedStore {
         let mut later: Vec<usize> = (0..others.len()).filter(|&k| is_later(k)).collect();
         later.sort_by(|&a, &b| super::compare_versions(version(a), version(b)));
         nearest.extend(later);
-        let same_mapping: Vec<usize> = nearest
-            .iter()
-            .copied()
-            .filter(|&k| others[k].info.mapping_hash == info.mapping_hash)
-            .collect();
         let name = format!(
             "{}-{}",
             file_stem(&info.version),
@@ -452,30 +447,31 @@ impl FeedStore {
         let total = release.concepts.len();
         for k in 0..total {
             let c = release.concepts.get(k);
+            // One search of each release, nearest first: the first that has the code gives the
+            // base of a patch; one made with the same mapping whose record is equal is the record.
             let mut stored: Option<(&Segment, u32)> = None;
+            let mut base: Option<(&Segment, u32)> = None;
             let mut tried: Option<(*const Segment, u32)> = None;
-            for &r in &same_mapping {
+            for &r in &nearest {
                 let Some(i) = indexed[r].find(&c.code) else {
                     continue;
                 };
+                let record = indexed[r].record(i);
+                base.get_or_insert(record);
                 let id = indexed[r].record_id(i);
-                if tried == Some(id) {
+                if others[r].info.mapping_hash != info.mapping_hash || tried == Some(id) {
                     continue;
                 }
                 tried = Some(id);
                 if *indexed[r].concept(i) == c {
-                    stored = Some(indexed[r].record(i));
+                    stored = Some(record);
                     break;
                 }
             }
             let (seg, idx) = match stored {
                 Some((s, i)) => (segment_index(&s.name, &mut segment_names), i),
                 None => {
-                    let base = nearest.iter().find_map(|&r| {
-                        let i = indexed[r].find(&c.code)?;
-                        let (s, i) = indexed[r].record(i);
-                        Some((segment_index(&s.name, &mut bases), i))
-                    });
+                    let base = base.map(|(s, i)| (segment_index(&s.name, &mut bases), i));
                     pending.push((k as u32, base));
                     (
                         segment_index(&name, &mut segment_names),

@@ -123,11 +123,7 @@ impl Segment {
     pub fn code(&self, i: u32) -> &str {
         match &self.body {
             Body::Decoded(c) => &c[i as usize].code,
-            Body::Packed(p) => {
-                let i = i as usize * 2;
-                &p.keys
-                    [(p.key_offsets[i] & OFFSET) as usize..(p.key_offsets[i + 1] & OFFSET) as usize]
-            }
+            Body::Packed(p) => p.code(i as usize),
         }
     }
 
@@ -135,11 +131,7 @@ impl Segment {
     pub fn display(&self, i: u32) -> Option<&str> {
         match &self.body {
             Body::Decoded(c) => c[i as usize].display.as_deref(),
-            Body::Packed(p) => {
-                let i = i as usize * 2;
-                let (a, b) = (p.key_offsets[i + 1], p.key_offsets[i + 2]);
-                (a & HAS_DISPLAY != 0).then(|| &p.keys[(a & OFFSET) as usize..b as usize])
-            }
+            Body::Packed(p) => p.display(i as usize),
         }
     }
 
@@ -283,23 +275,25 @@ fn read_u32s(r: &mut impl Read, n: u64) -> std::io::Result<Vec<u32>> {
 }
 
 impl Packed {
+    fn code(&self, i: usize) -> &str {
+        let (a, b) = (self.key_offsets[2 * i], self.key_offsets[2 * i + 1]);
+        &self.keys[(a & OFFSET) as usize..(b & OFFSET) as usize]
+    }
+
+    fn display(&self, i: usize) -> Option<&str> {
+        let (a, b) = (self.key_offsets[2 * i + 1], self.key_offsets[2 * i + 2]);
+        (a & HAS_DISPLAY != 0).then(|| &self.keys[(a & OFFSET) as usize..b as usize])
+    }
+
     fn decode(&self, i: u32) -> Result<Concept, String> {
         let i = i as usize;
         let bytes =
             &self.records[self.record_offsets[i] as usize..self.record_offsets[i + 1] as usize];
         let mut r = Reader { b: bytes, at: 0 };
-        let code = {
-            let k = i * 2;
-            &self.keys[(self.key_offsets[k] & OFFSET) as usize
-                ..(self.key_offsets[k + 1] & OFFSET) as usize]
-        };
         match r.byte()? {
             0 => {
-                let mut c = Concept::new(code);
-                let (a, b) = (self.key_offsets[i * 2 + 1], self.key_offsets[i * 2 + 2]);
-                if a & HAS_DISPLAY != 0 {
-                    c.display = Some(self.keys[(a & OFFSET) as usize..b as usize].into());
-                }
+                let mut c = Concept::new(self.code(i));
+                c.display = self.display(i).map(Into::into);
                 r.concept_fields(&mut c, &self.dict)?;
                 Ok(c)
             }
@@ -487,50 +481,6 @@ impl Rec {
     }
 }
 
-/// Every string of a concept's record (not its code and display, which are keys).
-fn strings_of(c: &Concept, f: &mut dyn FnMut(&str)) {
-    for s in [&c.definition, &c.status, &c.valid_from, &c.valid_to]
-        .into_iter()
-        .flatten()
-    {
-        f(s);
-    }
-    for d in &c.designations {
-        if let Some(l) = &d.language {
-            f(l);
-        }
-        if let Some(u) = &d.use_ {
-            f(&u.system);
-            f(&u.code);
-            if let Some(x) = &u.display {
-                f(x);
-            }
-        }
-        f(&d.value);
-    }
-    for (code, v) in &c.properties {
-        f(code);
-        match v {
-            Value::Code(s) | Value::String(s) | Value::DateTime(s) | Value::Decimal(s) => f(s),
-            Value::Coding {
-                system,
-                code,
-                display,
-            } => {
-                f(system);
-                f(code);
-                if let Some(d) = display {
-                    f(d);
-                }
-            }
-            Value::Integer(_) | Value::Boolean(_) => {}
-        }
-    }
-    for p in &c.parents {
-        f(p);
-    }
-}
-
 /// Writes the compact encoding; `intern` gives a string's dictionary number, or `None` to write
 /// it in place.
 pub(super) struct Writer<'w> {
@@ -682,18 +632,30 @@ impl Encoded {
         n: usize,
         record: &mut dyn FnMut(usize) -> Result<Rec, String>,
     ) -> Result<Self, String> {
-        // The dictionary: strings that occur more than once, most frequent first.
+        // The dictionary: strings that occur more than once, most frequent first. They are
+        // counted by writing each record with nothing interned, so exactly the strings the
+        // encoding writes are counted.
         let mut counts: HashMap<Box<str>, u32> = HashMap::new();
         let mut has_parents = false;
+        let mut scratch = Vec::new();
         for k in 0..n {
             let r = record(k)?;
             has_parents |= !r.concept().parents.is_empty();
-            strings_of(r.concept(), &mut |s| match counts.get_mut(s) {
-                Some(c) => *c += 1,
-                None => {
-                    counts.insert(s.into(), 1);
+            let mut count = |s: &str| {
+                match counts.get_mut(s) {
+                    Some(c) => *c += 1,
+                    None => {
+                        counts.insert(s.into(), 1);
+                    }
                 }
-            });
+                None
+            };
+            scratch.clear();
+            Writer {
+                out: &mut scratch,
+                intern: &mut count,
+            }
+            .concept_fields(r.concept());
         }
         let mut strings: Vec<(Box<str>, u32)> =
             counts.into_iter().filter(|&(_, c)| c > 1).collect();
@@ -715,15 +677,18 @@ impl Encoded {
         let mut record_offsets = Vec::with_capacity(n + 1);
         let mut patches = 0;
         let too_big = || "a records file over 2 GiB of codes or 4 GiB of records".to_string();
+        let key_at = |keys: &Vec<u8>| {
+            u32::try_from(keys.len())
+                .ok()
+                .filter(|&a| a < HAS_DISPLAY)
+                .ok_or_else(too_big)
+        };
         for k in 0..n {
             let r = record(k)?;
             let c = r.concept();
-            key_offsets.push(u32::try_from(keys.len()).map_err(|_| too_big())?);
+            key_offsets.push(key_at(&keys)?);
             keys.extend_from_slice(c.code.as_bytes());
-            let at = u32::try_from(keys.len())
-                .ok()
-                .filter(|&a| a < HAS_DISPLAY)
-                .ok_or_else(too_big)?;
+            let at = key_at(&keys)?;
             match &c.display {
                 Some(d) => {
                     key_offsets.push(at | HAS_DISPLAY);
@@ -755,12 +720,7 @@ impl Encoded {
                 }
             }
         }
-        key_offsets.push(
-            u32::try_from(keys.len())
-                .ok()
-                .filter(|&a| a < HAS_DISPLAY)
-                .ok_or_else(too_big)?,
-        );
+        key_offsets.push(key_at(&keys)?);
         record_offsets.push(u32::try_from(out.len()).map_err(|_| too_big())?);
         let header = Header {
             bases,
