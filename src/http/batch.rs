@@ -34,11 +34,11 @@ fn reason(status: u16) -> &'static str {
 pub async fn run_batch(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
     let bundle = match &req.body {
         Some(Ok(ParsedBody::Resource(r))) => r.clone(),
-        Some(Err(e)) => return respond(&req, Err::<Json, _>(e.clone())),
+        Some(Err(e)) => return respond(&req, Err(e.clone())),
         _ => {
             return respond(
                 &req,
-                Err::<Json, _>(FhirError::Required(
+                Err(FhirError::Required(
                     "POST to the base needs a Bundle of type batch".into(),
                 )),
             );

@@ -242,7 +242,7 @@ impl AppState {
                 }
             }
         };
-        respond(req, result)
+        request::respond_with(req.format.clone(), req.pretty, result)
     }
 }
 
@@ -323,7 +323,7 @@ fn with_405(route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
     route.fallback(|req: FhirRequest| async move {
         respond(
             &req,
-            Err::<Json, _>(FhirError::MethodNotAllowed(
+            Err(FhirError::MethodNotAllowed(
                 "this HTTP method is not supported on this path".into(),
             )),
         )
@@ -446,7 +446,7 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
         .fallback(|req: FhirRequest| async move {
             respond(
                 &req,
-                Err::<Json, _>(FhirError::NotFound(
+                Err(FhirError::NotFound(
                     "no such resource type or operation on this server (see /metadata)".into(),
                 )),
             )
@@ -460,7 +460,7 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
             .fallback(|req: FhirRequest| async move {
                 respond(
                     &req,
-                    Err::<Json, _>(FhirError::NotFound(
+                    Err(FhirError::NotFound(
                         "not a FHIR endpoint of this server".into(),
                     )),
                 )
@@ -484,6 +484,6 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::respons
     request::respond_with(
         Ok(crate::fhir::format::Format::Json),
         false,
-        Err::<Json, _>(FhirError::Internal(format!("handler panicked: {detail}"))),
+        Err(FhirError::Internal(format!("handler panicked: {detail}"))),
     )
 }

@@ -6,6 +6,7 @@ use axum::body::Body as HttpBody;
 use axum::extract::FromRequest;
 use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::Value as Json;
 
 use crate::error::FhirError;
 use crate::fhir::format::{self, Body, Format};
@@ -139,21 +140,21 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
 
 /// Renders a resource (200) or an error (its status, as an OperationOutcome), in the negotiated
 /// format.
-pub fn respond(req: &FhirRequest, result: Result<impl Into<Answer>, FhirError>) -> Response {
-    respond_with(req.format.clone(), req.pretty, result)
+pub fn respond(req: &FhirRequest, result: Result<Json, FhirError>) -> Response {
+    respond_with(req.format.clone(), req.pretty, result.map(Answer::Json))
 }
 
 /// Renders with an explicit format choice.
 pub fn respond_with(
     format: Result<Format, FhirError>,
     pretty: bool,
-    result: Result<impl Into<Answer>, FhirError>,
+    result: Result<Answer, FhirError>,
 ) -> Response {
     let (format, result) = match format {
         Ok(f) => (f, result),
         Err(e) => (Format::Json, Err(e)),
     };
-    let (status, resource) = match result.map(Into::into) {
+    let (status, resource) = match result {
         // Output parameters in compact JSON are written straight from their parts.
         Ok(Answer::Parameters(p)) if format == Format::Json && !pretty => {
             return fhir_response(StatusCode::OK, format, p.to_json_bytes());

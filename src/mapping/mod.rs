@@ -222,20 +222,18 @@ pub fn read_release(
     }
     concepts.sort_by_code();
     for k in 1..concepts.len() {
-        if concepts.code(k - 1) == concepts.code(k) {
-            let pair = [
-                (concepts.code(k - 1), rows[concepts.pushed_as(k - 1)]),
-                (concepts.code(k), rows[concepts.pushed_as(k)]),
-            ];
+        let code = concepts.code(k);
+        if concepts.code(k - 1) == code {
+            let first_row = rows[concepts.pushed_as(k - 1)];
             total_errors += 1;
             let e = RowError {
                 mapping: mapping.display_path(),
                 key: "concept.code".into(),
                 file: file.display_name.clone(),
-                row: pair[1].1,
+                row: rows[concepts.pushed_as(k)],
                 column: None,
-                value: Some(pair[1].0.to_string()),
-                message: format!("is a duplicate code (first seen at row {})", pair[0].1),
+                value: Some(code.to_string()),
+                message: format!("is a duplicate code (first seen at row {first_row})"),
             };
             summary.add(&RowError {
                 message: "is a duplicate code".into(),

@@ -676,15 +676,13 @@ impl Evaluator<'_> {
                 (None, Some(words)) => (Box::new(cs.text_search(words).into_iter()), true),
                 (None, None) => (Box::new(cs.refs().collect::<Vec<_>>().into_iter()), false),
             };
-        // Nothing to test but the text: code and display are read without decoding the concept.
+        // The text test reads code and display only; the concept is decoded only when a filter
+        // or an import has to look at it.
         let codes_only = preds.is_empty() && imported.is_empty();
         for r in refs {
-            let kept = match (codes_only, text_tested) {
-                (true, true) => true,
-                (true, false) => text.is_none_or(|w| matches_text(cs.code(r), cs.display(r), w)),
-                (false, true) => keep_found(&cs.concept(r)),
-                (false, false) => keep(&cs.concept(r)),
-            };
+            let kept = (text_tested
+                || text.is_none_or(|w| matches_text(cs.code(r), cs.display(r), w)))
+                && (codes_only || keep_found(&cs.concept(r)));
             if kept {
                 out.members.push(Member {
                     system: s,
