@@ -49,7 +49,7 @@ fn load(
     let codes: Vec<String> = (0..release.concepts.len())
         .map(|i| release.concepts.code(i).to_string())
         .collect();
-    persist::save_release(data_dir, release).expect("stores");
+    persist::save_release(data_dir, release, false).expect("stores");
     let read = started.elapsed();
     let meta = Arc::new(set.code_systems[&m.spec.code_system.url].clone());
     let loaded = Instant::now();

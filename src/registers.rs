@@ -105,11 +105,7 @@ pub async fn import(
     let total = if gz { None } else { size };
     let mut cb = |bytes: u64| progress(bytes, total);
     let release = mapping::read_release(mapping, &file, version, &mut cb)?;
-    let (mut store, errors) = persist::FeedStore::open(data_dir, mapping.feed());
-    for e in errors {
-        tracing::warn!(error = %e, "stored release cannot be read; it is not a base for sharing");
-    }
-    Ok(store.add(release, replace)?)
+    Ok(persist::save_release(data_dir, release, replace)?)
 }
 
 /// Imports each mapping's default releases (`default_file` and `source.release`) unless the data
@@ -157,13 +153,7 @@ pub fn load_releases<'a>(
         for e in errors {
             tracing::error!(error = %e, "stored release cannot be read; not served");
         }
-        for r in &store.releases {
-            out.push(Arc::new(IndexedRelease::from_segments(
-                r.info.clone(),
-                store.segments_of(r),
-                r.members().collect(),
-            )));
-        }
+        out.extend(store.releases.iter().map(|r| Arc::new(store.indexed(r))));
     }
     out
 }

@@ -354,18 +354,17 @@ impl FeedStore {
             .collect()
     }
 
-    /// Adds a release: a no-op when the same data made with the same mapping is already stored;
-    /// an error when its version exists with other source data (unless `replace`).
-    pub fn add(&mut self, release: Release, replace: bool) -> Result<SaveOutcome, PersistError> {
-        let dir = feed_dir(&self.data_dir, &self.feed);
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join(".lock");
-        let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
-        lock.lock().map_err(io(&lock_path))?;
-        // Another process may have imported since `open`: look again under the lock.
-        let (fresh, _) = Self::open(&self.data_dir, &self.feed);
-        *self = fresh;
+    /// A stored release with its indexes, over the shared segments.
+    pub fn indexed(&self, release: &StoredRelease) -> IndexedRelease {
+        IndexedRelease::from_segments(
+            release.info.clone(),
+            self.segments_of(release),
+            release.members().collect(),
+        )
+    }
 
+    /// Adds a release to a store opened under the feed's lock (see [`save_release`]).
+    fn add(&mut self, release: Release, replace: bool) -> Result<SaveOutcome, PersistError> {
         let info = release.info;
         if let Some(same) = self.releases.iter().find(|r| {
             r.info.source_hash == info.source_hash && r.info.mapping_hash == info.mapping_hash
@@ -400,16 +399,7 @@ impl FeedStore {
             .iter()
             .filter(|r| r.info.version != info.version)
             .collect();
-        let indexed: Vec<IndexedRelease> = others
-            .iter()
-            .map(|r| {
-                IndexedRelease::from_segments(
-                    r.info.clone(),
-                    self.segments_of(r),
-                    r.members().collect(),
-                )
-            })
-            .collect();
+        let indexed: Vec<IndexedRelease> = others.iter().map(|r| self.indexed(r)).collect();
         // Earlier releases newest first, then later ones nearest first.
         let is_later =
             |k: usize| super::compare_versions(&others[k].info.version, &info.version).is_gt();
@@ -551,7 +541,6 @@ impl FeedStore {
         self.releases.push(stored);
         self.releases.sort_by_key(|r| file_stem(&r.info.version));
         self.collect_garbage();
-        drop(lock);
         Ok(SaveOutcome::Stored(Saved {
             shared_records: total - new_count,
             info,
@@ -593,28 +582,30 @@ impl FeedStore {
             }
         }
     }
-
-    /// Total bytes of the feed's files on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        let dir = feed_dir(&self.data_dir, &self.feed);
-        let size = |d: &Path| -> u64 {
-            fs::read_dir(d)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|f| f.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        };
-        size(&dir) + size(&dir.join("records"))
-    }
 }
 
-/// Adds one release to its feed's store (see [`FeedStore::add`]).
-pub fn save_release(data_dir: &Path, release: Release) -> Result<SaveOutcome, PersistError> {
-    let (mut store, _) = FeedStore::open(data_dir, &release.info.feed);
-    store.add(release, false)
+/// Adds one release to its feed's store: a no-op when the same data made with the same mapping
+/// is already stored; an error when its version exists with other source data (unless
+/// `replace`). The store is read once, under an exclusive lock of the feed, so an import running
+/// in another process at the same time is seen; releases that cannot be read are logged and are
+/// not bases for sharing.
+pub fn save_release(
+    data_dir: &Path,
+    release: Release,
+    replace: bool,
+) -> Result<SaveOutcome, PersistError> {
+    let dir = feed_dir(data_dir, &release.info.feed);
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let lock_path = dir.join(".lock");
+    let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+    let (mut store, errors) = FeedStore::open(data_dir, &release.info.feed);
+    for e in errors {
+        tracing::warn!(error = %e, "stored release cannot be read; it is not a base for sharing");
+    }
+    let outcome = store.add(release, replace);
+    drop(lock);
+    outcome
 }
 
 #[cfg(test)]
@@ -668,15 +659,21 @@ mod tests {
         let mut second = first.clone();
         second[10].display = Some("RENAMED".into());
         second.push(concept("B00001", "NEW"));
-        let SaveOutcome::Stored(a) =
-            save_release(dir.path(), release("2020-01-01", "s1", first.clone())).expect("saves")
-        else {
+        let SaveOutcome::Stored(a) = save_release(
+            dir.path(),
+            release("2020-01-01", "s1", first.clone()),
+            false,
+        )
+        .expect("saves") else {
             panic!("stored")
         };
         assert_eq!((a.new_records, a.shared_records), (100, 0));
-        let SaveOutcome::Stored(b) =
-            save_release(dir.path(), release("2020-04-01", "s2", second.clone())).expect("saves")
-        else {
+        let SaveOutcome::Stored(b) = save_release(
+            dir.path(),
+            release("2020-04-01", "s2", second.clone()),
+            false,
+        )
+        .expect("saves") else {
             panic!("stored")
         };
         assert_eq!((b.new_records, b.shared_records), (2, 99));
@@ -692,12 +689,20 @@ mod tests {
         assert_eq!(concepts_of(&store, "2020-04-01"), second);
 
         // The same data again: nothing stored, whatever version it is given.
-        let again = save_release(dir.path(), release("2020-07-01", "s2", second.clone()));
+        let again = save_release(
+            dir.path(),
+            release("2020-07-01", "s2", second.clone()),
+            false,
+        );
         assert!(
             matches!(again, Ok(SaveOutcome::Unchanged { info }) if info.version == "2020-04-01")
         );
         // Other data under an existing version: refused.
-        let clash = save_release(dir.path(), release("2020-04-01", "s3", first.clone()));
+        let clash = save_release(
+            dir.path(),
+            release("2020-04-01", "s3", first.clone()),
+            false,
+        );
         assert!(matches!(clash, Err(PersistError::VersionExists { .. })));
         assert_eq!(release_files(dir.path()).len(), 2);
     }
@@ -740,7 +745,7 @@ mod tests {
             ("2019-10-01", "s0", v0.clone()),
         ] {
             let SaveOutcome::Stored(s) =
-                save_release(dir.path(), release(version, source, concepts)).expect("saves")
+                save_release(dir.path(), release(version, source, concepts), false).expect("saves")
             else {
                 panic!("stored")
             };
@@ -787,11 +792,13 @@ mod tests {
         save_release(
             dir.path(),
             release("2020-01-01", "s1", vec![concept("A1", "X")]),
+            false,
         )
         .expect("saves");
         save_release(
             dir.path(),
             release("2020-04-01", "s2", vec![concept("A1", "Y")]),
+            false,
         )
         .expect("saves");
         let path = release_path(dir.path(), "ods-epraccur", "2020-04-01");

@@ -89,7 +89,7 @@ pub fn import_list(set: &MappingSet, data_dir: &std::path::Path, list: &[(&str, 
             .unwrap_or_else(|| panic!("no mapping {id}"));
         let release = mapping::read_release(m, &local(rel), version, &mut |_| {})
             .unwrap_or_else(|e| panic!("{id} fixture {rel} imports: {e}"));
-        persist::save_release(data_dir, release).expect("saves");
+        persist::save_release(data_dir, release, false).expect("saves");
     }
 }
 
