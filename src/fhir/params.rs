@@ -403,14 +403,9 @@ impl ParametersOut {
     /// `serde_json::to_vec(&self.build())` gives).
     pub fn to_json_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + 96 * self.items.len());
-        out.extend_from_slice(br#"{"resourceType":"Parameters","parameter":["#);
-        for (i, p) in self.items.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            p.write_json(&mut out);
-        }
-        out.extend_from_slice(b"]}");
+        out.extend_from_slice(br#"{"resourceType":"Parameters","parameter":"#);
+        write_parts(&mut out, &self.items);
+        out.push(b'}');
         out
     }
 }
@@ -456,19 +451,22 @@ impl Part {
                 // leave a gap the tests would see.
                 let _ = serde_json::to_writer(&mut *out, v);
             }
-            PartValue::Parts(parts) => {
-                out.push(b'[');
-                for (i, p) in parts.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    p.write_json(out);
-                }
-                out.push(b']');
-            }
+            PartValue::Parts(parts) => write_parts(out, parts),
         }
         out.push(b'}');
     }
+}
+
+/// Writes parts as a JSON array.
+fn write_parts(out: &mut Vec<u8>, parts: &[Part]) {
+    out.push(b'[');
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        p.write_json(out);
+    }
+    out.push(b']');
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
