@@ -26,46 +26,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::concept::{Release, ReleaseInfo};
+pub use super::error::PersistError;
 use super::index::IndexedRelease;
 use super::patch::Patch;
+use super::release::{Release, ReleaseInfo};
 use super::segment::{Encoded, Rec};
 pub use super::segment::{Segment, decode_limit, set_decode_limit};
+use super::version::compare_versions;
 
 const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL4";
-
-/// Why the store could not be written or read.
-#[derive(Debug, thiserror::Error)]
-pub enum PersistError {
-    /// File-system failure.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not one written by this version of the server.
-    #[error("{path}: not a readable store file ({message})")]
-    Corrupt {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The version exists with other content and replacing was not asked for.
-    #[error(
-        "{feed} already has a release {version} made from other data ({existing}); import it under another --version, or pass --replace"
-    )]
-    VersionExists {
-        /// Feed.
-        feed: String,
-        /// Version.
-        version: String,
-        /// The existing release's source.
-        existing: String,
-    },
-}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
     move |source| PersistError::Io {
@@ -401,13 +370,12 @@ impl FeedStore {
             .collect();
         let indexed: Vec<IndexedRelease> = others.iter().map(|r| self.indexed(r)).collect();
         // Earlier releases newest first, then later ones nearest first.
-        let is_later =
-            |k: usize| super::compare_versions(&others[k].info.version, &info.version).is_gt();
+        let is_later = |k: usize| compare_versions(&others[k].info.version, &info.version).is_gt();
         let version = |k: usize| others[k].info.version.as_str();
         let mut nearest: Vec<usize> = (0..others.len()).filter(|&k| !is_later(k)).collect();
-        nearest.sort_by(|&a, &b| super::compare_versions(version(b), version(a)));
+        nearest.sort_by(|&a, &b| compare_versions(version(b), version(a)));
         let mut later: Vec<usize> = (0..others.len()).filter(|&k| is_later(k)).collect();
-        later.sort_by(|&a, &b| super::compare_versions(version(a), version(b)));
+        later.sort_by(|&a, &b| compare_versions(version(a), version(b)));
         nearest.extend(later);
         let name = format!(
             "{}-{}",
