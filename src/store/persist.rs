@@ -34,7 +34,8 @@ use super::segment::{Encoded, Rec};
 pub use super::segment::{Segment, decode_limit, set_decode_limit};
 use super::version::compare_versions;
 
-const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL4";
+/// File header of a release file (postcard body, then the CRC-32 of everything before it).
+const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL5";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
     move |source| PersistError::Io {
@@ -151,16 +152,21 @@ fn write_atomic(
     Ok(fs::metadata(path).map_err(io(path))?.len())
 }
 
-/// Writes `magic` and the postcard encoding of `value` atomically.
+/// Writes `magic`, the postcard encoding of `value` and the CRC-32 of both, atomically.
 fn write_postcard<T: Serialize>(
     path: &Path,
     magic: &[u8; 8],
     value: &T,
 ) -> Result<u64, PersistError> {
+    let mut bytes = magic.to_vec();
+    postcard::to_io(value, &mut bytes).map_err(|e| PersistError::Corrupt {
+        path: path.display().to_string(),
+        message: format!("cannot be encoded: {e}"),
+    })?;
+    let crc = crc32fast::hash(&bytes);
     write_atomic(path, |w| {
-        w.write_all(magic)?;
-        postcard::to_io(value, w).map_err(std::io::Error::other)?;
-        Ok(())
+        w.write_all(&bytes)?;
+        w.write_all(&crc.to_le_bytes())
     })
 }
 
@@ -173,9 +179,29 @@ fn read_with_magic<T: serde::de::DeserializeOwned>(
         path: path.display().to_string(),
         message,
     };
-    let body = bytes
-        .strip_prefix(magic.as_slice())
-        .ok_or_else(|| corrupt("missing or outdated header".into()))?;
+    let Some(body) = bytes.strip_prefix(magic.as_slice()) else {
+        return Err(corrupt(if bytes.starts_with(&magic[..7]) {
+            format!(
+                "format {} is not this server's ({}): re-import the release",
+                String::from_utf8_lossy(&bytes[..magic.len().min(bytes.len())]),
+                String::from_utf8_lossy(magic)
+            )
+        } else {
+            "missing or outdated header".into()
+        }));
+    };
+    let Some((body, stored)) = body.split_last_chunk::<4>() else {
+        return Err(corrupt("truncated".into()));
+    };
+    let (stored, computed) = (
+        u32::from_le_bytes(*stored),
+        crc32fast::hash(&bytes[..bytes.len() - 4]),
+    );
+    if stored != computed {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored CRC-32 {stored:08x}, contents {computed:08x}): the file is damaged"
+        )));
+    }
     postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
 }
 
@@ -752,6 +778,54 @@ mod tests {
             .collect();
         assert_eq!(versions, ["2019-10-01", "2020-01-01", "2020-04-01"]);
         assert_eq!(concepts_of(&store, "2020-04-01"), v2);
+    }
+
+    /// Flips one byte of the first occurrence of `text` in a file.
+    fn damage(path: &Path, text: &[u8]) {
+        let mut bytes = fs::read(path).expect("read");
+        let at = bytes
+            .windows(text.len())
+            .position(|w| w == text)
+            .expect("text in file");
+        bytes[at] ^= 0x01;
+        fs::write(path, &bytes).expect("write");
+    }
+
+    #[test]
+    fn a_damaged_records_or_release_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let concepts: Vec<Concept> = (0..20)
+            .map(|i| concept(&format!("A{i:05}"), &format!("PRACTICE {i}")))
+            .collect();
+        save_release(dir.path(), release("2020-01-01", "s1", concepts), false).expect("saves");
+        let records = feed_dir(dir.path(), "ods-epraccur").join("records");
+        let file = fs::read_dir(&records)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "records"))
+            .expect("a records file");
+        // One letter of one display ("PRACTICE 7" becomes "PRACTICE 6"): the file is still
+        // well formed, and only its checksum tells.
+        damage(&file, b"PRACTICE 7");
+        let (store, errors) = FeedStore::open(dir.path(), "ods-epraccur");
+        assert!(store.releases.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let text = errors[0].to_string();
+        assert!(text.contains(&*file.to_string_lossy()), "{text}");
+        assert!(text.contains("checksum mismatch"), "{text}");
+
+        // A release file damaged in its provenance is refused the same way.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let concepts = vec![concept("A1", "X")];
+        save_release(dir.path(), release("2020-01-01", "s1", concepts), false).expect("saves");
+        let path = release_path(dir.path(), "ods-epraccur", "2020-01-01");
+        damage(&path, b"x.csv");
+        let (store, errors) = FeedStore::open(dir.path(), "ods-epraccur");
+        assert!(store.releases.is_empty());
+        let text = errors[0].to_string();
+        assert!(text.contains("2020-01-01.release"), "{text}");
+        assert!(text.contains("checksum mismatch"), "{text}");
     }
 
     #[test]

@@ -8,14 +8,18 @@
 //! earlier segment (its *base*), rebuilt when read.
 //!
 //! ```text
-//! "FHIRREC5"
+//! "FHIRREC6"
 //! u32 header length, header (postcard): bases, dictionary, record count, section lengths
 //! key offsets    (2n+1) × u32   code i = keys[o[2i]..o[2i+1]], display = keys[o[2i+1]..o[2i+2]]
 //!                               (bit 31 of o[2i+1]: the record has a display)
 //! keys           UTF-8 text
 //! record offsets (n+1) × u32
 //! records        per record: 0 + concept fields | 1 + base, index, patch (fields that changed)
+//! u32            CRC-32 (IEEE) of every byte before it
 //! ```
+//!
+//! A file whose sizes do not add up to its length, or whose checksum does not match, is refused
+//! at load with its path: a damaged file is never read as records.
 //!
 //! Small segments (up to [`decode_limit`] records) are decoded whole when loaded, as the registers
 //! of a few thousand codes are fastest that way; large ones stay packed.
@@ -35,7 +39,10 @@ use super::error::PersistError;
 use super::patch::Patch;
 
 /// File header of a records file.
-pub const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC5";
+pub const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC6";
+
+/// Bytes of the CRC-32 that ends a records file.
+const CHECKSUM_LEN: u64 = 4;
 
 const HAS_DISPLAY: u32 = 1 << 31;
 const OFFSET: u32 = HAS_DISPLAY - 1;
@@ -174,23 +181,68 @@ impl Segment {
             path: shown.clone(),
             source,
         };
-        let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let file = std::fs::File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let mut f = Crc32Reader {
+            inner: std::io::BufReader::new(file),
+            crc: crc32fast::Hasher::new(),
+        };
         let mut magic = [0u8; 8];
         f.read_exact(&mut magic).map_err(io)?;
         if &magic != RECORDS_MAGIC {
-            return Err(corrupt("missing or outdated header".into()));
+            return Err(corrupt(match magic.strip_prefix(b"FHIRREC") {
+                Some(_) => format!(
+                    "records format {} is not this server's ({}): re-import the release",
+                    String::from_utf8_lossy(&magic),
+                    String::from_utf8_lossy(RECORDS_MAGIC)
+                ),
+                None => "not a records file".into(),
+            }));
         }
         let mut len = [0u8; 4];
         f.read_exact(&mut len).map_err(io)?;
-        let header_bytes = read_vec(&mut f, u32::from_le_bytes(len) as u64).map_err(io)?;
-        let header: Header =
-            postcard::from_bytes(&header_bytes).map_err(|e| corrupt(e.to_string()))?;
+        let header_len = u64::from(u32::from_le_bytes(len));
+        if header_len > size {
+            return Err(corrupt(format!(
+                "its header is {header_len} bytes long in a file of {size}: the file is damaged"
+            )));
+        }
+        let header_bytes = read_vec(&mut f, header_len).map_err(io)?;
+        let header: Header = postcard::from_bytes(&header_bytes)
+            .map_err(|e| corrupt(format!("damaged header: {e}")))?;
         let n = header.count as u64;
+        // The sizes the header gives must add up to the file's: nothing is allocated for a
+        // damaged count or length.
+        let expected = [
+            RECORDS_MAGIC.len() as u64 + 4 + header_len,
+            4 * (2 * n + 1),
+            header.keys_len,
+            4 * (n + 1),
+            header.records_len,
+            CHECKSUM_LEN,
+        ]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add);
+        if expected != Some(size) {
+            return Err(corrupt(format!(
+                "{size} bytes where its header says {}: the file is damaged or truncated",
+                expected.map_or_else(|| "more than can be".into(), |e| e.to_string())
+            )));
+        }
         let key_offsets = read_u32s(&mut f, 2 * n + 1).map_err(io)?;
-        let keys = String::from_utf8(read_vec(&mut f, header.keys_len).map_err(io)?)
-            .map_err(|_| corrupt("keys are not UTF-8".into()))?;
+        let keys = read_vec(&mut f, header.keys_len).map_err(io)?;
         let record_offsets = read_u32s(&mut f, n + 1).map_err(io)?;
         let records = read_vec(&mut f, header.records_len).map_err(io)?;
+        let computed = f.crc.clone().finalize();
+        let mut stored = [0u8; CHECKSUM_LEN as usize];
+        f.inner.read_exact(&mut stored).map_err(io)?;
+        let stored = u32::from_le_bytes(stored);
+        if stored != computed {
+            return Err(corrupt(format!(
+                "checksum mismatch (stored CRC-32 {stored:08x}, contents {computed:08x}): the file is damaged"
+            )));
+        }
+        let keys = String::from_utf8(keys).map_err(|_| corrupt("keys are not UTF-8".into()))?;
         // Offsets in order and in bounds, on character boundaries: slicing never panics.
         let mut last = 0;
         for (k, &o) in key_offsets.iter().enumerate() {
@@ -246,6 +298,38 @@ impl Segment {
             bases: header.bases,
             body,
         })
+    }
+}
+
+/// A reader that computes the CRC-32 of what passes through it.
+struct Crc32Reader<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for Crc32Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A writer that computes the CRC-32 of what passes through it.
+struct Crc32Writer<'w> {
+    inner: &'w mut dyn Write,
+    crc: crc32fast::Hasher,
+}
+
+impl Write for Crc32Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -481,10 +565,15 @@ impl Encoded {
             + self.keys.len()
             + 4 * self.record_offsets.len()
             + self.records.len()) as u64
+            + CHECKSUM_LEN
     }
 
-    /// Writes the file.
+    /// Writes the file, its CRC-32 last.
     pub fn write_to(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        let mut w = Crc32Writer {
+            inner: w,
+            crc: crc32fast::Hasher::new(),
+        };
         w.write_all(RECORDS_MAGIC)?;
         w.write_all(&(self.header.len() as u32).to_le_bytes())?;
         w.write_all(&self.header)?;
@@ -495,7 +584,9 @@ impl Encoded {
         for o in &self.record_offsets {
             w.write_all(&o.to_le_bytes())?;
         }
-        w.write_all(&self.records)
+        w.write_all(&self.records)?;
+        let crc = w.crc.finalize();
+        w.inner.write_all(&crc.to_le_bytes())
     }
 }
 
@@ -579,5 +670,15 @@ mod tests {
         std::fs::write(&path, &bad).expect("write");
         let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
         assert!(err.to_string().contains("x.records"), "{err}");
+        // A truncated file, and one of the previous format, are refused before anything is
+        // allocated for them.
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
+        let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
+        assert!(err.to_string().contains("damaged or truncated"), "{err}");
+        let mut old = bytes.clone();
+        old[..8].copy_from_slice(b"FHIRREC5");
+        std::fs::write(&path, &old).expect("write");
+        let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
+        assert!(err.to_string().contains("re-import the release"), "{err}");
     }
 }
