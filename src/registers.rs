@@ -143,13 +143,15 @@ pub async fn import_defaults(
 }
 
 /// Every stored release of the given feeds, indexed (unreadable ones are logged and left out).
+/// What interrupted imports left in a feed's folder is removed on the way, unless an import of
+/// the feed is running.
 pub fn load_releases<'a>(
     data_dir: &Path,
     feeds: impl IntoIterator<Item = &'a str>,
 ) -> Vec<Arc<IndexedRelease>> {
     let mut out = Vec::new();
     for feed in feeds {
-        let (store, errors) = persist::FeedStore::open(data_dir, feed);
+        let (store, errors) = persist::FeedStore::open_and_tidy(data_dir, feed);
         for e in errors {
             tracing::error!(error = %e, "stored release cannot be read; not served");
         }

@@ -16,7 +16,10 @@
 //!
 //! Every file is written atomically (temporary file, fsync, rename), the records before the release
 //! file that names them, under an exclusive lock of the feed: a half-written or failed import is
-//! never read, and records that no release names are removed by the next import.
+//! never read. What a killed import leaves (`*.tmp-{pid}` files, records that no release names)
+//! is removed under the same lock by the next import of the feed, a no-op one included, and by
+//! `serve` when it loads the feed. Every file ends with a CRC-32 of its contents, checked when it
+//! is read.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -276,6 +279,9 @@ pub struct FeedStore {
     /// Readable releases, sorted by file name.
     pub releases: Vec<StoredRelease>,
     segments: HashMap<String, Arc<Segment>>,
+    /// Whether some file of the feed could not be read: its records are then not known, and
+    /// garbage collection keeps every records file.
+    damaged: bool,
 }
 
 impl FeedStore {
@@ -288,6 +294,7 @@ impl FeedStore {
             feed: feed.to_string(),
             releases: Vec::new(),
             segments: HashMap::new(),
+            damaged: false,
         };
         let mut loader = SegmentLoader {
             data_dir,
@@ -337,6 +344,24 @@ impl FeedStore {
             }
         }
         errors.extend(loader.errors);
+        store.damaged = !errors.is_empty();
+        (store, errors)
+    }
+
+    /// Opens a feed's store to serve it and, when no import of the feed is running (its lock is
+    /// free), removes what interrupted imports left behind (see [`save_release`]). A feed with
+    /// no folder is not created.
+    pub fn open_and_tidy(data_dir: &Path, feed: &str) -> (Self, Vec<PersistError>) {
+        let dir = feed_dir(data_dir, feed);
+        let lock = if dir.is_dir() {
+            try_lock_feed(&dir)
+        } else {
+            None
+        };
+        let (store, errors) = Self::open(data_dir, feed);
+        if lock.is_some() {
+            store.collect_garbage();
+        }
         (store, errors)
     }
 
@@ -534,7 +559,6 @@ impl FeedStore {
         self.releases.retain(|r| r.info.version != info.version);
         self.releases.push(stored);
         self.releases.sort_by_key(|r| file_stem(&r.info.version));
-        self.collect_garbage();
         Ok(SaveOutcome::Stored(Saved {
             shared_records: total - new_count,
             info,
@@ -546,8 +570,12 @@ impl FeedStore {
         }))
     }
 
-    /// Removes record files no release needs (names, or makes its records from), and temporary
-    /// files of interrupted writes.
+    /// Removes what interrupted or superseded imports left: temporary files (`*.tmp-{pid}`, from
+    /// an import killed while writing) in the feed's folder and its records folder, and records
+    /// files no release needs (names, or makes its records from). Each removal is logged with
+    /// the file and its size. Run only under the feed's lock, when no import of the feed is
+    /// writing. When some file of the feed cannot be read, the records it needs are not known
+    /// and every records file is kept.
     fn collect_garbage(&self) {
         let mut used: HashSet<&str> = HashSet::new();
         let mut stack: Vec<&str> = self
@@ -562,18 +590,68 @@ impl FeedStore {
                 stack.extend(seg.bases.iter().map(String::as_str));
             }
         }
-        let dir = feed_dir(&self.data_dir, &self.feed).join("records");
-        for f in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let p = f.path();
-            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
-            let unused = p.extension().is_some_and(|e| e == "records")
-                && stem.is_some_and(|s| !used.contains(s.as_str()));
-            let tmp = p
-                .extension()
-                .is_some_and(|e| e.to_string_lossy().starts_with("tmp-"));
-            if unused || tmp {
-                let _ = fs::remove_file(&p);
+        let dir = feed_dir(&self.data_dir, &self.feed);
+        let mut kept = 0;
+        for (folder, holds_records) in [(dir.clone(), false), (dir.join("records"), true)] {
+            for f in fs::read_dir(&folder).into_iter().flatten().flatten() {
+                let p = f.path();
+                let extension = p.extension().map(|e| e.to_string_lossy().into_owned());
+                let tmp = extension.as_deref().is_some_and(|e| e.starts_with("tmp-"));
+                let unused = holds_records
+                    && extension.as_deref() == Some("records")
+                    && p.file_stem()
+                        .is_some_and(|s| !used.contains(&*s.to_string_lossy()));
+                if unused && self.damaged {
+                    kept += 1;
+                    continue;
+                }
+                if !(tmp || unused) {
+                    continue;
+                }
+                let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let what = if tmp {
+                    "a temporary file of an interrupted import"
+                } else {
+                    "a records file no release needs"
+                };
+                match fs::remove_file(&p) {
+                    Ok(()) => tracing::info!(file = %p.display(), bytes, "removed {what}"),
+                    Err(e) => {
+                        tracing::warn!(file = %p.display(), bytes, error = %e, "cannot remove {what}")
+                    }
+                }
             }
+        }
+        if kept > 0 {
+            tracing::warn!(
+                feed = self.feed,
+                files = kept,
+                "records files no readable release names are kept: some file of the feed cannot be read"
+            );
+        }
+    }
+}
+
+/// Takes the feed's lock without waiting: `None` when an import of the feed holds it (or the
+/// lock file cannot be made, as in a read-only data directory).
+fn try_lock_feed(dir: &Path) -> Option<fs::File> {
+    let path = dir.join(".lock");
+    let lock = match fs::File::create(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(file = %path.display(), error = %e, "cannot open the feed's lock; not tidied");
+            return None;
+        }
+    };
+    match lock.try_lock() {
+        Ok(()) => Some(lock),
+        Err(fs::TryLockError::WouldBlock) => {
+            tracing::debug!(feed = %dir.display(), "an import of the feed is running; not tidied");
+            None
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            tracing::debug!(file = %path.display(), error = %e, "cannot lock the feed; not tidied");
+            None
         }
     }
 }
@@ -582,7 +660,8 @@ impl FeedStore {
 /// is already stored; an error when its version exists with other source data (unless
 /// `replace`). The store is read once, under an exclusive lock of the feed, so an import running
 /// in another process at the same time is seen; releases that cannot be read are logged and are
-/// not bases for sharing.
+/// not bases for sharing. Whatever the outcome, what interrupted imports left behind is then
+/// removed (see [`FeedStore::open_and_tidy`]), still under the lock.
 pub fn save_release(
     data_dir: &Path,
     release: Release,
@@ -598,6 +677,7 @@ pub fn save_release(
         tracing::warn!(error = %e, "stored release cannot be read; it is not a base for sharing");
     }
     let outcome = store.add(release, replace);
+    store.collect_garbage();
     drop(lock);
     outcome
 }
@@ -778,6 +858,78 @@ mod tests {
             .collect();
         assert_eq!(versions, ["2019-10-01", "2020-01-01", "2020-04-01"]);
         assert_eq!(concepts_of(&store, "2020-04-01"), v2);
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn what_a_killed_import_leaves_is_removed_by_the_next_import_and_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let concepts: Vec<Concept> = (0..20)
+            .map(|i| concept(&format!("A{i:05}"), &format!("PRACTICE {i}")))
+            .collect();
+        save_release(
+            dir.path(),
+            release("2020-01-01", "s1", concepts.clone()),
+            false,
+        )
+        .expect("saves");
+        let feed = feed_dir(dir.path(), "ods-epraccur");
+        let records = feed.join("records");
+        let (clean_feed, clean_records) = (files_in(&feed), files_in(&records));
+        let named = records.join(&clean_records[0]);
+        // What `kill -9` leaves: half-written files of a process that is gone, and a records file
+        // written before the release file that would have named it.
+        let plant = || {
+            fs::write(records.join("2020-04-01-0123.tmp-99999"), vec![0u8; 4096]).expect("tmp");
+            fs::write(feed.join("2020-04-01.tmp-99999"), b"half a release").expect("tmp");
+            fs::copy(&named, records.join("2020-04-01-0123.records")).expect("orphan");
+        };
+        plant();
+        assert_ne!(files_in(&records), clean_records);
+
+        // A no-op import tidies.
+        let again = save_release(dir.path(), release("2020-02-01", "s1", concepts), false);
+        assert!(
+            matches!(again, Ok(SaveOutcome::Unchanged { .. })),
+            "{again:?}"
+        );
+        assert_eq!(files_in(&feed), clean_feed);
+        assert_eq!(files_in(&records), clean_records);
+
+        // So does loading the feed to serve it, unless an import of the feed holds the lock.
+        plant();
+        let lock = fs::File::create(feed.join(".lock")).expect("lock file");
+        lock.lock().expect("lock");
+        let (_, errors) = FeedStore::open_and_tidy(dir.path(), "ods-epraccur");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(files_in(&records).len(), clean_records.len() + 2);
+        drop(lock);
+        let (store, errors) = FeedStore::open_and_tidy(dir.path(), "ods-epraccur");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(store.releases.len(), 1);
+        assert_eq!(files_in(&feed), clean_feed);
+        assert_eq!(files_in(&records), clean_records);
+
+        // A release that cannot be read may need any records file: none is removed.
+        plant();
+        fs::write(
+            release_path(dir.path(), "ods-epraccur", "2019-10-01"),
+            b"FHIRREL5?",
+        )
+        .expect("write");
+        let (_, errors) = FeedStore::open_and_tidy(dir.path(), "ods-epraccur");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(files_in(&records).contains(&"2020-04-01-0123.records".to_string()));
+        assert!(!files_in(&records).iter().any(|f| f.contains(".tmp-")));
     }
 
     /// Flips one byte of the first occurrence of `text` in a file.
