@@ -216,10 +216,20 @@ pub async fn import(args: ImportArgs) -> i32 {
         );
         return 2;
     };
+    // The other feeds of the mapping's CodeSystem, from the mappings served with it.
+    let served = MappingSet::load_dir(&args.mappings).unwrap_or_else(|errors| {
+        tracing::warn!(
+            mappings = %args.mappings.display(),
+            errors = errors.len(),
+            "the mappings folder does not load: codes are not checked against other feeds"
+        );
+        MappingSet::default()
+    });
     let mut progress = Progress::new(m.feed());
     let started = Instant::now();
     let mut cb = |b: u64, t: Option<u64>| progress.update(b, t);
     let result = registers::import(
+        &served,
         &m,
         &args.file,
         &version,

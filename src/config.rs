@@ -81,6 +81,11 @@ pub struct ImportArgs {
     /// Replace an existing release of the same version made from other data.
     #[arg(long)]
     pub replace: bool,
+    /// The mappings `serve` reads: a release that supplies a code another feed of its
+    /// CodeSystem supplies (in a version both are part of) is refused. Not checked when the
+    /// folder does not exist or does not load.
+    #[arg(long, env = "FHIR_REGISTERS_MAPPINGS", default_value = "mappings")]
+    pub mappings: PathBuf,
     /// The mapping file.
     pub mapping: PathBuf,
     /// The register file: a path or an http(s) URL.

@@ -2,7 +2,7 @@
 //! importing releases into the data directory, and assembling the [`Registry`] the server answers
 //! from.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use crate::mapping::{self, ImportError, Mapping, MappingSet};
 use crate::source;
 use crate::store::{
     CodeSystemMeta, CodeSystemVersion, ConceptMapEntry, DerivedMap, IndexedRelease, MapKind,
-    MapSide, Registry, ValueSetEntry, compare_versions, persist,
+    MapSide, Registry, Release, ValueSetEntry, compare_versions, persist,
 };
 use crate::terminology::resources::code_system_version_from_fhir;
 use crate::terminology::translate::concept_map_from_fhir;
@@ -33,6 +33,129 @@ pub enum LoadError {
     /// The data directory could not be written.
     #[error("{0}")]
     Persist(#[from] persist::PersistError),
+    /// Two feeds of one CodeSystem supply the same codes in one of its versions.
+    #[error("{0}")]
+    FeedsOverlap(Box<FeedsOverlap>),
+}
+
+/// Two releases of different feeds of one CodeSystem that supply the same codes and would be
+/// part of one version of it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{url}: {count} code(s) supplied both by {first} and by {second}, which make version {version} together ({}{}); a code must come from one feed of its CodeSystem",
+    .codes.join(", "),
+    if *.count > .codes.len() { ", …" } else { "" }
+)]
+pub struct FeedsOverlap {
+    /// The CodeSystem.
+    pub url: String,
+    /// The first CodeSystem version both releases are part of.
+    pub version: String,
+    /// One release, as `feed@version`.
+    pub first: String,
+    /// The other release, as `feed@version`.
+    pub second: String,
+    /// How many codes both supply.
+    pub count: usize,
+    /// The first of them, in code order.
+    pub codes: Vec<String>,
+}
+
+/// How many shared codes an overlap error lists.
+const OVERLAP_CODES_SHOWN: usize = 5;
+
+/// The codes two code-ordered lists share: how many, and the first few.
+fn shared_codes<'a>(
+    a: (usize, impl Fn(usize) -> &'a str),
+    b: (usize, impl Fn(usize) -> &'a str),
+) -> (usize, Vec<String>) {
+    let ((na, code_a), (nb, code_b)) = (a, b);
+    let (mut i, mut j, mut count, mut first) = (0, 0, 0, Vec::new());
+    while i < na && j < nb {
+        match code_a(i).cmp(code_b(j)) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                if first.len() < OVERLAP_CODES_SHOWN {
+                    first.push(code_a(i).to_string());
+                }
+                count += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    (count, first)
+}
+
+fn release_codes<'a>(r: &'a IndexedRelease) -> (usize, impl Fn(usize) -> &'a str + 'a) {
+    (r.len(), move |i| r.code(i as u32))
+}
+
+/// Whether two releases of different feeds are both part of some CodeSystem version: a
+/// release is its feed's part from its version until the feed's next release (`None`: for
+/// good). Returns the first such version.
+fn meet<'a>(a: (&'a str, Option<&'a str>), b: (&'a str, Option<&'a str>)) -> Option<&'a str> {
+    let start = if compare_versions(a.0, b.0).is_ge() {
+        a.0
+    } else {
+        b.0
+    };
+    let before = |end: Option<&str>| end.is_none_or(|e| compare_versions(start, e).is_lt());
+    (before(a.1) && before(b.1)).then_some(start)
+}
+
+/// Refuses a release that supplies a code another feed of its CodeSystem (`others`) supplies in
+/// a version both releases would be part of. Nothing is written.
+fn check_overlap(
+    data_dir: &Path,
+    url: &str,
+    release: &Release,
+    others: &[&str],
+) -> Result<(), LoadError> {
+    let info = &release.info;
+    let later_own = persist::feed_release_files(data_dir, &info.feed)
+        .iter()
+        .filter_map(|p| persist::read_release(p).ok())
+        .map(|r| r.info.version)
+        .filter(|v| compare_versions(v, &info.version).is_gt())
+        .min_by(|a, b| compare_versions(a, b));
+    let new = (info.version.as_str(), later_own.as_deref());
+    for feed in others {
+        let (store, _) = persist::FeedStore::open(data_dir, feed);
+        let mut versions: Vec<&str> = store
+            .releases
+            .iter()
+            .map(|r| r.info.version.as_str())
+            .collect();
+        versions.sort_by(|a, b| compare_versions(a, b));
+        for stored in &store.releases {
+            let v = stored.info.version.as_str();
+            let next = versions
+                .iter()
+                .copied()
+                .find(|w| compare_versions(w, v).is_gt());
+            let Some(version) = meet(new, (v, next)) else {
+                continue;
+            };
+            let other = store.indexed(stored);
+            let (count, codes) = shared_codes(
+                (release.concepts.len(), |i| release.concepts.code(i)),
+                release_codes(&other),
+            );
+            if count > 0 {
+                return Err(LoadError::FeedsOverlap(Box::new(FeedsOverlap {
+                    url: url.to_string(),
+                    version: version.to_string(),
+                    first: format!("{feed}@{v}"),
+                    second: format!("{}@{}", info.feed, info.version),
+                    count,
+                    codes,
+                })));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Plain FHIR CodeSystem and ValueSet resources (`*.json`, `*.xml`) in a folder.
@@ -88,8 +211,11 @@ pub fn load_resources(dir: &Path) -> Result<Vec<(String, Json)>, LoadError> {
 /// stored: only the records that changed since earlier releases of the feed, or nothing at all
 /// when the same data was already imported with the same mapping. The previous releases are
 /// untouched whatever happens; an existing version is replaced only when `replace` is set or the
-/// source data is the same (a re-import after the mapping changed).
+/// source data is the same (a re-import after the mapping changed). A release that supplies a
+/// code which another feed of its CodeSystem in `served` (the mappings served with it) supplies
+/// in a version both would be part of is refused ([`LoadError::FeedsOverlap`]).
 pub async fn import(
+    served: &MappingSet,
     mapping: &Mapping,
     location: &str,
     version: &str,
@@ -105,6 +231,15 @@ pub async fn import(
     let total = if gz { None } else { size };
     let mut cb = |bytes: u64| progress(bytes, total);
     let release = mapping::read_release(mapping, &file, version, &mut cb)?;
+    let url = &mapping.spec.code_system.url;
+    let others: Vec<&str> = served
+        .code_systems
+        .get(url)
+        .into_iter()
+        .flat_map(|cs| cs.feeds.iter().map(String::as_str))
+        .filter(|f| *f != mapping.feed())
+        .collect();
+    check_overlap(data_dir, url, &release, &others)?;
     Ok(persist::save_release(data_dir, release, replace)?)
 }
 
@@ -133,7 +268,7 @@ pub async fn import_defaults(
             let feed = m.feed().to_string();
             let mut cb = |b: u64, t: Option<u64>| progress(&feed, b, t);
             if let SaveOutcome::Stored(saved) =
-                import(m, &file, &version, data_dir, true, &mut cb).await?
+                import(set, m, &file, &version, data_dir, true, &mut cb).await?
             {
                 done.push(saved);
             }
@@ -143,13 +278,15 @@ pub async fn import_defaults(
 }
 
 /// Every stored release of the given feeds, indexed (unreadable ones are logged and left out).
+/// What interrupted imports left in a feed's folder is removed on the way, unless an import of
+/// the feed is running.
 pub fn load_releases<'a>(
     data_dir: &Path,
     feeds: impl IntoIterator<Item = &'a str>,
 ) -> Vec<Arc<IndexedRelease>> {
     let mut out = Vec::new();
     for feed in feeds {
-        let (store, errors) = persist::FeedStore::open(data_dir, feed);
+        let (store, errors) = persist::FeedStore::open_and_tidy(data_dir, feed);
         for e in errors {
             tracing::error!(error = %e, "stored release cannot be read; not served");
         }
@@ -178,7 +315,7 @@ pub fn build_registry(
     }
     let releases = load_releases(data_dir, feeds.iter().copied());
     let mut registry = Registry::default();
-    add_mapped(&mut registry, &set.code_systems, releases);
+    add_mapped(&mut registry, &set.code_systems, releases)?;
     for vs in set.value_sets() {
         add_value_set(&mut registry, vs);
     }
@@ -288,11 +425,14 @@ pub fn value_set_entry(vs: Json) -> ValueSetEntry {
     }
 }
 
+/// Adds a version of each mapped CodeSystem per release date of its feeds, each made of the
+/// latest release of every feed at that date. Two releases of one version that supply the same
+/// code make the registry fail ([`LoadError::FeedsOverlap`]): which one answers would be a guess.
 fn add_mapped(
     registry: &mut Registry,
     metas: &BTreeMap<String, CodeSystemMeta>,
     releases: Vec<Arc<IndexedRelease>>,
-) {
+) -> Result<(), LoadError> {
     let mut by_feed: HashMap<String, Vec<Arc<IndexedRelease>>> = HashMap::new();
     for r in releases {
         by_feed.entry(r.info.feed.clone()).or_default().push(r);
@@ -300,6 +440,7 @@ fn add_mapped(
     for list in by_feed.values_mut() {
         list.sort_by(|a, b| compare_versions(&a.info.version, &b.info.version));
     }
+    let mut checked = HashSet::new();
     for meta in metas.values() {
         let meta = Arc::new(meta.clone());
         let mut versions: Vec<String> = meta
@@ -323,7 +464,26 @@ fn add_mapped(
                         .cloned()
                 })
                 .collect();
+            for (k, a) in parts.iter().enumerate() {
+                for b in &parts[k + 1..] {
+                    if !checked.insert((Arc::as_ptr(a), Arc::as_ptr(b))) {
+                        continue;
+                    }
+                    let (count, codes) = shared_codes(release_codes(a), release_codes(b));
+                    if count > 0 {
+                        return Err(LoadError::FeedsOverlap(Box::new(FeedsOverlap {
+                            url: meta.url.clone(),
+                            version: v,
+                            first: format!("{}@{}", a.info.feed, a.info.version),
+                            second: format!("{}@{}", b.info.feed, b.info.version),
+                            count,
+                            codes,
+                        })));
+                    }
+                }
+            }
             registry.add_code_system(CodeSystemVersion::new(meta.clone(), v, parts));
         }
     }
+    Ok(())
 }

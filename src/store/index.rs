@@ -10,7 +10,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use super::concept::{Concept, Release, ReleaseInfo};
+use super::concept::Concept;
+use super::release::{Release, ReleaseInfo};
 use super::segment::Segment;
 
 /// A release with its indexes.
@@ -516,7 +517,7 @@ fn word_starts_with(word: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::concept::ReleaseInfo;
+    use super::super::release::ReleaseInfo;
     use super::*;
 
     fn release(concepts: &[(&str, &str)]) -> Release {

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
+use super::codec::{Reader, Writer};
 use super::concept::Concept;
-use super::segment::{Reader, Writer};
 
 /// Concepts, encoded; in the order pushed until [`ConceptList::sort_by_code`].
 #[derive(Debug, Default, Clone)]

@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::codec::{Reader, Writer};
 use super::concept::{Concept, Designation, Value};
-use super::segment::{Reader, Writer};
 
 /// One step of the edit script that turns the older property list into the newer one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,10 @@
 //!
 //! Every file is written atomically (temporary file, fsync, rename), the records before the release
 //! file that names them, under an exclusive lock of the feed: a half-written or failed import is
-//! never read, and records that no release names are removed by the next import.
+//! never read. What a killed import leaves (`*.tmp-{pid}` files, records that no release names)
+//! is removed under the same lock by the next import of the feed, a no-op one included, and by
+//! `serve` when it loads the feed. Every file ends with a CRC-32 of its contents, checked when it
+//! is read.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -26,46 +29,16 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::concept::{Release, ReleaseInfo};
+pub use super::error::PersistError;
 use super::index::IndexedRelease;
 use super::patch::Patch;
+use super::release::{Release, ReleaseInfo};
 use super::segment::{Encoded, Rec};
 pub use super::segment::{Segment, decode_limit, set_decode_limit};
+use super::version::compare_versions;
 
-const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL4";
-
-/// Why the store could not be written or read.
-#[derive(Debug, thiserror::Error)]
-pub enum PersistError {
-    /// File-system failure.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not one written by this version of the server.
-    #[error("{path}: not a readable store file ({message})")]
-    Corrupt {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The version exists with other content and replacing was not asked for.
-    #[error(
-        "{feed} already has a release {version} made from other data ({existing}); import it under another --version, or pass --replace"
-    )]
-    VersionExists {
-        /// Feed.
-        feed: String,
-        /// Version.
-        version: String,
-        /// The existing release's source.
-        existing: String,
-    },
-}
+/// File header of a release file (postcard body, then the CRC-32 of everything before it).
+const RELEASE_MAGIC: &[u8; 8] = b"FHIRREL5";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PersistError + '_ {
     move |source| PersistError::Io {
@@ -182,16 +155,21 @@ fn write_atomic(
     Ok(fs::metadata(path).map_err(io(path))?.len())
 }
 
-/// Writes `magic` and the postcard encoding of `value` atomically.
+/// Writes `magic`, the postcard encoding of `value` and the CRC-32 of both, atomically.
 fn write_postcard<T: Serialize>(
     path: &Path,
     magic: &[u8; 8],
     value: &T,
 ) -> Result<u64, PersistError> {
+    let mut bytes = magic.to_vec();
+    postcard::to_io(value, &mut bytes).map_err(|e| PersistError::Corrupt {
+        path: path.display().to_string(),
+        message: format!("cannot be encoded: {e}"),
+    })?;
+    let crc = crc32fast::hash(&bytes);
     write_atomic(path, |w| {
-        w.write_all(magic)?;
-        postcard::to_io(value, w).map_err(std::io::Error::other)?;
-        Ok(())
+        w.write_all(&bytes)?;
+        w.write_all(&crc.to_le_bytes())
     })
 }
 
@@ -204,9 +182,29 @@ fn read_with_magic<T: serde::de::DeserializeOwned>(
         path: path.display().to_string(),
         message,
     };
-    let body = bytes
-        .strip_prefix(magic.as_slice())
-        .ok_or_else(|| corrupt("missing or outdated header".into()))?;
+    let Some(body) = bytes.strip_prefix(magic.as_slice()) else {
+        return Err(corrupt(if bytes.starts_with(&magic[..7]) {
+            format!(
+                "format {} is not this server's ({}): re-import the release",
+                String::from_utf8_lossy(&bytes[..magic.len().min(bytes.len())]),
+                String::from_utf8_lossy(magic)
+            )
+        } else {
+            "missing or outdated header".into()
+        }));
+    };
+    let Some((body, stored)) = body.split_last_chunk::<4>() else {
+        return Err(corrupt("truncated".into()));
+    };
+    let (stored, computed) = (
+        u32::from_le_bytes(*stored),
+        crc32fast::hash(&bytes[..bytes.len() - 4]),
+    );
+    if stored != computed {
+        return Err(corrupt(format!(
+            "checksum mismatch (stored CRC-32 {stored:08x}, contents {computed:08x}): the file is damaged"
+        )));
+    }
     postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
 }
 
@@ -281,6 +279,9 @@ pub struct FeedStore {
     /// Readable releases, sorted by file name.
     pub releases: Vec<StoredRelease>,
     segments: HashMap<String, Arc<Segment>>,
+    /// Whether some file of the feed could not be read: its records are then not known, and
+    /// garbage collection keeps every records file.
+    damaged: bool,
 }
 
 impl FeedStore {
@@ -293,6 +294,7 @@ impl FeedStore {
             feed: feed.to_string(),
             releases: Vec::new(),
             segments: HashMap::new(),
+            damaged: false,
         };
         let mut loader = SegmentLoader {
             data_dir,
@@ -342,6 +344,24 @@ impl FeedStore {
             }
         }
         errors.extend(loader.errors);
+        store.damaged = !errors.is_empty();
+        (store, errors)
+    }
+
+    /// Opens a feed's store to serve it and, when no import of the feed is running (its lock is
+    /// free), removes what interrupted imports left behind (see [`save_release`]). A feed with
+    /// no folder is not created.
+    pub fn open_and_tidy(data_dir: &Path, feed: &str) -> (Self, Vec<PersistError>) {
+        let dir = feed_dir(data_dir, feed);
+        let lock = if dir.is_dir() {
+            try_lock_feed(&dir)
+        } else {
+            None
+        };
+        let (store, errors) = Self::open(data_dir, feed);
+        if lock.is_some() {
+            store.collect_garbage();
+        }
         (store, errors)
     }
 
@@ -401,13 +421,12 @@ impl FeedStore {
             .collect();
         let indexed: Vec<IndexedRelease> = others.iter().map(|r| self.indexed(r)).collect();
         // Earlier releases newest first, then later ones nearest first.
-        let is_later =
-            |k: usize| super::compare_versions(&others[k].info.version, &info.version).is_gt();
+        let is_later = |k: usize| compare_versions(&others[k].info.version, &info.version).is_gt();
         let version = |k: usize| others[k].info.version.as_str();
         let mut nearest: Vec<usize> = (0..others.len()).filter(|&k| !is_later(k)).collect();
-        nearest.sort_by(|&a, &b| super::compare_versions(version(b), version(a)));
+        nearest.sort_by(|&a, &b| compare_versions(version(b), version(a)));
         let mut later: Vec<usize> = (0..others.len()).filter(|&k| is_later(k)).collect();
-        later.sort_by(|&a, &b| super::compare_versions(version(a), version(b)));
+        later.sort_by(|&a, &b| compare_versions(version(a), version(b)));
         nearest.extend(later);
         let name = format!(
             "{}-{}",
@@ -540,7 +559,6 @@ impl FeedStore {
         self.releases.retain(|r| r.info.version != info.version);
         self.releases.push(stored);
         self.releases.sort_by_key(|r| file_stem(&r.info.version));
-        self.collect_garbage();
         Ok(SaveOutcome::Stored(Saved {
             shared_records: total - new_count,
             info,
@@ -552,8 +570,12 @@ impl FeedStore {
         }))
     }
 
-    /// Removes record files no release needs (names, or makes its records from), and temporary
-    /// files of interrupted writes.
+    /// Removes what interrupted or superseded imports left: temporary files (`*.tmp-{pid}`, from
+    /// an import killed while writing) in the feed's folder and its records folder, and records
+    /// files no release needs (names, or makes its records from). Each removal is logged with
+    /// the file and its size. Run only under the feed's lock, when no import of the feed is
+    /// writing. When some file of the feed cannot be read, the records it needs are not known
+    /// and every records file is kept.
     fn collect_garbage(&self) {
         let mut used: HashSet<&str> = HashSet::new();
         let mut stack: Vec<&str> = self
@@ -568,18 +590,68 @@ impl FeedStore {
                 stack.extend(seg.bases.iter().map(String::as_str));
             }
         }
-        let dir = feed_dir(&self.data_dir, &self.feed).join("records");
-        for f in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let p = f.path();
-            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
-            let unused = p.extension().is_some_and(|e| e == "records")
-                && stem.is_some_and(|s| !used.contains(s.as_str()));
-            let tmp = p
-                .extension()
-                .is_some_and(|e| e.to_string_lossy().starts_with("tmp-"));
-            if unused || tmp {
-                let _ = fs::remove_file(&p);
+        let dir = feed_dir(&self.data_dir, &self.feed);
+        let mut kept = 0;
+        for (folder, holds_records) in [(dir.clone(), false), (dir.join("records"), true)] {
+            for f in fs::read_dir(&folder).into_iter().flatten().flatten() {
+                let p = f.path();
+                let extension = p.extension().map(|e| e.to_string_lossy().into_owned());
+                let tmp = extension.as_deref().is_some_and(|e| e.starts_with("tmp-"));
+                let unused = holds_records
+                    && extension.as_deref() == Some("records")
+                    && p.file_stem()
+                        .is_some_and(|s| !used.contains(&*s.to_string_lossy()));
+                if unused && self.damaged {
+                    kept += 1;
+                    continue;
+                }
+                if !(tmp || unused) {
+                    continue;
+                }
+                let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let what = if tmp {
+                    "a temporary file of an interrupted import"
+                } else {
+                    "a records file no release needs"
+                };
+                match fs::remove_file(&p) {
+                    Ok(()) => tracing::info!(file = %p.display(), bytes, "removed {what}"),
+                    Err(e) => {
+                        tracing::warn!(file = %p.display(), bytes, error = %e, "cannot remove {what}")
+                    }
+                }
             }
+        }
+        if kept > 0 {
+            tracing::warn!(
+                feed = self.feed,
+                files = kept,
+                "records files no readable release names are kept: some file of the feed cannot be read"
+            );
+        }
+    }
+}
+
+/// Takes the feed's lock without waiting: `None` when an import of the feed holds it (or the
+/// lock file cannot be made, as in a read-only data directory).
+fn try_lock_feed(dir: &Path) -> Option<fs::File> {
+    let path = dir.join(".lock");
+    let lock = match fs::File::create(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(file = %path.display(), error = %e, "cannot open the feed's lock; not tidied");
+            return None;
+        }
+    };
+    match lock.try_lock() {
+        Ok(()) => Some(lock),
+        Err(fs::TryLockError::WouldBlock) => {
+            tracing::debug!(feed = %dir.display(), "an import of the feed is running; not tidied");
+            None
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            tracing::debug!(file = %path.display(), error = %e, "cannot lock the feed; not tidied");
+            None
         }
     }
 }
@@ -588,7 +660,8 @@ impl FeedStore {
 /// is already stored; an error when its version exists with other source data (unless
 /// `replace`). The store is read once, under an exclusive lock of the feed, so an import running
 /// in another process at the same time is seen; releases that cannot be read are logged and are
-/// not bases for sharing.
+/// not bases for sharing. Whatever the outcome, what interrupted imports left behind is then
+/// removed (see [`FeedStore::open_and_tidy`]), still under the lock.
 pub fn save_release(
     data_dir: &Path,
     release: Release,
@@ -604,6 +677,7 @@ pub fn save_release(
         tracing::warn!(error = %e, "stored release cannot be read; it is not a base for sharing");
     }
     let outcome = store.add(release, replace);
+    store.collect_garbage();
     drop(lock);
     outcome
 }
@@ -784,6 +858,126 @@ mod tests {
             .collect();
         assert_eq!(versions, ["2019-10-01", "2020-01-01", "2020-04-01"]);
         assert_eq!(concepts_of(&store, "2020-04-01"), v2);
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn what_a_killed_import_leaves_is_removed_by_the_next_import_and_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let concepts: Vec<Concept> = (0..20)
+            .map(|i| concept(&format!("A{i:05}"), &format!("PRACTICE {i}")))
+            .collect();
+        save_release(
+            dir.path(),
+            release("2020-01-01", "s1", concepts.clone()),
+            false,
+        )
+        .expect("saves");
+        let feed = feed_dir(dir.path(), "ods-epraccur");
+        let records = feed.join("records");
+        let (clean_feed, clean_records) = (files_in(&feed), files_in(&records));
+        let named = records.join(&clean_records[0]);
+        // What `kill -9` leaves: half-written files of a process that is gone, and a records file
+        // written before the release file that would have named it.
+        let plant = || {
+            fs::write(records.join("2020-04-01-0123.tmp-99999"), vec![0u8; 4096]).expect("tmp");
+            fs::write(feed.join("2020-04-01.tmp-99999"), b"half a release").expect("tmp");
+            fs::copy(&named, records.join("2020-04-01-0123.records")).expect("orphan");
+        };
+        plant();
+        assert_ne!(files_in(&records), clean_records);
+
+        // A no-op import tidies.
+        let again = save_release(dir.path(), release("2020-02-01", "s1", concepts), false);
+        assert!(
+            matches!(again, Ok(SaveOutcome::Unchanged { .. })),
+            "{again:?}"
+        );
+        assert_eq!(files_in(&feed), clean_feed);
+        assert_eq!(files_in(&records), clean_records);
+
+        // So does loading the feed to serve it, unless an import of the feed holds the lock.
+        plant();
+        let lock = fs::File::create(feed.join(".lock")).expect("lock file");
+        lock.lock().expect("lock");
+        let (_, errors) = FeedStore::open_and_tidy(dir.path(), "ods-epraccur");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(files_in(&records).len(), clean_records.len() + 2);
+        drop(lock);
+        let (store, errors) = FeedStore::open_and_tidy(dir.path(), "ods-epraccur");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(store.releases.len(), 1);
+        assert_eq!(files_in(&feed), clean_feed);
+        assert_eq!(files_in(&records), clean_records);
+
+        // A release that cannot be read may need any records file: none is removed.
+        plant();
+        fs::write(
+            release_path(dir.path(), "ods-epraccur", "2019-10-01"),
+            b"FHIRREL5?",
+        )
+        .expect("write");
+        let (_, errors) = FeedStore::open_and_tidy(dir.path(), "ods-epraccur");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(files_in(&records).contains(&"2020-04-01-0123.records".to_string()));
+        assert!(!files_in(&records).iter().any(|f| f.contains(".tmp-")));
+    }
+
+    /// Flips one byte of the first occurrence of `text` in a file.
+    fn damage(path: &Path, text: &[u8]) {
+        let mut bytes = fs::read(path).expect("read");
+        let at = bytes
+            .windows(text.len())
+            .position(|w| w == text)
+            .expect("text in file");
+        bytes[at] ^= 0x01;
+        fs::write(path, &bytes).expect("write");
+    }
+
+    #[test]
+    fn a_damaged_records_or_release_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let concepts: Vec<Concept> = (0..20)
+            .map(|i| concept(&format!("A{i:05}"), &format!("PRACTICE {i}")))
+            .collect();
+        save_release(dir.path(), release("2020-01-01", "s1", concepts), false).expect("saves");
+        let records = feed_dir(dir.path(), "ods-epraccur").join("records");
+        let file = fs::read_dir(&records)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "records"))
+            .expect("a records file");
+        // One letter of one display ("PRACTICE 7" becomes "PRACTICE 6"): the file is still
+        // well formed, and only its checksum tells.
+        damage(&file, b"PRACTICE 7");
+        let (store, errors) = FeedStore::open(dir.path(), "ods-epraccur");
+        assert!(store.releases.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let text = errors[0].to_string();
+        assert!(text.contains(&*file.to_string_lossy()), "{text}");
+        assert!(text.contains("checksum mismatch"), "{text}");
+
+        // A release file damaged in its provenance is refused the same way.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let concepts = vec![concept("A1", "X")];
+        save_release(dir.path(), release("2020-01-01", "s1", concepts), false).expect("saves");
+        let path = release_path(dir.path(), "ods-epraccur", "2020-01-01");
+        damage(&path, b"x.csv");
+        let (store, errors) = FeedStore::open(dir.path(), "ods-epraccur");
+        assert!(store.releases.is_empty());
+        let text = errors[0].to_string();
+        assert!(text.contains("2020-01-01.release"), "{text}");
+        assert!(text.contains("checksum mismatch"), "{text}");
     }
 
     #[test]

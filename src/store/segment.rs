@@ -8,14 +8,18 @@
 //! earlier segment (its *base*), rebuilt when read.
 //!
 //! ```text
-//! "FHIRREC5"
+//! "FHIRREC6"
 //! u32 header length, header (postcard): bases, dictionary, record count, section lengths
 //! key offsets    (2n+1) × u32   code i = keys[o[2i]..o[2i+1]], display = keys[o[2i+1]..o[2i+2]]
 //!                               (bit 31 of o[2i+1]: the record has a display)
 //! keys           UTF-8 text
 //! record offsets (n+1) × u32
 //! records        per record: 0 + concept fields | 1 + base, index, patch (fields that changed)
+//! u32            CRC-32 (IEEE) of every byte before it
 //! ```
+//!
+//! A file whose sizes do not add up to its length, or whose checksum does not match, is refused
+//! at load with its path: a damaged file is never read as records.
 //!
 //! Small segments (up to [`decode_limit`] records) are decoded whole when loaded, as the registers
 //! of a few thousand codes are fastest that way; large ones stay packed.
@@ -29,12 +33,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::concept::{Concept, Designation, DesignationUse, Value};
+use super::codec::{Reader, Writer};
+use super::concept::Concept;
+use super::error::PersistError;
 use super::patch::Patch;
-use super::persist::PersistError;
 
 /// File header of a records file.
-pub const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC5";
+pub const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC6";
+
+/// Bytes of the CRC-32 that ends a records file.
+const CHECKSUM_LEN: u64 = 4;
 
 const HAS_DISPLAY: u32 = 1 << 31;
 const OFFSET: u32 = HAS_DISPLAY - 1;
@@ -173,23 +181,68 @@ impl Segment {
             path: shown.clone(),
             source,
         };
-        let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let file = std::fs::File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let mut f = Crc32Reader {
+            inner: std::io::BufReader::new(file),
+            crc: crc32fast::Hasher::new(),
+        };
         let mut magic = [0u8; 8];
         f.read_exact(&mut magic).map_err(io)?;
         if &magic != RECORDS_MAGIC {
-            return Err(corrupt("missing or outdated header".into()));
+            return Err(corrupt(match magic.strip_prefix(b"FHIRREC") {
+                Some(_) => format!(
+                    "records format {} is not this server's ({}): re-import the release",
+                    String::from_utf8_lossy(&magic),
+                    String::from_utf8_lossy(RECORDS_MAGIC)
+                ),
+                None => "not a records file".into(),
+            }));
         }
         let mut len = [0u8; 4];
         f.read_exact(&mut len).map_err(io)?;
-        let header_bytes = read_vec(&mut f, u32::from_le_bytes(len) as u64).map_err(io)?;
-        let header: Header =
-            postcard::from_bytes(&header_bytes).map_err(|e| corrupt(e.to_string()))?;
+        let header_len = u64::from(u32::from_le_bytes(len));
+        if header_len > size {
+            return Err(corrupt(format!(
+                "its header is {header_len} bytes long in a file of {size}: the file is damaged"
+            )));
+        }
+        let header_bytes = read_vec(&mut f, header_len).map_err(io)?;
+        let header: Header = postcard::from_bytes(&header_bytes)
+            .map_err(|e| corrupt(format!("damaged header: {e}")))?;
         let n = header.count as u64;
+        // The sizes the header gives must add up to the file's: nothing is allocated for a
+        // damaged count or length.
+        let expected = [
+            RECORDS_MAGIC.len() as u64 + 4 + header_len,
+            4 * (2 * n + 1),
+            header.keys_len,
+            4 * (n + 1),
+            header.records_len,
+            CHECKSUM_LEN,
+        ]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add);
+        if expected != Some(size) {
+            return Err(corrupt(format!(
+                "{size} bytes where its header says {}: the file is damaged or truncated",
+                expected.map_or_else(|| "more than can be".into(), |e| e.to_string())
+            )));
+        }
         let key_offsets = read_u32s(&mut f, 2 * n + 1).map_err(io)?;
-        let keys = String::from_utf8(read_vec(&mut f, header.keys_len).map_err(io)?)
-            .map_err(|_| corrupt("keys are not UTF-8".into()))?;
+        let keys = read_vec(&mut f, header.keys_len).map_err(io)?;
         let record_offsets = read_u32s(&mut f, n + 1).map_err(io)?;
         let records = read_vec(&mut f, header.records_len).map_err(io)?;
+        let computed = f.crc.clone().finalize();
+        let mut stored = [0u8; CHECKSUM_LEN as usize];
+        f.inner.read_exact(&mut stored).map_err(io)?;
+        let stored = u32::from_le_bytes(stored);
+        if stored != computed {
+            return Err(corrupt(format!(
+                "checksum mismatch (stored CRC-32 {stored:08x}, contents {computed:08x}): the file is damaged"
+            )));
+        }
+        let keys = String::from_utf8(keys).map_err(|_| corrupt("keys are not UTF-8".into()))?;
         // Offsets in order and in bounds, on character boundaries: slicing never panics.
         let mut last = 0;
         for (k, &o) in key_offsets.iter().enumerate() {
@@ -245,6 +298,38 @@ impl Segment {
             bases: header.bases,
             body,
         })
+    }
+}
+
+/// A reader that computes the CRC-32 of what passes through it.
+struct Crc32Reader<R> {
+    inner: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for Crc32Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A writer that computes the CRC-32 of what passes through it.
+struct Crc32Writer<'w> {
+    inner: &'w mut dyn Write,
+    crc: crc32fast::Hasher,
+}
+
+impl Write for Crc32Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -313,148 +398,6 @@ impl Packed {
     }
 }
 
-pub(super) struct Reader<'a> {
-    pub(super) b: &'a [u8],
-    pub(super) at: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(super) fn byte(&mut self) -> Result<u8, String> {
-        let b = *self.b.get(self.at).ok_or("record ends early")?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    pub(super) fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("bad number".into())
-    }
-
-    pub(super) fn text(&mut self, len: usize) -> Result<&'a str, String> {
-        let end = self.at.checked_add(len).filter(|&e| e <= self.b.len());
-        let bytes = &self.b[self.at..end.ok_or("record ends early")?];
-        self.at += len;
-        std::str::from_utf8(bytes).map_err(|_| "text is not UTF-8".into())
-    }
-
-    /// A string: from the dictionary (even numbers) or written in place (odd: length).
-    pub(super) fn string(&mut self, dict: &[Box<str>]) -> Result<Box<str>, String> {
-        let v = self.varint()?;
-        if v & 1 == 0 {
-            dict.get((v >> 1) as usize)
-                .cloned()
-                .ok_or_else(|| "unknown dictionary entry".into())
-        } else {
-            Ok(self.text((v >> 1) as usize)?.into())
-        }
-    }
-
-    pub(super) fn concept_fields(
-        &mut self,
-        c: &mut Concept,
-        dict: &[Box<str>],
-    ) -> Result<(), String> {
-        let flags = self.byte()?;
-        if flags & 1 != 0 {
-            c.definition = Some(self.string(dict)?);
-        }
-        if flags & 2 != 0 {
-            c.status = Some(self.string(dict)?);
-        }
-        c.inactive = flags & 4 != 0;
-        c.not_selectable = flags & 8 != 0;
-        if flags & 16 != 0 {
-            c.valid_from = Some(self.string(dict)?);
-        }
-        if flags & 32 != 0 {
-            c.valid_to = Some(self.string(dict)?);
-        }
-        if flags & 64 != 0 {
-            c.designations = self.designations(dict)?;
-        }
-        let n = self.varint()? as usize;
-        c.properties.reserve(n.min(256));
-        for _ in 0..n {
-            let code = self.string(dict)?;
-            c.properties.push((code, self.value(dict)?));
-        }
-        if flags & 128 != 0 {
-            c.parents = self.strings(dict)?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn strings(&mut self, dict: &[Box<str>]) -> Result<Vec<Box<str>>, String> {
-        let n = self.varint()? as usize;
-        let mut out = Vec::with_capacity(n.min(64));
-        for _ in 0..n {
-            out.push(self.string(dict)?);
-        }
-        Ok(out)
-    }
-
-    /// `None` (0) or a string (1 and the string).
-    pub(super) fn opt_string(&mut self, dict: &[Box<str>]) -> Result<Option<Box<str>>, String> {
-        match self.byte()? {
-            0 => Ok(None),
-            _ => self.string(dict).map(Some),
-        }
-    }
-
-    pub(super) fn designations(&mut self, dict: &[Box<str>]) -> Result<Vec<Designation>, String> {
-        let n = self.varint()? as usize;
-        let mut out = Vec::with_capacity(n.min(64));
-        for _ in 0..n {
-            let f = self.byte()?;
-            let language = (f & 1 != 0).then(|| self.string(dict)).transpose()?;
-            let use_ = if f & 2 != 0 {
-                Some(DesignationUse {
-                    system: self.string(dict)?,
-                    code: self.string(dict)?,
-                    display: (f & 4 != 0).then(|| self.string(dict)).transpose()?,
-                })
-            } else {
-                None
-            };
-            let value = self.string(dict)?;
-            out.push(Designation {
-                language,
-                use_,
-                value,
-            });
-        }
-        Ok(out)
-    }
-
-    pub(super) fn value(&mut self, dict: &[Box<str>]) -> Result<Value, String> {
-        Ok(match self.byte()? {
-            0 => Value::Code(self.string(dict)?),
-            1 => Value::String(self.string(dict)?),
-            2 => {
-                let z = self.varint()?;
-                Value::Integer(((z >> 1) as i64) ^ -((z & 1) as i64))
-            }
-            3 => Value::Boolean(false),
-            4 => Value::Boolean(true),
-            5 => Value::DateTime(self.string(dict)?),
-            6 => Value::Decimal(self.string(dict)?),
-            t @ (7 | 8) => Value::Coding {
-                system: self.string(dict)?,
-                code: self.string(dict)?,
-                display: (t == 8).then(|| self.string(dict)).transpose()?,
-            },
-            t => return Err(format!("unknown value kind {t}")),
-        })
-    }
-}
-
 /// A record to write.
 pub enum Rec {
     /// The whole concept.
@@ -477,138 +420,6 @@ impl Rec {
     fn concept(&self) -> &Concept {
         match self {
             Self::Full(c) | Self::Patch { concept: c, .. } => c,
-        }
-    }
-}
-
-/// Writes the compact encoding; `intern` gives a string's dictionary number, or `None` to write
-/// it in place.
-pub(super) struct Writer<'w> {
-    pub(super) out: &'w mut Vec<u8>,
-    pub(super) intern: &'w mut dyn FnMut(&str) -> Option<u32>,
-}
-
-impl Writer<'_> {
-    pub(super) fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.out.push(v as u8);
-    }
-
-    pub(super) fn string(&mut self, s: &str) {
-        match (self.intern)(s) {
-            Some(id) => self.varint(u64::from(id) << 1),
-            None => {
-                self.varint(((s.len() as u64) << 1) | 1);
-                self.out.extend_from_slice(s.as_bytes());
-            }
-        }
-    }
-
-    pub(super) fn concept_fields(&mut self, c: &Concept) {
-        let flags = u8::from(c.definition.is_some())
-            | u8::from(c.status.is_some()) << 1
-            | u8::from(c.inactive) << 2
-            | u8::from(c.not_selectable) << 3
-            | u8::from(c.valid_from.is_some()) << 4
-            | u8::from(c.valid_to.is_some()) << 5
-            | u8::from(!c.designations.is_empty()) << 6
-            | u8::from(!c.parents.is_empty()) << 7;
-        self.out.push(flags);
-        for s in [&c.definition, &c.status, &c.valid_from, &c.valid_to]
-            .into_iter()
-            .flatten()
-        {
-            self.string(s);
-        }
-        if !c.designations.is_empty() {
-            self.designations(&c.designations);
-        }
-        self.varint(c.properties.len() as u64);
-        for (code, v) in &c.properties {
-            self.string(code);
-            self.value(v);
-        }
-        if !c.parents.is_empty() {
-            self.strings(&c.parents);
-        }
-    }
-
-    pub(super) fn strings(&mut self, list: &[Box<str>]) {
-        self.varint(list.len() as u64);
-        for p in list {
-            self.string(p);
-        }
-    }
-
-    pub(super) fn opt_string(&mut self, s: Option<&str>) {
-        match s {
-            None => self.out.push(0),
-            Some(s) => {
-                self.out.push(1);
-                self.string(s);
-            }
-        }
-    }
-
-    pub(super) fn designations(&mut self, list: &[Designation]) {
-        self.varint(list.len() as u64);
-        for d in list {
-            let f = u8::from(d.language.is_some())
-                | u8::from(d.use_.is_some()) << 1
-                | u8::from(d.use_.as_ref().is_some_and(|u| u.display.is_some())) << 2;
-            self.out.push(f);
-            if let Some(l) = &d.language {
-                self.string(l);
-            }
-            if let Some(u) = &d.use_ {
-                self.string(&u.system);
-                self.string(&u.code);
-                if let Some(x) = &u.display {
-                    self.string(x);
-                }
-            }
-            self.string(&d.value);
-        }
-    }
-
-    pub(super) fn value(&mut self, v: &Value) {
-        match v {
-            Value::Code(s) => {
-                self.out.push(0);
-                self.string(s);
-            }
-            Value::String(s) => {
-                self.out.push(1);
-                self.string(s);
-            }
-            Value::Integer(i) => {
-                self.out.push(2);
-                self.varint(((i << 1) ^ (i >> 63)) as u64);
-            }
-            Value::Boolean(b) => self.out.push(if *b { 4 } else { 3 }),
-            Value::DateTime(s) => {
-                self.out.push(5);
-                self.string(s);
-            }
-            Value::Decimal(s) => {
-                self.out.push(6);
-                self.string(s);
-            }
-            Value::Coding {
-                system,
-                code,
-                display,
-            } => {
-                self.out.push(if display.is_some() { 8 } else { 7 });
-                self.string(system);
-                self.string(code);
-                if let Some(d) = display {
-                    self.string(d);
-                }
-            }
         }
     }
 }
@@ -754,10 +565,15 @@ impl Encoded {
             + self.keys.len()
             + 4 * self.record_offsets.len()
             + self.records.len()) as u64
+            + CHECKSUM_LEN
     }
 
-    /// Writes the file.
+    /// Writes the file, its CRC-32 last.
     pub fn write_to(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        let mut w = Crc32Writer {
+            inner: w,
+            crc: crc32fast::Hasher::new(),
+        };
         w.write_all(RECORDS_MAGIC)?;
         w.write_all(&(self.header.len() as u32).to_le_bytes())?;
         w.write_all(&self.header)?;
@@ -768,12 +584,15 @@ impl Encoded {
         for o in &self.record_offsets {
             w.write_all(&o.to_le_bytes())?;
         }
-        w.write_all(&self.records)
+        w.write_all(&self.records)?;
+        let crc = w.crc.finalize();
+        w.inner.write_all(&crc.to_le_bytes())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::concept::{Designation, DesignationUse, Value};
     use super::*;
 
     fn sample() -> Vec<Concept> {
@@ -851,5 +670,15 @@ mod tests {
         std::fs::write(&path, &bad).expect("write");
         let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
         assert!(err.to_string().contains("x.records"), "{err}");
+        // A truncated file, and one of the previous format, are refused before anything is
+        // allocated for them.
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
+        let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
+        assert!(err.to_string().contains("damaged or truncated"), "{err}");
+        let mut old = bytes.clone();
+        old[..8].copy_from_slice(b"FHIRREC5");
+        std::fs::write(&path, &old).expect("write");
+        let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
+        assert!(err.to_string().contains("re-import the release"), "{err}");
     }
 }

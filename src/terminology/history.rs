@@ -307,8 +307,9 @@ fn part_for<'a>(cs: &'a CodeSystemVersion, feed: &str) -> Option<&'a Arc<Indexed
     cs.parts.iter().find(|p| p.info.feed == feed)
 }
 
-/// Compares two versions of one CodeSystem, feed by feed (a code that moved from one feed to
-/// another counts as removed and added).
+/// Compares two versions of one CodeSystem, feed by feed, each code once: a code that moved
+/// from one feed to another is compared with itself like any other (a version never has one code
+/// in two feeds: see `registers::build_registry`).
 pub fn diff<'a>(
     old: &'a CodeSystemVersion,
     new: &'a CodeSystemVersion,
@@ -365,6 +366,30 @@ pub fn diff<'a>(
             }
             (None, None) => {}
         }
+    }
+    // Codes that left one feed for another: found in the other version's other feeds.
+    let elsewhere = |cs: &'a CodeSystemVersion, (r, i): (&IndexedRelease, u32)| {
+        cs.parts
+            .iter()
+            .filter(|p| p.info.feed != r.info.feed)
+            .find_map(|p| Some((&**p, p.find(r.code(i))?)))
+    };
+    let mut moved = std::collections::HashSet::new();
+    for &(a, i) in &d.removed {
+        let Some((b, j)) = elsewhere(new, (a, i)) else {
+            continue;
+        };
+        moved.insert(a.code(i));
+        let ch = changes(&a.concept(i), &b.concept(j), only);
+        if ch.is_empty() {
+            d.unchanged += 1;
+        } else {
+            d.changed.push(((b, j), ch));
+        }
+    }
+    if !moved.is_empty() {
+        d.removed.retain(|&(a, i)| !moved.contains(a.code(i)));
+        d.added.retain(|&(b, j)| !moved.contains(b.code(j)));
     }
     d
 }

@@ -335,6 +335,7 @@ async fn diff_of_the_real_2019_10_and_2020_01_releases_agrees_with_the_files() {
     ] {
         let path = repo().join("mappings/data/ods").join(file);
         let outcome = registers::import(
+            &set,
             m,
             path.to_str().expect("path"),
             version,
@@ -360,6 +361,7 @@ async fn diff_of_the_real_2019_10_and_2020_01_releases_agrees_with_the_files() {
     );
     // The same file again is a no-op that names the release it already is.
     let again = registers::import(
+        &set,
         m,
         repo()
             .join("mappings/data/ods/epraccur_2020-01.csv.gz")

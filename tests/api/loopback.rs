@@ -75,6 +75,7 @@ async fn registers_import_from_an_http_url_and_failures_store_nothing() {
     let data = tempfile::tempdir().expect("dir");
 
     let info = registers::import(
+        &set,
         m,
         &format!("http://{addr}/ods/epraccur.csv"),
         "2020-01-01",
@@ -96,6 +97,7 @@ async fn registers_import_from_an_http_url_and_failures_store_nothing() {
     assert_eq!(persist::release_files(data.path()).len(), 1);
 
     let missing = registers::import(
+        &set,
         m,
         &format!("http://{addr}/nope.csv"),
         "2020-02-01",
@@ -107,6 +109,7 @@ async fn registers_import_from_an_http_url_and_failures_store_nothing() {
     let text = missing.expect_err("404 upstream").to_string();
     assert!(text.contains("404"), "{text}");
     let broken = registers::import(
+        &set,
         m,
         &format!("http://{addr}/broken.csv"),
         "2020-03-01",

@@ -9,6 +9,7 @@ mod lookup;
 mod loopback;
 mod mappings;
 mod resources;
+mod store_hygiene;
 mod support;
 mod translate;
 mod validate;
