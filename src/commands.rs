@@ -97,8 +97,10 @@ fn print_errors<T: std::fmt::Display>(errors: &[T]) {
 /// The lanes `serve` runs operations in (see [`crate::terminology::budget`]); `main` sizes the
 /// blocking pool from them.
 pub fn lane_settings(args: &ServeArgs) -> LaneSettings {
-    let mut lanes = LaneSettings::default();
-    lanes.slow_after = Duration::from_millis(args.slow_after_ms);
+    let mut lanes = LaneSettings {
+        slow_after: Duration::from_millis(args.slow_after_ms),
+        ..LaneSettings::default()
+    };
     if args.slow_threads > 0 {
         lanes.slow_threads = args.slow_threads;
     }

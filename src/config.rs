@@ -60,7 +60,11 @@ pub struct ServeArgs {
     pub max_filter_words: usize,
     /// Most concepts in one CodeSystem a request supplies as `tx-resource` (more is a 422
     /// too-costly).
-    #[arg(long, env = "FHIR_REGISTERS_MAX_SUPPLIED_CONCEPTS", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "FHIR_REGISTERS_MAX_SUPPLIED_CONCEPTS",
+        default_value_t = 100_000
+    )]
     pub max_supplied_concepts: usize,
     /// Seconds a `$cache-control` cache is kept without being used.
     #[arg(long, env = "FHIR_REGISTERS_CACHE_TTL", default_value_t = 1800)]

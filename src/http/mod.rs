@@ -137,8 +137,7 @@ impl AppState {
                 if !blocking && !supplies {
                     self.run(p, None, adjust, op)
                 } else {
-                    self.run_in_lanes(p, req.cache_id.clone(), adjust, op)
-                        .await
+                    self.run_in_lanes(p, req.cache_id.clone(), adjust, op).await
                 }
             }
         };

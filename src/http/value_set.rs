@@ -129,6 +129,11 @@ pub async fn validate_code_in_value_set_in(
     req: FhirRequest,
 ) -> Response {
     state
-        .operate(&req, move |r, p| with_instance(r, &id, p), true, do_validate)
+        .operate(
+            &req,
+            move |r, p| with_instance(r, &id, p),
+            true,
+            do_validate,
+        )
         .await
 }

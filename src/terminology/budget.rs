@@ -45,7 +45,7 @@ pub fn tick() -> Result<(), FhirError> {
         t.set(n);
         n
     });
-    if n % TICK_INTERVAL == 0 {
+    if n.is_multiple_of(TICK_INTERVAL) {
         check()
     } else {
         Ok(())

@@ -306,7 +306,13 @@ fn ancestors(cs: &CodeSystemVersion, code: &str) -> Result<HashSet<ConceptRef>, 
     let mut out = HashSet::new();
     let mut stack: Vec<String> = cs
         .find(code)
-        .map(|r| cs.concept(r).parents.iter().map(|p| p.to_string()).collect())
+        .map(|r| {
+            cs.concept(r)
+                .parents
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        })
         .unwrap_or_default();
     while let Some(c) = stack.pop() {
         tick()?;
@@ -755,8 +761,9 @@ impl Evaluator<'_> {
             preds.iter().all(|p| holds(&cs, r, c, p))
                 && (imported.is_empty() || in_imports(&cs.meta.url, &c.code))
         };
-        let keep =
-            |r: ConceptRef, c: &Concept| keep_found(r, c) && text.is_none_or(|w| matches_words(c, w));
+        let keep = |r: ConceptRef, c: &Concept| {
+            keep_found(r, c) && text.is_none_or(|w| matches_words(c, w))
+        };
         if !rule.concepts.is_empty() {
             for (code, display) in &rule.concepts {
                 tick()?;

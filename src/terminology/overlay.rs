@@ -145,7 +145,9 @@ impl Overlay {
         let bytes = text.len();
         drop(text);
         let kind = match resource.get("resourceType").and_then(Json::as_str) {
-            Some("CodeSystem") => SuppliedKind::CodeSystem(self.code_system(resource, &key, bytes)?),
+            Some("CodeSystem") => {
+                SuppliedKind::CodeSystem(self.code_system(resource, &key, bytes)?)
+            }
             Some("ValueSet") => SuppliedKind::ValueSet(Arc::new(
                 crate::registers::value_set_entry(resource.clone()),
             )),

@@ -71,7 +71,10 @@ impl Caches {
             .filter(|(_, c)| now.saturating_duration_since(c.last_used) > ttl)
             .map(|(id, _)| id.clone())
             .collect();
-        idle.iter().filter_map(|id| self.remove(id)).flatten().collect()
+        idle.iter()
+            .filter_map(|id| self.remove(id))
+            .flatten()
+            .collect()
     }
 
     /// Drops the least recently used cache other than `keep`; `None` when there is none.

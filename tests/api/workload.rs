@@ -22,7 +22,9 @@ const CHAIN: &str = "http://example.org/fhir/CodeSystem/chain";
 
 /// Fresh server state over the fixture registry (its own caches, lanes and limits).
 fn fresh_state(adjust: impl FnOnce(&mut AppState)) -> Arc<AppState> {
-    let registry = state().registry().overlay(Vec::new(), Vec::new(), Vec::new());
+    let registry = state()
+        .registry()
+        .overlay(Vec::new(), Vec::new(), Vec::new());
     let mut s = AppState::new(registry);
     adjust(&mut s);
     Arc::new(s)
@@ -86,7 +88,10 @@ async fn text_filters_over_the_length_or_word_limits_are_refused_naming_the_limi
     assert_eq!(long.status, StatusCode::BAD_REQUEST, "{}", long.text());
     let (code, text) = outcome(&long.json());
     assert_eq!(code, "invalid");
-    assert!(text.contains("513 characters") && text.contains("512"), "{text}");
+    assert!(
+        text.contains("513 characters") && text.contains("512"),
+        "{text}"
+    );
     // The shape of the filter ("t " over and over), short enough in characters.
     let wordy = get(&format!(
         "/fhir/ValueSet/$expand?url={url}&filter={}",
@@ -106,7 +111,10 @@ async fn text_filters_over_the_length_or_word_limits_are_refused_naming_the_limi
     ))
     .await;
     assert_eq!(real.status, StatusCode::OK, "{}", real.text());
-    let fine = get(&format!("/fhir/ValueSet/$expand?url={url}&filter=asth+unspec")).await;
+    let fine = get(&format!(
+        "/fhir/ValueSet/$expand?url={url}&filter=asth+unspec"
+    ))
+    .await;
     assert_eq!(codes(&fine.json()), vec!["J45.9"]);
 }
 
@@ -116,7 +124,13 @@ async fn hierarchy_filters_over_a_deep_supplied_chain_are_linear() {
     let s = fresh_state(|_| {});
     let cs = chain(N);
     let started = Instant::now();
-    let r = post_to(&s, "/fhir/ValueSet/$expand", &expand_chain(&cs, "is-a", "c0"), None).await;
+    let r = post_to(
+        &s,
+        "/fhir/ValueSet/$expand",
+        &expand_chain(&cs, "is-a", "c0"),
+        None,
+    )
+    .await;
     let took = started.elapsed();
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let all = r.json();
@@ -131,7 +145,13 @@ async fn hierarchy_filters_over_a_deep_supplied_chain_are_linear() {
         ("descendent-leaf", "c0", 1),
         ("is-not-a", "c10", 10),
     ] {
-        let r = post_to(&s, "/fhir/ValueSet/$expand", &expand_chain(&cs, op, value), None).await;
+        let r = post_to(
+            &s,
+            "/fhir/ValueSet/$expand",
+            &expand_chain(&cs, op, value),
+            None,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{op}: {}", r.text());
         assert_eq!(r.json()["expansion"]["total"], total, "{op} {value}");
     }
@@ -150,7 +170,12 @@ async fn hierarchy_filters_over_a_deep_supplied_chain_are_linear() {
             json!({"name": "code", "valueCode": format!("c{N}")}),
         ]);
     let r = post_to(&s, "/fhir/ValueSet/$validate-code", &validate, None).await;
-    assert_eq!(param(&r.json(), "result"), Some(&json!(true)), "{}", r.text());
+    assert_eq!(
+        param(&r.json(), "result"),
+        Some(&json!(true)),
+        "{}",
+        r.text()
+    );
     // The chain was compiled once, for every request.
     assert_eq!(s.overlay.memo_stats().0, 1);
 }
@@ -158,7 +183,9 @@ async fn hierarchy_filters_over_a_deep_supplied_chain_are_linear() {
 #[tokio::test]
 async fn a_supplied_code_system_over_the_concept_limit_is_refused_naming_the_limit() {
     let s = fresh_state(|s| {
-        s.overlay = Overlay::new(SuppliedLimits { max_concepts: 1_000 });
+        s.overlay = Overlay::new(SuppliedLimits {
+            max_concepts: 1_000,
+        });
     });
     let at_limit = post_to(
         &s,
@@ -176,7 +203,12 @@ async fn a_supplied_code_system_over_the_concept_limit_is_refused_naming_the_lim
         None,
     )
     .await;
-    assert_eq!(over.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", over.text());
+    assert_eq!(
+        over.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        over.text()
+    );
     let (code, text) = outcome(&over.json());
     assert_eq!(code, "too-costly");
     assert!(
@@ -313,9 +345,16 @@ async fn ending_a_cache_frees_its_resources_and_compiled_code_systems() {
     let s = fresh_state(|_| {});
     let id = start_cache(&s).await;
     assert_eq!(lookup_cached(&s, &id, 0, true).await.status, StatusCode::OK);
-    assert_eq!(lookup_cached(&s, &id, 0, false).await.status, StatusCode::OK);
+    assert_eq!(
+        lookup_cached(&s, &id, 0, false).await.status,
+        StatusCode::OK
+    );
     assert!(s.caches.stats().1 > 0);
-    assert_eq!(s.overlay.memo_stats().0, 1, "compiled once, held for the cache");
+    assert_eq!(
+        s.overlay.memo_stats().0,
+        1,
+        "compiled once, held for the cache"
+    );
     let end = get_from(&s, "/fhir/$cache-control?mode=end", Some(&id)).await;
     assert_eq!(param(&end.json(), "result"), Some(&json!(true)));
     assert_eq!(s.caches.stats(), (0, 0));
@@ -426,11 +465,17 @@ async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_
         slowest < Duration::from_secs(1),
         "a cheap $expand took {slowest:?} while expensive ones ran"
     );
-    assert!(s.lanes.active() >= 5, "the expensive ones were still running");
+    assert!(
+        s.lanes.active() >= 5,
+        "the expensive ones were still running"
+    );
     let mut statuses = Vec::new();
     for h in heavies {
         let (status, took) = h.await.expect("joins");
-        assert!(took < Duration::from_secs(20), "stopped at its budget: {took:?}");
+        assert!(
+            took < Duration::from_secs(20),
+            "stopped at its budget: {took:?}"
+        );
         statuses.push(status.as_u16());
     }
     statuses.sort_unstable();
@@ -450,18 +495,24 @@ async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_
 async fn an_expensive_request_stops_when_its_client_goes_away() {
     let s = fresh_state(|s| s.request_timeout = Duration::from_secs(60));
     let (rt, addr) = serve(s.clone());
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .expect("client");
-    let gave_up = client
+    let request = reqwest::Client::new()
         .post(format!("http://{addr}/fhir/ValueSet/$expand"))
         .header("content-type", "application/fhir+json")
         .body(heavy_expand(20_000).to_string())
-        .send()
-        .await;
-    assert!(gave_up.is_err(), "the client gives up before the answer");
-    assert_eq!(s.lanes.active(), 1, "the operation was running");
+        .send();
+    let client = tokio::spawn(request);
+    let waiting = Instant::now();
+    while s.lanes.active() == 0 && waiting.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.lanes.active(), 1, "the operation runs");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The client goes away: its connection closes.
+    client.abort();
+    assert!(
+        client.await.is_err(),
+        "the client gave up before the answer"
+    );
     // The operation was running; it stops within a moment, long before its 60 s budget (and
     // before the 8 s the same request runs in the test above).
     let idle = until_idle(&s, Duration::from_secs(10)).await;
