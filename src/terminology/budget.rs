@@ -20,7 +20,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::FhirError;
@@ -148,15 +148,14 @@ impl Lanes {
 
     /// A budget of `time` from now for one operation in these lanes.
     pub fn budget(&self, time: Duration) -> Arc<Budget> {
-        let started = Instant::now();
         Arc::new(Budget {
-            started,
-            deadline: started + time,
+            deadline: Instant::now() + time,
             time,
             cancelled: AtomicBool::new(false),
             lanes: Some(self.shared.clone()),
             slow: Mutex::new(None),
             moved: AtomicBool::new(false),
+            running_since: OnceLock::new(),
             stopped: Mutex::new(None),
         })
     }
@@ -200,7 +199,6 @@ impl Drop for SlowPermit {
 /// What one operation may spend: a deadline and a cancelled flag (see the module docs).
 #[derive(Debug)]
 pub struct Budget {
-    started: Instant,
     deadline: Instant,
     time: Duration,
     cancelled: AtomicBool,
@@ -208,6 +206,9 @@ pub struct Budget {
     /// The slow-lane place, once the operation moved there.
     slow: Mutex<Option<SlowPermit>>,
     moved: AtomicBool,
+    /// When the operation got its thread ([`Budget::run`]): time spent waiting for one counts
+    /// against the deadline, not towards the slow lane.
+    running_since: OnceLock<Instant>,
     /// Why the operation was stopped, once it was: every later check gives the same error.
     stopped: Mutex<Option<FhirError>>,
 }
@@ -226,15 +227,14 @@ impl Drop for CancelOnDrop {
 impl Budget {
     /// A budget of `time` from now outside any lanes (it never moves to a slow lane).
     pub fn standalone(time: Duration) -> Arc<Self> {
-        let started = Instant::now();
         Arc::new(Self {
-            started,
-            deadline: started + time,
+            deadline: Instant::now() + time,
             time,
             cancelled: AtomicBool::new(false),
             lanes: None,
             slow: Mutex::new(None),
             moved: AtomicBool::new(false),
+            running_since: OnceLock::new(),
             stopped: Mutex::new(None),
         })
     }
@@ -290,6 +290,7 @@ impl Budget {
         if let Some(l) = &self.lanes {
             l.active.fetch_add(1, Ordering::SeqCst);
         }
+        let _ = self.running_since.set(Instant::now());
         let previous = CURRENT.with(|c| c.borrow_mut().replace(self.clone()));
         let _restore = Restore {
             previous,
@@ -321,7 +322,10 @@ impl Budget {
         }
         if let Some(lanes) = &self.lanes
             && !self.moved.load(Ordering::Relaxed)
-            && now.duration_since(self.started) >= lanes.settings.slow_after
+            && self
+                .running_since
+                .get()
+                .is_some_and(|since| now.duration_since(*since) >= lanes.settings.slow_after)
         {
             self.moved.store(true, Ordering::Relaxed);
             let permit = self.enter_slow_lane(lanes)?;
@@ -403,10 +407,15 @@ mod tests {
             slow_queue: 1,
             fast_threads: 1,
         });
+        let on_thread = |b: &Arc<Budget>| {
+            let _ = b.running_since.set(Instant::now());
+        };
         let first = lanes.budget(Duration::from_secs(5));
+        on_thread(&first);
         first.check().expect("a free place");
         assert_eq!(lanes.slow_lane(), (1, 0));
         let second = lanes.budget(Duration::from_secs(5));
+        on_thread(&second);
         let waiter = {
             let second = second.clone();
             std::thread::spawn(move || second.check())
@@ -415,6 +424,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         let third = lanes.budget(Duration::from_secs(5));
+        on_thread(&third);
         assert!(matches!(third.check(), Err(FhirError::Busy(_))));
         // The first gives its place back: the waiting one gets it.
         first.slow.lock().expect("lock").take();
