@@ -14,6 +14,9 @@ use crate::registers;
 use crate::source;
 use crate::store::persist::SaveOutcome;
 use crate::store::{CodeSystemVersion, IndexedRelease};
+use crate::terminology::budget::{LaneSettings, Lanes};
+use crate::terminology::overlay::{Overlay, SuppliedLimits};
+use crate::terminology::request_cache::{CacheLimits, RequestCaches};
 use crate::terminology::resources::code_system_json;
 
 /// Shows import progress: an indicatif bar on a terminal, plain lines otherwise, and nothing for
@@ -91,6 +94,23 @@ fn print_errors<T: std::fmt::Display>(errors: &[T]) {
     }
 }
 
+/// The lanes `serve` runs operations in (see [`crate::terminology::budget`]); `main` sizes the
+/// blocking pool from them.
+pub fn lane_settings(args: &ServeArgs) -> LaneSettings {
+    let mut lanes = LaneSettings {
+        slow_after: Duration::from_millis(args.slow_after_ms),
+        ..LaneSettings::default()
+    };
+    if args.slow_threads > 0 {
+        lanes.slow_threads = args.slow_threads;
+    }
+    lanes.slow_queue = match args.slow_queue {
+        0 => 2 * lanes.slow_threads,
+        n => n,
+    };
+    lanes
+}
+
 /// `serve`: import defaults if needed, assemble the registry, listen.
 pub async fn serve(args: ServeArgs) -> i32 {
     let started = Instant::now();
@@ -142,7 +162,19 @@ pub async fn serve(args: ServeArgs) -> i32 {
     let mut state = AppState::new(registry);
     state.limits.max_unpaged = args.max_expansion;
     state.limits.max_count = args.max_expansion;
+    state.limits.max_filter_chars = args.max_filter_chars;
+    state.limits.max_filter_words = args.max_filter_words;
     state.request_timeout = Duration::from_secs(args.request_timeout.max(1));
+    state.lanes = Lanes::new(lane_settings(&args));
+    state.overlay = Overlay::new(SuppliedLimits {
+        max_concepts: args.max_supplied_concepts,
+    });
+    state.caches = RequestCaches::new(CacheLimits {
+        ttl: Duration::from_secs(args.cache_ttl),
+        max_caches: args.max_caches,
+        max_bytes: args.max_cache_mib.saturating_mul(1024 * 1024),
+        ..CacheLimits::default()
+    });
     let state = Arc::new(state);
     let router = app_at(state.clone(), &args.base_path);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {

@@ -52,6 +52,41 @@ pub struct ServeArgs {
     /// Do not import mappings' `default_file`s on start (serve only what is already stored).
     #[arg(long, env = "FHIR_REGISTERS_NO_DEFAULT_IMPORTS")]
     pub no_default_imports: bool,
+    /// Longest `$expand` text `filter`, in characters (longer is a 400).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_FILTER_CHARS", default_value_t = 512)]
+    pub max_filter_chars: usize,
+    /// Most words in an `$expand` text `filter` (more is a 400).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_FILTER_WORDS", default_value_t = 32)]
+    pub max_filter_words: usize,
+    /// Most concepts in one CodeSystem a request supplies as `tx-resource` (more is a 422
+    /// too-costly).
+    #[arg(
+        long,
+        env = "FHIR_REGISTERS_MAX_SUPPLIED_CONCEPTS",
+        default_value_t = 100_000
+    )]
+    pub max_supplied_concepts: usize,
+    /// Seconds a `$cache-control` cache is kept without being used.
+    #[arg(long, env = "FHIR_REGISTERS_CACHE_TTL", default_value_t = 1800)]
+    pub cache_ttl: u64,
+    /// Most `$cache-control` caches open at once (starting one more drops the least recently
+    /// used).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_CACHES", default_value_t = 256)]
+    pub max_caches: usize,
+    /// Most MiB of resources (their JSON) all `$cache-control` caches hold together (past it
+    /// the least recently used caches are dropped).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_CACHE_MIB", default_value_t = 256)]
+    pub max_cache_mib: usize,
+    /// Milliseconds an operation runs before it counts as expensive and moves to the slow lane.
+    #[arg(long, env = "FHIR_REGISTERS_SLOW_AFTER_MS", default_value_t = 50)]
+    pub slow_after_ms: u64,
+    /// Expensive operations running at once (0: one per core).
+    #[arg(long, env = "FHIR_REGISTERS_SLOW_THREADS", default_value_t = 0)]
+    pub slow_threads: usize,
+    /// Expensive operations waiting for the slow lane, beyond which more are refused with 503
+    /// (0: twice the slow threads).
+    #[arg(long, env = "FHIR_REGISTERS_SLOW_QUEUE", default_value_t = 0)]
+    pub slow_queue: usize,
 }
 
 impl Default for ServeArgs {
@@ -64,6 +99,15 @@ impl Default for ServeArgs {
             max_expansion: 50_000,
             request_timeout: 30,
             no_default_imports: false,
+            max_filter_chars: 512,
+            max_filter_words: 32,
+            max_supplied_concepts: 100_000,
+            cache_ttl: 1800,
+            max_caches: 256,
+            max_cache_mib: 256,
+            slow_after_ms: 50,
+            slow_threads: 0,
+            slow_queue: 0,
         }
     }
 }

@@ -37,6 +37,10 @@ pub enum FhirError {
     /// The result would be too large or slow to produce (422, `too-costly`).
     #[error("{0}")]
     TooCostly(String),
+    /// The server is too busy with other expensive requests to take this one now (503,
+    /// `throttled`: "not prepared to handle this request due to load management").
+    #[error("{0}")]
+    Busy(String),
     /// Something the server does not implement (400, `not-supported`).
     #[error("{0}")]
     NotSupported(String),
@@ -72,6 +76,7 @@ impl FhirError {
                 Some("version-error"),
             ),
             Self::TooCostly(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too-costly", None),
+            Self::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "throttled", None),
             Self::NotSupported(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "not-supported", None),
             Self::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "not-supported", None),
@@ -140,6 +145,7 @@ mod tests {
                 400,
                 "invalid",
             ),
+            (FhirError::Busy("x".into()), 503, "throttled"),
             (FhirError::NotSupported("x".into()), 400, "not-supported"),
             (
                 FhirError::MethodNotAllowed("x".into()),

@@ -145,6 +145,7 @@ fn do_batch_validate(registry: &Registry, p: &OperationParams) -> Result<Json, F
         .collect();
     let mut out = ParametersOut::new();
     for v in p.all("validation") {
+        crate::terminology::budget::check()?;
         let ParamValue::Resource(inner) = v else {
             return Err(FhirError::Invalid(
                 "each 'validation' must be a Parameters resource".into(),

@@ -219,7 +219,7 @@ pub async fn lookup_code_in(
     state
         .operate(
             &req,
-            |r, p| instance_params(r, &id, p, "system"),
+            move |r, p| instance_params(r, &id, p, "system"),
             false,
             do_lookup,
         )
@@ -244,7 +244,7 @@ pub async fn validate_code_in_code_system_in(
     state
         .operate(
             &req,
-            |r, p| instance_params(r, &id, p, "url"),
+            move |r, p| instance_params(r, &id, p, "url"),
             false,
             do_validate,
         )
@@ -266,7 +266,7 @@ pub async fn subsumes_codes_in(
     state
         .operate(
             &req,
-            |r, p| instance_params(r, &id, p, "system"),
+            move |r, p| instance_params(r, &id, p, "system"),
             false,
             do_subsumes,
         )
@@ -296,7 +296,7 @@ pub async fn concept_history_in(
     state
         .operate(
             &req,
-            |r, p| instance_params(r, &id, p, "system"),
+            move |r, p| instance_params(r, &id, p, "system"),
             false,
             do_history,
         )
@@ -318,7 +318,7 @@ pub async fn diff_in(
     state
         .operate(
             &req,
-            |r, p| instance_params(r, &id, p, "url"),
+            move |r, p| instance_params(r, &id, p, "url"),
             true,
             do_diff,
         )

@@ -89,7 +89,7 @@ pub async fn translate_code_in(
     Path(id): Path<String>,
     req: FhirRequest,
 ) -> Response {
-    let adjust = |registry: &Registry, mut p: OperationParams| {
+    let adjust = move |registry: &Registry, mut p: OperationParams| {
         let m = registry.concept_map_by_id(&id).ok_or_else(|| {
             FhirError::NotFound(format!("ConceptMap/{id} is not known to this server"))
         })?;

@@ -8,19 +8,20 @@ pub mod metadata;
 pub mod request;
 mod value_set;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
-use serde_json::Value as Json;
 
 use crate::error::FhirError;
-use crate::fhir::params::{Answer, OperationParams, ParamValue};
-use crate::store::{CodeSystemVersion, Registry};
+use crate::fhir::params::{Answer, OperationParams};
+use crate::store::Registry;
+use crate::terminology::budget::{CancelOnDrop, Lanes};
 use crate::terminology::expand::ExpandLimits;
+use crate::terminology::overlay::{Overlay, registry_on};
+use crate::terminology::request_cache::RequestCaches;
 use request::{FhirRequest, respond};
 
 /// Shared server state: the current registry snapshot and settings.
@@ -30,9 +31,12 @@ pub struct AppState {
     pub limits: ExpandLimits,
     /// Time budget of one operation.
     pub request_timeout: Duration,
-    tx_cache: Mutex<HashMap<String, Arc<CodeSystemVersion>>>,
-    /// `$cache-control` caches: id → resources sent with `tx-resource` under that id.
-    client_caches: Mutex<HashMap<String, Vec<Json>>>,
+    /// The fast and slow lanes operations run in.
+    pub lanes: Lanes,
+    /// Request-supplied resources (`tx-resource`), read once per content.
+    pub overlay: Overlay,
+    /// `$cache-control` caches.
+    pub caches: RequestCaches,
 }
 
 impl AppState {
@@ -42,8 +46,9 @@ impl AppState {
             registry: RwLock::new(Arc::new(registry)),
             limits: ExpandLimits::default(),
             request_timeout: Duration::from_secs(30),
-            tx_cache: Mutex::new(HashMap::new()),
-            client_caches: Mutex::new(HashMap::new()),
+            lanes: Lanes::default(),
+            overlay: Overlay::default(),
+            caches: RequestCaches::default(),
         }
     }
 
@@ -64,141 +69,51 @@ impl AppState {
         *guard = Arc::new(registry);
     }
 
-    /// The registry a request sees: the shared one, plus the CodeSystems, ValueSets and
-    /// ConceptMaps it supplies as `tx-resource` parameters (compiled once per distinct content
-    /// and cached), with the CodeSystem supplements named by `useSupplement` applied.
-    pub fn registry_for(&self, params: &OperationParams) -> Result<Arc<Registry>, FhirError> {
-        let base = self.registry();
-        let supplied: Vec<&Json> = params
-            .all("tx-resource")
-            .filter_map(|v| match v {
-                ParamValue::Resource(r) => Some(r),
-                _ => None,
-            })
-            .collect();
-        let use_supplements = params.texts("useSupplement");
-        if supplied.is_empty() && use_supplements.is_empty() {
-            return Ok(base);
-        }
-        let mut code_systems = Vec::new();
-        let mut value_sets = Vec::new();
-        let mut concept_maps = Vec::new();
-        for r in supplied {
-            match r.get("resourceType").and_then(Json::as_str) {
-                Some("CodeSystem") => code_systems.push(self.compiled_code_system(r)?),
-                Some("ValueSet") => value_sets.push(crate::registers::value_set_entry(r.clone())),
-                Some("ConceptMap") => {
-                    concept_maps.push(crate::terminology::translate::concept_map_from_fhir(r)?)
-                }
-                Some(_) | None => {}
-            }
-        }
-        let mut registry = base.overlay(code_systems, value_sets, concept_maps);
-        crate::terminology::resources::apply_supplements(&mut registry, &use_supplements)?;
-        Ok(Arc::new(registry))
-    }
-
-    /// A request under `X-Cache-Id`: its `tx-resource`s join the cache, and the cache's other
-    /// resources are added to its parameters.
-    fn with_cached_resources(&self, id: &str, p: &mut OperationParams) -> Result<(), FhirError> {
-        let mut caches = match self.client_caches.lock() {
-            Ok(c) => c,
-            Err(e) => e.into_inner(),
-        };
-        let Some(cache) = caches.get_mut(id) else {
-            return Err(FhirError::NotFound(format!(
-                "The cache '{id}' is not known (start one with $cache-control?mode=start)"
-            )));
-        };
-        let sent: Vec<Json> = p
-            .all("tx-resource")
-            .filter_map(|v| match v {
-                ParamValue::Resource(r) => Some(r.clone()),
-                _ => None,
-            })
-            .collect();
-        for r in &sent {
-            if !cache.contains(r) {
-                if cache.len() >= MAX_CACHED_RESOURCES {
-                    return Err(FhirError::TooCostly(format!(
-                        "a cache holds at most {MAX_CACHED_RESOURCES} resources"
-                    )));
-                }
-                cache.push(r.clone());
-            }
-        }
-        for r in cache.iter().filter(|r| !sent.contains(r)) {
-            p.params
-                .push(("tx-resource".into(), ParamValue::Resource(r.clone())));
-        }
-        Ok(())
-    }
-
     /// `$cache-control`: `mode=start` opens a cache and returns its id; `mode=end` drops one.
-    pub fn cache_control(&self, mode: Option<&str>, id: Option<&str>) -> Result<Json, FhirError> {
-        let mut caches = match self.client_caches.lock() {
-            Ok(c) => c,
-            Err(e) => e.into_inner(),
-        };
-        let mut out = crate::fhir::params::ParametersOut::new();
-        match (mode, id) {
-            (Some("start"), _) => {
-                if caches.len() >= MAX_CLIENT_CACHES {
-                    return Err(FhirError::TooCostly(format!(
-                        "at most {MAX_CLIENT_CACHES} caches may be open at once; end one first"
-                    )));
-                }
-                let id = crate::terminology::expand::new_uuid()
-                    .trim_start_matches("urn:uuid:")
-                    .to_string();
-                caches.insert(id.clone(), Vec::new());
-                out.value("cache-id", "valueString", serde_json::json!(id));
-            }
-            (Some("end"), Some(id)) => {
-                if caches.remove(id).is_none() {
-                    return Err(FhirError::NotFound(format!(
-                        "The cache '{id}' is not known"
-                    )));
-                }
-                out.value("result", "valueBoolean", serde_json::json!(true));
-            }
-            (Some("end"), None) => {
-                return Err(FhirError::Required(
-                    "mode=end needs the cache id (X-Cache-Id header or cache-id parameter)".into(),
-                ));
-            }
-            (other, _) => {
-                return Err(FhirError::Invalid(format!(
-                    "$cache-control needs mode=start or mode=end, not {other:?}"
-                )));
-            }
-        }
-        Ok(out.build())
+    pub fn cache_control(
+        &self,
+        mode: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<serde_json::Value, FhirError> {
+        self.caches.control(mode, id, &self.overlay)
     }
 
-    fn compiled_code_system(&self, resource: &Json) -> Result<Arc<CodeSystemVersion>, FhirError> {
-        let text = resource.to_string();
-        let key = crate::source::ContentHash::of(text.as_bytes());
-        let mut cache = match self.tx_cache.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
+    /// Parameters, registry (with supplied and cached resources, on the request's `date`) and
+    /// the operation itself, in that order.
+    fn run<A, F, T>(
+        &self,
+        p: OperationParams,
+        cache_id: Option<&str>,
+        adjust: A,
+        op: F,
+    ) -> Result<Answer, FhirError>
+    where
+        A: FnOnce(&Registry, OperationParams) -> Result<OperationParams, FhirError>,
+        F: FnOnce(&Registry, &OperationParams) -> Result<T, FhirError>,
+        T: Into<Answer>,
+    {
+        self.caches.sweep(&self.overlay);
+        let mut supplied = self.overlay.supplied(&p)?;
+        if let Some(id) = cache_id {
+            let others = self.caches.use_cache(id, &supplied, &self.overlay)?;
+            supplied.extend(others);
+        }
+        let registry =
+            self.overlay
+                .registry(self.registry(), &supplied, &p.texts("useSupplement"))?;
+        drop(supplied);
+        let p = adjust(&registry, p)?;
+        let registry = match p.text("date")? {
+            Some(date) => Arc::new(registry_on(&registry, &p, &date)?),
+            None => registry,
         };
-        if let Some(cs) = cache.get(&key) {
-            return Ok(cs.clone());
-        }
-        let cs = Arc::new(
-            crate::terminology::resources::code_system_version_from_fhir(resource, "tx-resource")?,
-        );
-        if cache.len() >= TX_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(key, cs.clone());
-        Ok(cs)
+        op(&registry, &p).map(Into::into)
     }
 
     /// Runs an operation: parameters from the request, the registry it sees (with its
-    /// `tx-resource`s), an optional instance adjustment, then the domain function — on the
-    /// blocking pool within the time budget when `blocking`, inline otherwise.
+    /// `tx-resource`s and cache), an optional instance adjustment, then the domain function.
+    /// Inline when it is cheap (`blocking` false and nothing supplied); otherwise on the blocking
+    /// pool, in the [`Lanes`], within the time budget, and cancelled when the client goes away.
     pub async fn operate<A, F, T>(
         self: &Arc<Self>,
         req: &FhirRequest,
@@ -207,105 +122,70 @@ impl AppState {
         op: F,
     ) -> Response
     where
-        A: FnOnce(&Registry, OperationParams) -> Result<OperationParams, FhirError>,
+        A: FnOnce(&Registry, OperationParams) -> Result<OperationParams, FhirError>
+            + Send
+            + 'static,
         F: FnOnce(&Registry, &OperationParams) -> Result<T, FhirError> + Send + 'static,
         T: Into<Answer> + Send + 'static,
     {
-        let prepared = req.params().and_then(|mut p| {
-            if let Some(id) = &req.cache_id {
-                self.with_cached_resources(id, &mut p)?;
-            }
-            let registry = self.registry_for(&p)?;
-            let p = adjust(&registry, p)?;
-            let registry = match p.text("date")? {
-                Some(date) => Arc::new(registry_on(&registry, &p, &date)?),
-                None => registry,
-            };
-            Ok((registry, p))
-        });
-        let result = match prepared {
+        let result = match req.params() {
             Err(e) => Err(e),
-            Ok((registry, p)) if !blocking => op(&registry, &p).map(Into::into),
-            Ok((registry, p)) => {
-                let task = tokio::task::spawn_blocking(move || {
-                    op(&registry, &p).map(Into::<Answer>::into)
-                });
-                match tokio::time::timeout(self.request_timeout, task).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(join)) => Err(FhirError::Internal(format!(
-                        "operation task failed: {join}"
-                    ))),
-                    Err(_) => Err(FhirError::TooCostly(format!(
-                        "the operation did not finish within its time budget of {} s",
-                        self.request_timeout.as_secs()
-                    ))),
+            Ok(p) => {
+                let supplies = req.cache_id.is_some()
+                    || p.all("tx-resource").next().is_some()
+                    || p.all("useSupplement").next().is_some();
+                if !blocking && !supplies {
+                    self.run(p, None, adjust, op)
+                } else {
+                    self.run_in_lanes(p, req.cache_id.clone(), adjust, op).await
                 }
             }
         };
         request::respond_with(req.format.clone(), req.pretty, result)
     }
-}
 
-/// The registry as it stood on the request's `date`: each CodeSystem answers from the release in
-/// force then. A CodeSystem the request names (`system`, a coding, or an include of the ValueSet
-/// asked for) whose first release came later is a 404, not an empty answer.
-fn registry_on(
-    registry: &Registry,
-    p: &OperationParams,
-    date: &str,
-) -> Result<Registry, FhirError> {
-    let day = crate::store::date_param(date).ok_or_else(|| {
-        FhirError::Invalid(format!(
-            "The parameter 'date' value '{date}' is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)"
-        ))
-    })?;
-    let mut systems: Vec<String> = p.texts("system");
-    let mut value_sets: Vec<String> = p.texts("valueSet");
-    for url in p.texts("url") {
-        if registry.knows_code_system(&url) {
-            systems.push(url);
-        } else {
-            value_sets.push(url);
-        }
-    }
-    if let Ok(Some(c)) = p.coding("coding") {
-        systems.extend(c.system);
-    }
-    if let Ok(Some(codings)) = p.codeable_concept("codeableConcept") {
-        systems.extend(codings.into_iter().filter_map(|c| c.system));
-    }
-    for canonical in value_sets {
-        let (url, version) = match canonical.split_once('|') {
-            Some((u, v)) => (u, Some(v)),
-            None => (canonical.as_str(), None),
+    async fn run_in_lanes<A, F, T>(
+        self: &Arc<Self>,
+        p: OperationParams,
+        cache_id: Option<String>,
+        adjust: A,
+        op: F,
+    ) -> Result<Answer, FhirError>
+    where
+        A: FnOnce(&Registry, OperationParams) -> Result<OperationParams, FhirError>
+            + Send
+            + 'static,
+        F: FnOnce(&Registry, &OperationParams) -> Result<T, FhirError> + Send + 'static,
+        T: Into<Answer> + Send + 'static,
+    {
+        let budget = self.lanes.budget(self.request_timeout);
+        // Dropped with this future: when the client goes away, or the wait below ends.
+        let cancel = CancelOnDrop(budget.clone());
+        let state = self.clone();
+        let work = budget.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            work.run(|| {
+                // The time spent waiting for a thread counts against the budget.
+                crate::terminology::budget::check()?;
+                state.run(p, cache_id.as_deref(), adjust, op)
+            })
+        });
+        // The operation stops itself at its deadline; this is the backstop for work between
+        // two checks.
+        let result = match tokio::time::timeout(self.request_timeout + BACKSTOP, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(FhirError::Internal(format!(
+                "operation task failed: {join}"
+            ))),
+            Err(_) => Err(budget.timeout_error()),
         };
-        if let Some(vs) = registry.value_set(url, version) {
-            let includes = vs.resource["compose"]["include"].as_array().cloned();
-            systems.extend(
-                includes
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i["system"].as_str().map(str::to_string)),
-            );
-        }
+        drop(cancel);
+        result
     }
-    for system in systems {
-        let url = system.split('|').next().unwrap_or(&system);
-        if let Some(first) = registry.first_release_after(url, &day) {
-            return Err(FhirError::NotFound(format!(
-                "No release of the CodeSystem '{url}' was in force on {date}: its first release is {first}"
-            )));
-        }
-    }
-    Ok(registry.as_of(&day))
 }
 
-/// Most `$cache-control` caches open at once, and most resources in one.
-const MAX_CLIENT_CACHES: usize = 256;
-const MAX_CACHED_RESOURCES: usize = 5_000;
-
-/// How many compiled `tx-resource` CodeSystems are cached.
-const TX_CACHE_ENTRIES: usize = 256;
+/// How long past its time budget an operation that has not checked it is waited for.
+const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// No instance adjustment.
 pub fn as_is(_: &Registry, p: OperationParams) -> Result<OperationParams, FhirError> {

@@ -109,7 +109,7 @@ pub async fn expand_value_set_in(
 ) -> Response {
     let op = do_expand(state.limits);
     state
-        .operate(&req, |r, p| with_instance(r, &id, p), true, op)
+        .operate(&req, move |r, p| with_instance(r, &id, p), true, op)
         .await
 }
 
@@ -129,6 +129,11 @@ pub async fn validate_code_in_value_set_in(
     req: FhirRequest,
 ) -> Response {
     state
-        .operate(&req, |r, p| with_instance(r, &id, p), true, do_validate)
+        .operate(
+            &req,
+            move |r, p| with_instance(r, &id, p),
+            true,
+            do_validate,
+        )
         .await
 }

@@ -388,9 +388,14 @@ impl Registry {
 
     /// Adds a ValueSet (replacing one with the same url and version).
     pub fn add_value_set(&mut self, v: ValueSetEntry) {
+        self.add_value_set_arc(Arc::new(v));
+    }
+
+    /// Adds a shared ValueSet (replacing one with the same url and version).
+    pub fn add_value_set_arc(&mut self, v: Arc<ValueSetEntry>) {
         let list = self.value_sets.entry(v.url.clone()).or_default();
         list.retain(|x| x.version != v.version);
-        list.push(Arc::new(v));
+        list.push(v);
         list.sort_by(|a, b| {
             compare_versions(
                 a.version.as_deref().unwrap_or(""),
@@ -404,8 +409,8 @@ impl Registry {
     pub fn overlay(
         &self,
         code_systems: Vec<Arc<CodeSystemVersion>>,
-        value_sets: Vec<ValueSetEntry>,
-        concept_maps: Vec<ConceptMapEntry>,
+        value_sets: Vec<Arc<ValueSetEntry>>,
+        concept_maps: Vec<Arc<ConceptMapEntry>>,
     ) -> Registry {
         let mut out = Registry {
             code_systems: self.code_systems.clone(),
@@ -413,13 +418,13 @@ impl Registry {
             concept_maps: self.concept_maps.clone(),
         };
         for cm in concept_maps {
-            out.add_concept_map(cm);
+            out.add_concept_map_arc(cm);
         }
         for cs in code_systems {
             out.add_code_system_arc(cs);
         }
         for vs in value_sets {
-            out.add_value_set(vs);
+            out.add_value_set_arc(vs);
         }
         out
     }
@@ -499,9 +504,14 @@ impl Registry {
 
     /// Adds a ConceptMap.
     pub fn add_concept_map(&mut self, m: ConceptMapEntry) {
+        self.add_concept_map_arc(Arc::new(m));
+    }
+
+    /// Adds a shared ConceptMap.
+    pub fn add_concept_map_arc(&mut self, m: Arc<ConceptMapEntry>) {
         // Maps sharing url and version are all kept: their groups add up in `$translate`.
         let list = self.concept_maps.entry(m.url.clone()).or_default();
-        list.push(Arc::new(m));
+        list.push(m);
         list.sort_by(|a, b| {
             compare_versions(
                 a.version.as_deref().unwrap_or(""),

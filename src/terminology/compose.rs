@@ -8,6 +8,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde_json::Value as Json;
 
+use super::budget::tick;
 use super::versions::{self, Origin, Purpose, Usage, VersionRules};
 use crate::error::FhirError;
 use crate::store::{CodeSystemVersion, Concept, ConceptRef, Registry, matches_text, matches_words};
@@ -29,6 +30,9 @@ pub const FILTER_OPS: [&str; 11] = [
 
 /// How deep ValueSet imports may nest (cycles end here with an error).
 const MAX_IMPORT_DEPTH: usize = 16;
+
+/// Longest `regex` filter value, in characters (a longer pattern is a 400).
+pub const MAX_REGEX_CHARS: usize = 1_000;
 
 /// One compose filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,10 +192,17 @@ enum Pred {
     ChildOf(String),
     DescendentLeaf(String),
     Eq(Field, String),
-    In(Field, Vec<String>),
-    NotIn(Field, Vec<String>),
+    In(Field, HashSet<String>),
+    NotIn(Field, HashSet<String>),
     Regex(Field, Regex),
     Exists(Field, bool),
+    /// A hierarchy filter resolved for a whole expansion: the concepts it keeps (or, `negated`,
+    /// leaves out), found once by walking the hierarchy down (or, for `generalizes`, up).
+    Among {
+        set: HashSet<ConceptRef>,
+        negated: bool,
+        leaves_only: bool,
+    },
 }
 
 fn field_values(cs: &CodeSystemVersion, c: &Concept, f: &Field) -> Vec<String> {
@@ -231,7 +242,7 @@ fn compile_filter(cs: &CodeSystemVersion, f: &FilterRule) -> Result<Pred, FhirEr
     let list = || {
         v.split(',')
             .map(|s| s.trim().to_string())
-            .collect::<Vec<_>>()
+            .collect::<HashSet<_>>()
     };
     Ok(match (f.op.as_str(), hierarchical) {
         ("is-a", true) => Pred::IsA(v),
@@ -244,6 +255,11 @@ fn compile_filter(cs: &CodeSystemVersion, f: &FilterRule) -> Result<Pred, FhirEr
         ("in", _) => Pred::In(field()?, list()),
         ("not-in", _) => Pred::NotIn(field()?, list()),
         ("regex", _) => {
+            if v.chars().count() > MAX_REGEX_CHARS {
+                return Err(FhirError::Invalid(format!(
+                    "The regex filter value is longer than {MAX_REGEX_CHARS} characters, the most this server accepts"
+                )));
+            }
             let re = Regex::new(&format!("^(?:{v})$")).map_err(|e| {
                 FhirError::Invalid(format!(
                     "The regex filter value '{v}' is not a valid regular expression: {e}"
@@ -285,8 +301,87 @@ fn compile_filter(cs: &CodeSystemVersion, f: &FilterRule) -> Result<Pred, FhirEr
     })
 }
 
-fn holds(cs: &CodeSystemVersion, c: &Concept, p: &Pred) -> bool {
+/// The ancestors of a code (not including it), each once, following parents upward.
+fn ancestors(cs: &CodeSystemVersion, code: &str) -> Result<HashSet<ConceptRef>, FhirError> {
+    let mut out = HashSet::new();
+    let mut stack: Vec<String> = cs
+        .find(code)
+        .map(|r| {
+            cs.concept(r)
+                .parents
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    while let Some(c) = stack.pop() {
+        tick()?;
+        let Some(r) = cs.find(&c) else {
+            continue;
+        };
+        if out.insert(r) {
+            stack.extend(cs.concept(r).parents.iter().map(|p| p.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// A hierarchy filter as the set of concepts it keeps, for testing many concepts: each test is
+/// then a set lookup, not a walk up the hierarchy (which made `is-a` over a deep hierarchy
+/// quadratic). Other filters stay as they are.
+fn resolve_hierarchy(cs: &CodeSystemVersion, p: Pred) -> Result<Pred, FhirError> {
+    let below = |a: &str, with_self: bool| -> Result<HashSet<ConceptRef>, FhirError> {
+        let mut set = HashSet::new();
+        for r in cs.descendants(a) {
+            tick()?;
+            set.insert(r);
+        }
+        if with_self {
+            set.extend(cs.find(a));
+        }
+        Ok(set)
+    };
+    Ok(match p {
+        Pred::IsA(a) => Pred::Among {
+            set: below(&a, true)?,
+            negated: false,
+            leaves_only: false,
+        },
+        Pred::DescendentOf(a) => Pred::Among {
+            set: below(&a, false)?,
+            negated: false,
+            leaves_only: false,
+        },
+        Pred::IsNotA(a) => Pred::Among {
+            set: below(&a, true)?,
+            negated: true,
+            leaves_only: false,
+        },
+        Pred::DescendentLeaf(a) => Pred::Among {
+            set: below(&a, false)?,
+            negated: false,
+            leaves_only: true,
+        },
+        Pred::Generalizes(a) => {
+            let mut set = ancestors(cs, &a)?;
+            set.extend(cs.find(&a));
+            Pred::Among {
+                set,
+                negated: false,
+                leaves_only: false,
+            }
+        }
+        other => other,
+    })
+}
+
+fn holds(cs: &CodeSystemVersion, r: ConceptRef, c: &Concept, p: &Pred) -> bool {
     match p {
+        Pred::Among {
+            set,
+            negated,
+            leaves_only,
+        } => set.contains(&r) != *negated && (!leaves_only || cs.children(&c.code).is_empty()),
         Pred::IsA(a) => cs.subsumed_by(&c.code, a),
         Pred::DescendentOf(a) => *c.code != **a && cs.subsumed_by(&c.code, a),
         Pred::IsNotA(a) => !cs.subsumed_by(&c.code, a),
@@ -314,10 +409,19 @@ fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<Vec<ConceptRef>>
                 v
             }
             Pred::DescendentOf(a) | Pred::DescendentLeaf(a) => cs.descendants(a),
+            Pred::Among {
+                set,
+                negated: false,
+                ..
+            } => set.iter().copied().collect(),
             Pred::ChildOf(a) => cs.children(a).to_vec(),
             Pred::Eq(Field::Code, v) => cs.find(v).into_iter().collect(),
             Pred::Eq(Field::Named(n), v) => cs.with_property(n, std::slice::from_ref(v)),
-            Pred::In(Field::Named(n), vs) => cs.with_property(n, vs),
+            Pred::In(Field::Named(n), vs) => {
+                let mut values: Vec<String> = vs.iter().cloned().collect();
+                values.sort_unstable();
+                cs.with_property(n, &values)
+            }
             _ => continue,
         };
         out.sort_unstable();
@@ -563,6 +667,7 @@ impl Evaluator<'_> {
         for rule in &compose.exclude {
             let part = self.eval_rule(rule, None, depth)?;
             for m in &part.members {
+                tick()?;
                 excluded.insert((
                     part.systems[m.system].meta.url.clone(),
                     part.code(m).to_string(),
@@ -575,6 +680,7 @@ impl Evaluator<'_> {
                 out.system_index(cs);
             }
             for m in part.members {
+                tick()?;
                 let cs = &part.systems[m.system];
                 if active_only && cs.concept(m.concept).inactive {
                     continue;
@@ -611,27 +717,28 @@ impl Evaluator<'_> {
             let compose = Compose::from_value_set(&vs)?;
             imported.push(self.expand_depth(&compose, text, depth + 1)?);
         }
-        let in_imports = |url: &str, code: &str| {
-            imported.iter().all(|e| {
-                e.members
-                    .iter()
-                    .any(|m| e.systems[m.system].meta.url == url && e.code(m) == code)
-            })
-        };
+        // Each import's members by (system, code), so that testing a concept against the
+        // imports is a lookup, not a scan.
+        let mut import_sets: Vec<HashSet<(&str, &str)>> = Vec::with_capacity(imported.len());
+        for e in &imported {
+            let mut set = HashSet::with_capacity(e.members.len());
+            for m in &e.members {
+                tick()?;
+                set.insert((e.systems[m.system].meta.url.as_str(), e.code(m)));
+            }
+            import_sets.push(set);
+        }
+        let in_imports =
+            |url: &str, code: &str| import_sets.iter().all(|set| set.contains(&(url, code)));
         let Some(system) = &rule.system else {
             // Only imports: their intersection, in the first import's order.
-            let Some((first, rest)) = imported.split_first() else {
+            let Some(first) = imported.first() else {
                 return Ok(out);
             };
             for m in &first.members {
+                tick()?;
                 let cs = &first.systems[m.system];
-                let code = first.code(m);
-                let everywhere = rest.iter().all(|e| {
-                    e.members
-                        .iter()
-                        .any(|x| e.systems[x.system].meta.url == cs.meta.url && e.code(x) == code)
-                });
-                if everywhere {
+                if in_imports(&cs.meta.url, first.code(m)) {
                     let s = out.system_index(cs);
                     out.members.push(Member {
                         system: s,
@@ -646,19 +753,22 @@ impl Evaluator<'_> {
         let preds = rule
             .filters
             .iter()
-            .map(|f| compile_filter(&cs, f))
+            .map(|f| compile_filter(&cs, f).and_then(|p| resolve_hierarchy(&cs, p)))
             .collect::<Result<Vec<_>, _>>()?;
         let s = out.system_index(&cs);
         // Everything but the text filter, then with it.
-        let keep_found = |c: &Concept| {
-            preds.iter().all(|p| holds(&cs, c, p))
+        let keep_found = |r: ConceptRef, c: &Concept| {
+            preds.iter().all(|p| holds(&cs, r, c, p))
                 && (imported.is_empty() || in_imports(&cs.meta.url, &c.code))
         };
-        let keep = |c: &Concept| keep_found(c) && text.is_none_or(|w| matches_words(c, w));
+        let keep = |r: ConceptRef, c: &Concept| {
+            keep_found(r, c) && text.is_none_or(|w| matches_words(c, w))
+        };
         if !rule.concepts.is_empty() {
             for (code, display) in &rule.concepts {
+                tick()?;
                 if let Some(r) = cs.find(code)
-                    && keep(&cs.concept(r))
+                    && keep(r, &cs.concept(r))
                 {
                     out.members.push(Member {
                         system: s,
@@ -680,9 +790,10 @@ impl Evaluator<'_> {
         // or an import has to look at it.
         let codes_only = preds.is_empty() && imported.is_empty();
         for r in refs {
+            tick()?;
             let kept = (text_tested
                 || text.is_none_or(|w| matches_text(cs.code(r), cs.display(r), w)))
-                && (codes_only || keep_found(&cs.concept(r)));
+                && (codes_only || keep_found(r, &cs.concept(r)));
             if kept {
                 out.members.push(Member {
                     system: s,
@@ -769,7 +880,7 @@ impl Evaluator<'_> {
             }
         }
         for f in &rule.filters {
-            if !holds(&cs, &c, &compile_filter(&cs, f)?) {
+            if !holds(&cs, r, &c, &compile_filter(&cs, f)?) {
                 return Ok(None);
             }
         }

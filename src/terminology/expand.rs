@@ -48,6 +48,10 @@ pub struct ExpandLimits {
     pub max_unpaged: usize,
     /// Largest `count` accepted.
     pub max_count: usize,
+    /// Longest text `filter`, in characters (longer is a 400).
+    pub max_filter_chars: usize,
+    /// Most words in a text `filter` (more is a 400).
+    pub max_filter_words: usize,
 }
 
 impl Default for ExpandLimits {
@@ -55,8 +59,32 @@ impl Default for ExpandLimits {
         Self {
             max_unpaged: 50_000,
             max_count: 50_000,
+            max_filter_chars: 512,
+            max_filter_words: 32,
         }
     }
+}
+
+/// The words of a text filter, within the limits: a filter is matched word by word against
+/// every candidate, so its length and word count bound the work (the longest ICD-10 display has
+/// 213 characters and 25 words).
+pub fn filter_words(filter: &str, limits: &ExpandLimits) -> Result<Vec<String>, FhirError> {
+    let chars = filter.chars().count();
+    if chars > limits.max_filter_chars {
+        return Err(FhirError::Invalid(format!(
+            "The filter has {chars} characters, more than the limit of {} for a text filter",
+            limits.max_filter_chars
+        )));
+    }
+    let words: Vec<String> = words(filter).collect();
+    if words.len() > limits.max_filter_words {
+        return Err(FhirError::Invalid(format!(
+            "The filter has {} words, more than the limit of {} for a text filter",
+            words.len(),
+            limits.max_filter_words
+        )));
+    }
+    Ok(words)
 }
 
 /// An `$expand` request, whatever the transport.
@@ -190,7 +218,11 @@ pub fn expand(
             limits.max_count
         )));
     }
-    let filter_words: Option<Vec<String>> = req.filter.as_deref().map(|f| words(f).collect());
+    let filter_words: Option<Vec<String>> = req
+        .filter
+        .as_deref()
+        .map(|f| filter_words(f, &limits))
+        .transpose()?;
     let contained: Vec<Json> = vs
         .get("contained")
         .and_then(Json::as_array)
@@ -234,8 +266,10 @@ pub fn expand(
     let prefs = display_language
         .as_deref()
         .map(language::Preferences::parse);
+    let listed = status::listed_concept_extensions_by_code(&vs);
     let mut contains = Vec::with_capacity(expansion.members.len());
     for m in &expansion.members {
+        super::budget::tick()?;
         let cs = &expansion.systems[m.system];
         let c = cs.concept(m.concept);
         let mut e = Map::new();
@@ -256,8 +290,8 @@ pub fn expand(
         if let Some(d) = display {
             e.insert("display".into(), json!(d));
         }
-        if let Some(x) = status::listed_concept_extensions(&vs, &cs.meta.url, &c.code) {
-            e.insert("extension".into(), x);
+        if let Some(Some(x)) = listed.get(&(cs.meta.url.as_str(), &*c.code)) {
+            e.insert("extension".into(), (*x).clone());
         }
         if c.inactive {
             e.insert("inactive".into(), json!(true));

@@ -333,6 +333,10 @@ pub fn diff<'a>(
                 let (mut i, mut j) = (0u32, 0u32);
                 let (na, nb) = (a.len() as u32, b.len() as u32);
                 while i < na || j < nb {
+                    // Out of time: stop here; `diff_versions` reports it.
+                    if super::budget::tick().is_err() {
+                        break;
+                    }
                     let order = match (i < na, j < nb) {
                         (true, true) => a.code(i).cmp(b.code(j)),
                         (true, false) => std::cmp::Ordering::Less,
@@ -428,6 +432,7 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
         None => latest,
     };
     let d = diff(&old, &new, &req.properties);
+    super::budget::check()?;
     let mut per_property: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, ch) in &d.changed {
         for c in ch {

@@ -4,11 +4,14 @@
 //!
 //! [`OperationParams`]: crate::fhir::params::OperationParams
 
+pub mod budget;
 pub mod compose;
 pub mod expand;
 pub mod history;
 pub mod language;
 pub mod lookup;
+pub mod overlay;
+pub mod request_cache;
 pub mod resources;
 pub mod status;
 pub mod subsumes;

@@ -414,6 +414,7 @@ fn read_concepts(
     out: &mut Vec<Concept>,
     origin: &str,
 ) -> Result<(), FhirError> {
+    super::budget::tick()?;
     let code = text(c, "code")
         .ok_or_else(|| FhirError::Invalid(format!("{origin}: a concept has no code")))?;
     let mut k = Concept::new(code.as_str());

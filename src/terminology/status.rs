@@ -2,6 +2,8 @@
 //! withdrawn is reported (`warning-…` expansion parameters, `status-check` issues), as reference
 //! servers do.
 
+use std::collections::HashMap;
+
 use serde_json::Value as Json;
 
 use crate::store::CodeSystemVersion;
@@ -77,6 +79,29 @@ pub fn listed_concept_extensions(vs: &Json, system: &str, code: &str) -> Option<
         .find(|c| c.get("code").and_then(Json::as_str) == Some(code))?
         .get("extension")
         .cloned()
+}
+
+/// [`listed_concept_extensions`] of every listed concept that has extensions, by (system, code):
+/// read once for an expansion rather than searched for each of its codes.
+pub fn listed_concept_extensions_by_code(vs: &Json) -> HashMap<(&str, &str), Option<&Json>> {
+    let mut out = HashMap::new();
+    let includes = vs
+        .get("compose")
+        .and_then(|c| c.get("include"))
+        .and_then(Json::as_array);
+    for include in includes.into_iter().flatten() {
+        let Some(system) = include.get("system").and_then(Json::as_str) else {
+            continue;
+        };
+        let concepts = include.get("concept").and_then(Json::as_array);
+        for c in concepts.into_iter().flatten() {
+            if let Some(code) = c.get("code").and_then(Json::as_str) {
+                // The first listing wins, as in `listed_concept_extensions`.
+                out.entry((system, code)).or_insert(c.get("extension"));
+            }
+        }
+    }
+    out
 }
 
 /// Whether a listed concept is marked deprecated by its ValueSet.

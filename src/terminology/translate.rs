@@ -246,10 +246,11 @@ fn derived_matches(
     };
     let concepts: Vec<std::borrow::Cow<'_, crate::store::Concept>> = match from {
         MapSide::Code => cs.find(code).map(|r| cs.concept(r)).into_iter().collect(),
+        // The property index (built once per release) rather than a scan of every concept.
         MapSide::Property(p) => cs
-            .iter()
-            .map(|(_, c)| c)
-            .filter(|c| c.property(p).any(|v| v.as_text() == code))
+            .with_property(p, &[code.to_string()])
+            .into_iter()
+            .map(|r| cs.concept(r))
             .collect(),
     };
     for c in &concepts {

@@ -14,3 +14,4 @@ mod support;
 mod translate;
 mod validate;
 mod versions;
+mod workload;
