@@ -4,8 +4,11 @@
 mod batch;
 mod code_system;
 mod concept_map;
+mod connection;
+pub mod edge;
 pub mod metadata;
 pub mod request;
+pub mod serve;
 mod value_set;
 
 use std::collections::HashMap;
@@ -466,12 +469,13 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
                 )
             })
     };
-    router
+    let router = router
         .route("/health", get(health))
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
-        ))
+        ));
+    edge::in_front_of(router)
 }
 
 /// A panic in a handler is a bug: log it and answer 500 with an OperationOutcome.
