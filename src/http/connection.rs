@@ -44,6 +44,8 @@ use crate::fhir::format::{self, Format};
 const LINGER: Duration = Duration::from_secs(1);
 /// How much a refused connection may still send before it is closed regardless.
 const LINGER_BYTES: usize = 256 * 1024;
+/// The longest URL hyper reads, whatever the configured limit.
+pub(crate) const MAX_URL_BYTES: usize = u16::MAX as usize - 1;
 /// hyper's limit on the number of header fields (its default).
 pub(crate) const MAX_HEADER_FIELDS: usize = 100;
 
@@ -139,9 +141,10 @@ impl Activity {
     /// When the current phase times out, and which phase that is.
     fn deadline(&self, rules: &ConnectionRules) -> Option<(Instant, Phase)> {
         let s = self.lock();
+        // A timeout too long to add to the clock never comes.
         match s.phase {
-            Phase::Idle => Some((s.since + rules.idle_timeout, Phase::Idle)),
-            Phase::Head => Some((s.since + rules.header_read_timeout, Phase::Head)),
+            Phase::Idle => Some((s.since.checked_add(rules.idle_timeout)?, Phase::Idle)),
+            Phase::Head => Some((s.since.checked_add(rules.header_read_timeout)?, Phase::Head)),
             Phase::Busy => None,
         }
     }
@@ -408,15 +411,15 @@ impl WatchedSocket {
 fn replace(head: &[u8], limits: &RequestLimits, line_seen: bool) -> Vec<u8> {
     let text = String::from_utf8_lossy(head);
     let status = text.get(9..12).unwrap_or("");
+    let too_long = || {
+        FhirError::UriTooLong(format!(
+            "The request URL is longer than this server reads (at most {} bytes)",
+            limits.max_url_bytes.min(MAX_URL_BYTES)
+        ))
+    };
     let error = match status {
-        "414" => FhirError::UriTooLong(format!(
-            "The request URL is longer than this server reads (at most {} bytes)",
-            limits.max_url_bytes
-        )),
-        "431" if !line_seen => FhirError::UriTooLong(format!(
-            "The request URL is longer than this server reads (at most {} bytes)",
-            limits.max_url_bytes
-        )),
+        "414" => too_long(),
+        "431" if !line_seen => too_long(),
         "431" => FhirError::HeadersTooLarge(format!(
             "The request's header fields are larger than this server reads (at most {} bytes in at most {MAX_HEADER_FIELDS} fields)",
             limits.max_header_bytes

@@ -75,7 +75,9 @@ pub async fn serve(
         header_read_timeout: settings.header_read_timeout,
         limits: settings.limits,
     };
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let slots = Arc::new(Semaphore::new(
+        settings.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let mut http = http1::Builder::new();
     http.keep_alive(true)
