@@ -1,5 +1,7 @@
 //! The HTTP layer (axum only): the routes table, shared state, and thin handlers that parse,
-//! call one domain function, and render. Handlers live in one file per resource.
+//! call one domain function, and render. Handlers live in one file per resource. Beside them,
+//! not inside them: [`edge`] (what every request meets before routing) and [`serve`] (the
+//! connection loop that serves the router over TCP, with its timeouts and limits).
 
 mod batch;
 mod code_system;
