@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs};
-use crate::http::{AppState, app_at};
+use crate::http::{AppState, app_at, serve};
 use crate::mapping::{self, Mapping, MappingSet};
 use crate::registers;
 use crate::source;
@@ -206,19 +206,14 @@ pub async fn serve(args: ServeArgs) -> i32 {
             "text and code indexes built"
         );
     });
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    match axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+    serve::serve(
+        listener,
+        router,
+        args.edge_settings(),
+        serve::shutdown_signal(),
+    )
+    .await;
+    0
 }
 
 fn load_mapping(path: &std::path::Path) -> Option<Mapping> {

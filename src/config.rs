@@ -87,6 +87,44 @@ pub struct ServeArgs {
     /// (0: twice the slow threads).
     #[arg(long, env = "FHIR_REGISTERS_SLOW_QUEUE", default_value_t = 0)]
     pub slow_queue: usize,
+    /// Seconds a client has to send a whole request head, from its first byte (then 408 and
+    /// the connection is closed).
+    #[arg(long, env = "FHIR_REGISTERS_HEADER_READ_TIMEOUT", default_value_t = 10)]
+    pub header_read_timeout: u64,
+    /// Seconds a connection with no request in progress stays open without a byte moving.
+    #[arg(long, env = "FHIR_REGISTERS_IDLE_TIMEOUT", default_value_t = 30)]
+    pub idle_timeout: u64,
+    /// Most client connections open at once; more are answered 503 `throttled` and closed.
+    #[arg(long, env = "FHIR_REGISTERS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Longest request URL (path and query), in bytes; longer is 414 `too-long` (hyper reads
+    /// at most 65,534).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_URL_BYTES", default_value_t = 8 * 1024)]
+    pub max_url_bytes: usize,
+    /// Largest total size of a request's header fields, in bytes; larger is 431 `too-long`.
+    #[arg(long, env = "FHIR_REGISTERS_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Seconds requests in flight may take to finish after Ctrl-C or SIGTERM.
+    #[arg(long, env = "FHIR_REGISTERS_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+}
+
+impl ServeArgs {
+    /// The connection loop's settings from these flags (timeouts of at least a second, at
+    /// least one connection).
+    pub fn edge_settings(&self) -> crate::http::serve::EdgeSettings {
+        use std::time::Duration;
+        crate::http::serve::EdgeSettings {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            max_connections: self.max_connections.max(1),
+            limits: crate::http::edge::RequestLimits {
+                max_url_bytes: self.max_url_bytes,
+                max_header_bytes: self.max_header_bytes,
+            },
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+        }
+    }
 }
 
 impl Default for ServeArgs {
@@ -108,6 +146,12 @@ impl Default for ServeArgs {
             slow_after_ms: 50,
             slow_threads: 0,
             slow_queue: 0,
+            header_read_timeout: 10,
+            idle_timeout: 30,
+            max_connections: 1024,
+            max_url_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            shutdown_timeout: 10,
         }
     }
 }

@@ -56,6 +56,18 @@ pub enum FhirError {
     /// A bug or an I/O failure on our side (500); the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The request's URL is longer than the server accepts (414, `too-long`).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request's header fields are larger than the server accepts (431, `too-long`).
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The request's head did not arrive in time (408, `timeout`).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The server holds as many connections as it accepts; try again shortly (503, `throttled`).
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl FhirError {
@@ -84,6 +96,14 @@ impl FhirError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
             }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception", None),
+            Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "too-long", None),
+            Self::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too-long",
+                None,
+            ),
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", None),
+            Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "throttled", None),
         }
     }
 
@@ -159,6 +179,10 @@ mod tests {
                 "not-supported",
             ),
             (FhirError::Internal("secret path".into()), 500, "exception"),
+            (FhirError::UriTooLong("x".into()), 414, "too-long"),
+            (FhirError::HeadersTooLarge("x".into()), 431, "too-long"),
+            (FhirError::RequestTimeout("x".into()), 408, "timeout"),
+            (FhirError::Overloaded("x".into()), 503, "throttled"),
         ];
         for (err, status, code) in cases {
             let (s, c, _) = err.classify();

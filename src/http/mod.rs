@@ -1,11 +1,16 @@
 //! The HTTP layer (axum only): the routes table, shared state, and thin handlers that parse,
-//! call one domain function, and render. Handlers live in one file per resource.
+//! call one domain function, and render. Handlers live in one file per resource. Beside them,
+//! not inside them: [`edge`] (what every request meets before routing) and [`serve`] (the
+//! connection loop that serves the router over TCP, with its timeouts and limits).
 
 mod batch;
 mod code_system;
 mod concept_map;
+mod connection;
+pub mod edge;
 pub mod metadata;
 pub mod request;
+pub mod serve;
 mod value_set;
 
 use std::sync::{Arc, RwLock};
@@ -346,12 +351,13 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
                 )
             })
     };
-    router
+    let router = router
         .route("/health", get(health))
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
-        ))
+        ));
+    edge::in_front_of(router)
 }
 
 /// A panic in a handler is a bug: log it and answer 500 with an OperationOutcome.

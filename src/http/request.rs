@@ -4,7 +4,7 @@
 
 use axum::body::Body as HttpBody;
 use axum::extract::FromRequest;
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
@@ -80,27 +80,8 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
 
     async fn from_request(req: Request<HttpBody>, _state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
-        let query: Vec<(String, String)> = parts
-            .uri
-            .query()
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .into_owned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let find = |name: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let accept = parts
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        let format = format::negotiate(find("_format"), accept);
-        let pretty = find("_pretty") == Some("true");
+        let query = query_pairs(&parts.uri);
+        let (format, pretty) = negotiated(&query, &parts.headers);
         let accept_language = parts
             .headers
             .get(header::ACCEPT_LANGUAGE)
@@ -136,6 +117,41 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
             cache_id,
         })
     }
+}
+
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    uri.query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The response format (`_format` wins over `Accept`) and `_pretty` a request asks for.
+fn negotiated(
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> (Result<Format, FhirError>, bool) {
+    let find = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    (
+        format::negotiate(find("_format"), accept),
+        find("_pretty") == Some("true"),
+    )
+}
+
+/// Renders an error for a request no handler sees (refused at the edge: limits, undecodable
+/// paths) as an OperationOutcome in the format the request negotiates.
+pub fn refuse(uri: &Uri, headers: &HeaderMap, error: FhirError) -> Response {
+    let (format, pretty) = negotiated(&query_pairs(uri), headers);
+    respond_with(format, pretty, Err(error))
 }
 
 /// Renders a resource (200) or an error (its status, as an OperationOutcome), in the negotiated
