@@ -13,3 +13,4 @@ mod support;
 mod translate;
 mod validate;
 mod versions;
+mod xml_limits;
