@@ -94,16 +94,19 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// Reads `xml` once and refuses it at the first limit it passes, or if it is not well-formed.
-pub fn check(xml: &str) -> Result<(), Refusal> {
+/// Reads `xml` once and refuses it at the first limit it passes, or if it is not well-formed;
+/// otherwise gives the depth of its deepest element (the root is 1).
+pub fn check(xml: &str) -> Result<usize, Refusal> {
     let mut reader = Reader::from_str(xml);
     let mut scope = Scope::default();
+    let mut deepest = 0;
     loop {
         let at = reader.buffer_position();
         let event = reader.read_event().map_err(|e| Refusal {
             reason: Reason::Malformed(e.to_string()),
             at: reader.error_position(),
         })?;
+        let is_empty = matches!(event, Event::Empty(_));
         let step = match event {
             Event::Start(start) => scope.enter(&start, true),
             Event::Empty(start) => scope.enter(&start, false),
@@ -113,7 +116,7 @@ pub fn check(xml: &str) -> Result<(), Refusal> {
             }
             Event::DocType(_) => Err(Reason::Doctype),
             // The reader checks that end tags match, but not that every element was closed.
-            Event::Eof if scope.open.is_empty() => return Ok(()),
+            Event::Eof if scope.open.is_empty() => return Ok(deepest),
             Event::Eof => Err(Reason::Malformed(format!(
                 "the document ends inside {} open elements",
                 scope.open.len()
@@ -126,6 +129,8 @@ pub fn check(xml: &str) -> Result<(), Refusal> {
             | Event::GeneralRef(_) => Ok(()),
         };
         step.map_err(|reason| Refusal { reason, at })?;
+        // An empty element is one deeper than the open ones.
+        deepest = deepest.max(scope.open.len() + usize::from(is_empty));
     }
 }
 
@@ -217,12 +222,13 @@ mod tests {
   <concept><code value="A"/><concept><code value="A1"/></concept></concept>
 </CodeSystem>"#
         );
-        assert_eq!(check(&xml), Ok(()));
+        assert!(check(&xml).is_ok());
     }
 
     #[test]
     fn depth_is_refused_one_past_the_limit() {
-        assert_eq!(check(&nested_parts(MAX_DEPTH)), Ok(()));
+        assert_eq!(check(&nested_parts(MAX_DEPTH)), Ok(MAX_DEPTH));
+        assert_eq!(check(&nested_parts(5)), Ok(5));
         let refused = check(&nested_parts(MAX_DEPTH + 1)).expect_err("too deep");
         assert_eq!(refused.reason, Reason::TooDeep);
         assert!(
@@ -240,7 +246,7 @@ mod tests {
             let attrs: String = (0..n).map(|i| format!(" a{i}=\"\"")).collect();
             format!("<Parameters {FHIR}><parameter{attrs}/></Parameters>")
         };
-        assert_eq!(check(&tag(MAX_ATTRIBUTES_PER_ELEMENT)), Ok(()));
+        assert!(check(&tag(MAX_ATTRIBUTES_PER_ELEMENT)).is_ok());
         assert_eq!(
             reason(&tag(MAX_ATTRIBUTES_PER_ELEMENT + 1)),
             Some(Reason::TooManyAttributes)
@@ -262,7 +268,7 @@ mod tests {
             format!("<Parameters {FHIR}{decls}/>")
         };
         // The FHIR default namespace counts too.
-        assert_eq!(check(&on_one_tag(MAX_NAMESPACE_DECLARATIONS - 1)), Ok(()));
+        assert!(check(&on_one_tag(MAX_NAMESPACE_DECLARATIONS - 1)).is_ok());
         assert_eq!(
             reason(&on_one_tag(MAX_NAMESPACE_DECLARATIONS)),
             Some(Reason::TooManyNamespaceDeclarations)
@@ -286,13 +292,13 @@ mod tests {
             "<entry><resource><Parameters xmlns=\"http://hl7.org/fhir\"/></resource></entry>"
                 .repeat(100)
         );
-        assert_eq!(check(&siblings), Ok(()));
+        assert!(check(&siblings).is_ok());
     }
 
     #[test]
     fn element_count_is_bounded() {
         let many = |n: usize| format!("<Parameters {FHIR}>{}</Parameters>", "<a/>".repeat(n - 1));
-        assert_eq!(check(&many(MAX_ELEMENTS)), Ok(()));
+        assert!(check(&many(MAX_ELEMENTS)).is_ok());
         assert_eq!(
             reason(&many(MAX_ELEMENTS + 1)),
             Some(Reason::TooManyElements)

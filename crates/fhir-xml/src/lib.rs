@@ -12,8 +12,9 @@
 //! fhirbolt's (de)serialisers recurse once per nested element with large frames (its value[x]
 //! choices and the resource enum are big): about 40 KiB of stack per nested `part`, so 2.5 to
 //! 3 MiB for the deepest documents the guard passes (64 elements) or serde_json reads (127
-//! levels), more than a tokio worker's 2 MiB. Every conversion therefore runs on a thread of its
-//! own with [`CONVERSION_STACK`] bytes of stack, whatever thread calls it.
+//! levels), more than a tokio worker's 2 MiB. A deep document is therefore converted on a thread
+//! of its own with [`CONVERSION_STACK`] bytes of stack, whatever thread calls it; the shallow ones
+//! every real request and answer are (a dozen levels) stay on the caller's thread.
 //!
 //! Hot paths in the server never come here: they use lean serde types. This crate serves XML
 //! rendering/parsing and whole-resource validation.
@@ -66,10 +67,24 @@ fn strict() -> Option<DeserializationConfig> {
 /// uses a few pages of it.
 pub const CONVERSION_STACK: usize = 32 * 1024 * 1024;
 
-/// Runs `convert` on a thread with [`CONVERSION_STACK`] bytes of stack and waits for it.
+/// XML documents at most this deep are converted on the caller's thread (well under 1 MiB of
+/// stack); deeper ones on a thread of their own, which costs some 50-80 µs to start.
+const INLINE_XML_DEPTH: usize = 16;
+
+/// The same for JSON, whose levels are about half as deep as XML's (an array and an object for
+/// each repeated element).
+const INLINE_JSON_DEPTH: usize = 32;
+
+/// Runs `convert` here when the document is `depth <= inline` deep, otherwise on a thread with
+/// [`CONVERSION_STACK`] bytes of stack, and waits for it.
 fn on_conversion_thread<T: Send>(
+    depth: usize,
+    inline: usize,
     convert: impl FnOnce() -> Result<T, ConversionError> + Send,
 ) -> Result<T, ConversionError> {
+    if depth <= inline {
+        return convert();
+    }
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("fhir-xml".into())
@@ -82,13 +97,40 @@ fn on_conversion_thread<T: Send>(
     })
 }
 
+/// How deep JSON text nests (objects and arrays; the outermost is 1), in one pass over its bytes.
+fn json_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    deepest
+}
+
 fn parse_json(json: &str) -> Result<Resource, ConversionError> {
     fhirbolt::json::from_str::<Resource>(json, strict()).map_err(|e| ConversionError(e.to_string()))
 }
 
 /// Renders a FHIR R4 resource given as JSON into FHIR XML.
 pub fn json_to_xml(json: &str) -> Result<String, ConversionError> {
-    on_conversion_thread(|| {
+    on_conversion_thread(json_depth(json), INLINE_JSON_DEPTH, || {
         let resource = parse_json(json)?;
         fhirbolt::xml::to_string(&resource, None).map_err(|e| ConversionError(e.to_string()))
     })
@@ -99,8 +141,8 @@ pub fn json_to_xml(json: &str) -> Result<String, ConversionError> {
 /// The JSON nests at most twice as deep as the XML (an element becomes an array and an object), so
 /// it is within serde_json's limit of 128 levels.
 pub fn xml_to_json(xml: &str) -> Result<String, XmlError> {
-    guard::check(xml).map_err(XmlError::Refused)?;
-    on_conversion_thread(|| {
+    let depth = guard::check(xml).map_err(XmlError::Refused)?;
+    on_conversion_thread(depth, INLINE_XML_DEPTH, || {
         let resource: Resource =
             fhirbolt::xml::from_str(xml, strict()).map_err(|e| ConversionError(e.to_string()))?;
         fhirbolt::json::to_string(&resource, None).map_err(|e| ConversionError(e.to_string()))
@@ -110,7 +152,9 @@ pub fn xml_to_json(xml: &str) -> Result<String, XmlError> {
 
 /// Checks that JSON text is a structurally valid FHIR R4 resource (element names, types, choices).
 pub fn validate_json(json: &str) -> Result<(), ConversionError> {
-    on_conversion_thread(|| parse_json(json).map(|_| ()))
+    on_conversion_thread(json_depth(json), INLINE_JSON_DEPTH, || {
+        parse_json(json).map(|_| ())
+    })
 }
 
 #[cfg(test)]
@@ -212,6 +256,14 @@ mod depth_tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn json_depth_counts_nesting_outside_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(json_depth(r#"{"a":"[[[{\"]]]","b":["\\"]}"#), 2);
+        assert_eq!(json_depth(&nested_extensions_json(62)), 127);
     }
 
     #[test]
