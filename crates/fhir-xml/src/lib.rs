@@ -14,7 +14,7 @@
 //! 3 MiB for the deepest documents the guard passes (64 elements) or serde_json reads (127
 //! levels), more than a tokio worker's 2 MiB. A deep document is therefore converted on a thread
 //! of its own with [`CONVERSION_STACK`] bytes of stack, whatever thread calls it; the shallow ones
-//! every real request and answer are (a dozen levels) stay on the caller's thread.
+//! every real request and answer are (under a dozen levels) stay on the caller's thread.
 //!
 //! Hot paths in the server never come here: they use lean serde types. This crate serves XML
 //! rendering/parsing and whole-resource validation.
@@ -67,13 +67,13 @@ fn strict() -> Option<DeserializationConfig> {
 /// uses a few pages of it.
 pub const CONVERSION_STACK: usize = 32 * 1024 * 1024;
 
-/// XML documents at most this deep are converted on the caller's thread (well under 1 MiB of
+/// XML documents at most this deep are converted on the caller's thread (about half a MiB of
 /// stack); deeper ones on a thread of their own, which costs some 50-80 µs to start.
-const INLINE_XML_DEPTH: usize = 16;
+const INLINE_XML_DEPTH: usize = 12;
 
 /// The same for JSON, whose levels are about half as deep as XML's (an array and an object for
 /// each repeated element).
-const INLINE_JSON_DEPTH: usize = 32;
+const INLINE_JSON_DEPTH: usize = 24;
 
 /// Runs `convert` here when the document is `depth <= inline` deep, otherwise on a thread with
 /// [`CONVERSION_STACK`] bytes of stack, and waits for it.
