@@ -68,7 +68,7 @@ fn strict() -> Option<DeserializationConfig> {
 pub const CONVERSION_STACK: usize = 32 * 1024 * 1024;
 
 /// XML documents at most this deep are converted on the caller's thread (about half a MiB of
-/// stack); deeper ones on a thread of their own, which costs some 50-80 µs to start.
+/// stack); deeper ones on a thread of their own, which costs 0.1 ms or more to start.
 const INLINE_XML_DEPTH: usize = 12;
 
 /// The same for JSON, whose levels are about half as deep as XML's (an array and an object for
