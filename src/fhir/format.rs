@@ -136,8 +136,15 @@ pub fn parse_body(content_type: Option<&str>, body: &[u8]) -> Result<Body, FhirE
             url::form_urlencoded::parse(body).into_owned().collect(),
         )),
         "application/xml" | "text/xml" | "application/fhir+xml" | "application/xml+fhir" => {
-            let json = fhir_xml::xml_to_json(text()?).map_err(|e| {
-                FhirError::Invalid(format!("the XML body is not a valid FHIR R4 resource: {e}"))
+            // `xml_to_json` reads the body once with its guard (depth, attributes, namespace
+            // declarations, element count, no DOCTYPE) before the recursive parser sees it.
+            let json = fhir_xml::xml_to_json(text()?).map_err(|e| match e {
+                fhir_xml::XmlError::Refused(r) => {
+                    FhirError::Invalid(format!("the XML body was refused: {r}"))
+                }
+                fhir_xml::XmlError::NotFhir(e) => {
+                    FhirError::Invalid(format!("the XML body is not a valid FHIR R4 resource: {e}"))
+                }
             })?;
             serde_json::from_str(&json)
                 .map(Body::Resource)

@@ -16,3 +16,4 @@ mod translate;
 mod validate;
 mod versions;
 mod workload;
+mod xml_limits;
