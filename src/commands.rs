@@ -143,6 +143,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
     state.limits.max_unpaged = args.max_expansion;
     state.limits.max_count = args.max_expansion;
     state.request_timeout = Duration::from_secs(args.request_timeout.max(1));
+    state.max_batch_bytes = args.max_batch_bytes;
     let state = Arc::new(state);
     let router = app_at(state.clone(), &args.base_path);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {

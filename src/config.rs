@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// Do not import mappings' `default_file`s on start (serve only what is already stored).
     #[arg(long, env = "FHIR_REGISTERS_NO_DEFAULT_IMPORTS")]
     pub no_default_imports: bool,
+    /// Most bytes the answers of one batch (`POST` of a `batch` Bundle to the base) may take
+    /// together; the entry that would pass it and every entry after it are answered 422
+    /// `too-costly`. Entries are streamed, so memory holds one answer at a time.
+    #[arg(long, env = "FHIR_REGISTERS_MAX_BATCH_BYTES", default_value_t = crate::http::DEFAULT_MAX_BATCH_BYTES)]
+    pub max_batch_bytes: usize,
 }
 
 impl Default for ServeArgs {
@@ -64,6 +69,7 @@ impl Default for ServeArgs {
             max_expansion: 50_000,
             request_timeout: 30,
             no_default_imports: false,
+            max_batch_bytes: crate::http::DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }

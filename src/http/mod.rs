@@ -6,6 +6,7 @@ mod code_system;
 mod concept_map;
 pub mod metadata;
 pub mod request;
+mod search;
 mod value_set;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub limits: ExpandLimits,
     /// Time budget of one operation.
     pub request_timeout: Duration,
+    /// Most bytes the answers of one batch may take together (then `too-costly` entries).
+    pub max_batch_bytes: usize,
     tx_cache: Mutex<HashMap<String, Arc<CodeSystemVersion>>>,
     /// `$cache-control` caches: id → resources sent with `tx-resource` under that id.
     client_caches: Mutex<HashMap<String, Vec<Json>>>,
@@ -42,6 +45,7 @@ impl AppState {
             registry: RwLock::new(Arc::new(registry)),
             limits: ExpandLimits::default(),
             request_timeout: Duration::from_secs(30),
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             tx_cache: Mutex::new(HashMap::new()),
             client_caches: Mutex::new(HashMap::new()),
         }
@@ -299,6 +303,9 @@ fn registry_on(
     }
     Ok(registry.as_of(&day))
 }
+
+/// Default of [`AppState::max_batch_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most `$cache-control` caches open at once, and most resources in one.
 const MAX_CLIENT_CACHES: usize = 256;
