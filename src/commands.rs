@@ -175,6 +175,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
         max_bytes: args.max_cache_mib.saturating_mul(1024 * 1024),
         ..CacheLimits::default()
     });
+    state.max_batch_bytes = args.max_batch_bytes;
     let state = Arc::new(state);
     let router = app_at(state.clone(), &args.base_path);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {

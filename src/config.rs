@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// Seconds requests in flight may take to finish after Ctrl-C or SIGTERM.
     #[arg(long, env = "FHIR_REGISTERS_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
+    /// Most bytes the answers of one batch (`POST` of a `batch` Bundle to the base) may take
+    /// together; the entry that would pass it and every entry after it are answered 422
+    /// `too-costly`. Entries are streamed, so memory holds one answer at a time.
+    #[arg(long, env = "FHIR_REGISTERS_MAX_BATCH_BYTES", default_value_t = crate::http::DEFAULT_MAX_BATCH_BYTES)]
+    pub max_batch_bytes: usize,
 }
 
 impl ServeArgs {
@@ -152,6 +157,7 @@ impl Default for ServeArgs {
             max_url_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
             shutdown_timeout: 10,
+            max_batch_bytes: crate::http::DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::request::{FhirRequest, respond};
+use super::request::{FhirRequest, RequestAddress, respond};
+use super::search::{search_controls, search_matches, searchset};
 use super::{AppState, as_is};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParamValue, ParametersOut};
@@ -67,105 +68,38 @@ pub async fn read_code_system(
     respond(&req, result)
 }
 
-/// A searchset Bundle of resources.
-pub fn searchset(resources: Vec<Json>, self_link: &str) -> Json {
-    let total = resources.len();
-    json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
-        "link": [{ "relation": "self", "url": self_link }],
-        "entry": resources.into_iter().map(|r| {
-            let full = format!("{}/{}", r["resourceType"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or(""));
-            json!({ "fullUrl": full, "resource": r, "search": { "mode": "match" } })
-        }).collect::<Vec<_>>()
-    })
-}
-
-fn self_link(kind: &str, req: &FhirRequest) -> String {
-    let q: Vec<String> = req.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    if q.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}?{}", q.join("&"))
-    }
-}
-
-/// Text search parameters shared by CodeSystem and ValueSet search: exact match on `url` and
-/// `version`, case-insensitive starts-with on `name` and `title`, exact `status`.
-pub fn search_matches(req: &FhirRequest, get: &dyn Fn(&str) -> Option<String>) -> bool {
-    req.query.iter().all(|(k, v)| {
-        let field = get(k.split(':').next().unwrap_or(k));
-        match k.as_str() {
-            "url" | "version" | "status" | "_id" | "system" => field.as_deref() == Some(v.as_str()),
-            "name" | "title" | "publisher" => {
-                field.is_some_and(|f| f.to_lowercase().starts_with(&v.to_lowercase()))
-            }
-            "name:contains" | "title:contains" => {
-                field.is_some_and(|f| f.to_lowercase().contains(&v.to_lowercase()))
-            }
-            "name:exact" | "title:exact" => field.as_deref() == Some(v.as_str()),
-            _ => true,
-        }
-    })
-}
-
-/// Validates the common search controls (`_count`, `_summary`).
-pub fn search_controls(req: &FhirRequest) -> Result<Option<usize>, FhirError> {
-    let count = match req.query_value("_count") {
-        None => None,
-        Some(c) => Some(c.parse::<usize>().map_err(|_| {
-            FhirError::Invalid(format!("_count must be a non-negative integer, not '{c}'"))
-        })?),
-    };
-    if let Some(s) = req.query_value("_summary")
-        && !["true", "false", "count", "text", "data"].contains(&s)
-    {
-        return Err(FhirError::Invalid(format!(
-            "_summary must be true, false, count, text or data, not '{s}'"
-        )));
-    }
-    Ok(count)
-}
-
 /// `GET /CodeSystem?url=&version=&name=&title=&status=&_summary=&_count=` — every version
 /// matches separately; summary (no concepts) unless `_summary=false`.
-pub async fn search_code_systems(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
-    let result = (|| {
-        let count = search_controls(&req)?;
+pub async fn search_code_systems(
+    State(state): State<Arc<AppState>>,
+    address: RequestAddress,
+    req: FhirRequest,
+) -> Response {
+    let result = search_controls(&req).and_then(|controls| {
         let registry = state.registry();
-        let mut out = Vec::new();
-        for cs in registry.all_code_systems() {
-            let get = |k: &str| -> Option<String> {
-                match k {
-                    "url" | "system" => Some(cs.meta.url.clone()),
-                    "version" => Some(cs.version.clone()),
-                    "name" => cs.meta.name.clone(),
-                    "title" => cs.meta.title.clone(),
-                    "status" => Some(cs.meta.status.clone()),
-                    "publisher" => cs.meta.publisher.clone(),
-                    "_id" => Some(code_system_resource_id(cs, is_latest(&registry, cs))),
-                    _ => None,
-                }
-            };
-            if search_matches(&req, &get) {
-                out.push(cs.clone());
-            }
-        }
-        let total = out.len();
-        if req.query_value("_summary") == Some("count") {
-            return Ok(json!({ "resourceType": "Bundle", "type": "searchset", "total": total }));
-        }
+        let matches: Vec<_> = registry
+            .all_code_systems()
+            .filter(|cs| {
+                let get = |k: &str| -> Option<String> {
+                    match k {
+                        "url" | "system" => Some(cs.meta.url.clone()),
+                        "version" => Some(cs.version.clone()),
+                        "name" => cs.meta.name.clone(),
+                        "title" => cs.meta.title.clone(),
+                        "status" => Some(cs.meta.status.clone()),
+                        "publisher" => cs.meta.publisher.clone(),
+                        "_id" => Some(code_system_resource_id(cs, is_latest(&registry, cs))),
+                        _ => None,
+                    }
+                };
+                search_matches(&req, &get)
+            })
+            .collect();
         let summary = req.query_value("_summary").or(Some("true"));
-        let resources = out
-            .iter()
-            .take(count.unwrap_or(usize::MAX))
-            .map(|cs| render(&state, &registry, cs, summary))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut bundle = searchset(resources, &self_link("CodeSystem", &req));
-        bundle["total"] = json!(total);
-        Ok(bundle)
-    })();
+        searchset(&req, &address, controls, matches, |cs| {
+            render(&state, &registry, cs, summary)
+        })
+    });
     respond(&req, result)
 }
 

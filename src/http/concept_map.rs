@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::code_system::{search_controls, search_matches, searchset};
-use super::request::{FhirRequest, respond};
+use super::request::{FhirRequest, RequestAddress, respond};
+use super::search::{search_controls, search_matches, searchset};
 use super::{AppState, as_is};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParamValue};
@@ -32,11 +32,14 @@ pub async fn read_concept_map(
 }
 
 /// `GET /ConceptMap?url=&name=&title=&status=&_count=`.
-pub async fn search_concept_maps(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
-    let result = (|| {
-        let count = search_controls(&req)?;
+pub async fn search_concept_maps(
+    State(state): State<Arc<AppState>>,
+    address: RequestAddress,
+    req: FhirRequest,
+) -> Response {
+    let result = search_controls(&req).and_then(|controls| {
         let registry = state.registry();
-        let matches: Vec<Json> = registry
+        let matches: Vec<_> = registry
             .all_concept_maps()
             .filter(|m| {
                 let get = |k: &str| match k {
@@ -51,25 +54,16 @@ pub async fn search_concept_maps(State(state): State<Arc<AppState>>, req: FhirRe
                 };
                 search_matches(&req, &get)
             })
-            .map(|m| {
-                let mut r = m.resource.clone();
-                if let Some(o) = r.as_object_mut() {
-                    o.remove("group");
-                }
-                r
-            })
             .collect();
-        let total = matches.len();
-        let mut bundle = searchset(
-            matches
-                .into_iter()
-                .take(count.unwrap_or(usize::MAX))
-                .collect(),
-            "ConceptMap",
-        );
-        bundle["total"] = json!(total);
-        Ok(bundle)
-    })();
+        // Search lists the maps; their elements come with a read.
+        searchset(&req, &address, controls, matches, |m| {
+            let mut r = m.resource.clone();
+            if let Some(o) = r.as_object_mut() {
+                o.remove("group");
+            }
+            Ok(r)
+        })
+    });
     respond(&req, result)
 }
 

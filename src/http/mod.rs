@@ -10,6 +10,7 @@ mod connection;
 pub mod edge;
 pub mod metadata;
 pub mod request;
+mod search;
 pub mod serve;
 mod value_set;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub overlay: Overlay,
     /// `$cache-control` caches.
     pub caches: RequestCaches,
+    /// Most bytes the answers of one batch may take together (then `too-costly` entries).
+    pub max_batch_bytes: usize,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
             lanes: Lanes::default(),
             overlay: Overlay::default(),
             caches: RequestCaches::default(),
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 
@@ -191,6 +195,8 @@ impl AppState {
 
 /// How long past its time budget an operation that has not checked it is waited for.
 const BACKSTOP: Duration = Duration::from_secs(1);
+/// Default of [`AppState::max_batch_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// No instance adjustment.
 pub fn as_is(_: &Registry, p: OperationParams) -> Result<OperationParams, FhirError> {

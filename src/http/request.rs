@@ -202,3 +202,67 @@ fn fhir_response(status: StatusCode, format: Format, bytes: Vec<u8>) -> Response
     );
     resp
 }
+
+/// Where a request was addressed: the origin (`scheme://host[:port]`) it was sent to and its path
+/// as received, before a nested router stripped the FHIR base. Search links and batch entries
+/// with absolute URLs are built from it.
+#[derive(Debug, Clone, Default)]
+pub struct RequestAddress {
+    /// `scheme://host[:port]` from `X-Forwarded-Proto`/`X-Forwarded-Host` (set by a proxy) or the
+    /// `Host` header; `None` when the request named no (valid) host.
+    pub origin: Option<String>,
+    /// The path as received (`/fhir/CodeSystem`).
+    pub path: String,
+}
+
+impl RequestAddress {
+    /// The address of a request from its parts.
+    pub fn of(parts: &axum::http::request::Parts) -> Self {
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or(parts.uri.path(), |u| u.0.path())
+            .to_string();
+        // A proxy may list several values; the first is the client's.
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let host = header("x-forwarded-host")
+            .or_else(|| header(header::HOST.as_str()))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        let scheme = header("x-forwarded-proto")
+            .or_else(|| parts.uri.scheme_str())
+            .unwrap_or("http");
+        let origin = host.and_then(|host| origin_of(&format!("{scheme}://{host}")));
+        Self { origin, path }
+    }
+}
+
+/// `scheme://host[:port]` of an http(s) URL (default ports dropped), or `None` if it is not one.
+pub fn origin_of(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return None;
+    }
+    match url.origin() {
+        url::Origin::Tuple(..) => Some(url.origin().ascii_serialization()),
+        url::Origin::Opaque(_) => None,
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts))
+    }
+}

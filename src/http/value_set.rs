@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::code_system::{search_controls, search_matches, searchset};
-use super::request::{FhirRequest, respond};
+use super::request::{FhirRequest, RequestAddress, respond};
+use super::search::{search_controls, search_matches, searchset};
 use super::{AppState, as_is};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParamValue, ParametersOut};
@@ -30,9 +30,12 @@ pub async fn read_value_set(
 }
 
 /// `GET /ValueSet?url=&version=&name=&title=&status=&_count=`.
-pub async fn search_value_sets(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
-    let result = (|| {
-        let count = search_controls(&req)?;
+pub async fn search_value_sets(
+    State(state): State<Arc<AppState>>,
+    address: RequestAddress,
+    req: FhirRequest,
+) -> Response {
+    let result = search_controls(&req).and_then(|controls| {
         let registry = state.registry();
         let matches: Vec<_> = registry
             .all_value_sets()
@@ -50,20 +53,10 @@ pub async fn search_value_sets(State(state): State<Arc<AppState>>, req: FhirRequ
                 search_matches(&req, &get)
             })
             .collect();
-        let total = matches.len();
-        if req.query_value("_summary") == Some("count") {
-            return Ok(json!({ "resourceType": "Bundle", "type": "searchset", "total": total }));
-        }
-        let resources = matches
-            .iter()
-            .take(count.unwrap_or(usize::MAX))
-            .map(|v| v.resource.clone())
-            .collect();
-        let q: Vec<String> = req.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut bundle = searchset(resources, &format!("ValueSet?{}", q.join("&")));
-        bundle["total"] = json!(total);
-        Ok(bundle)
-    })();
+        searchset(&req, &address, controls, matches, |vs| {
+            Ok(vs.resource.clone())
+        })
+    });
     respond(&req, result)
 }
 

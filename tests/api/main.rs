@@ -1,6 +1,7 @@
 //! Integration tests: the real router (`oneshot`) over the shipped mappings fed with real register
 //! slices from `tests/fixtures`, plus a few tests over a bound loopback port.
 
+mod batch_limits;
 mod default_run;
 mod edge;
 mod errors;
