@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs};
+use crate::http::request::BodyLimits;
 use crate::http::{AppState, app_at, serve};
 use crate::mapping::{self, Mapping, MappingSet};
 use crate::registers;
@@ -176,6 +177,11 @@ pub async fn serve(args: ServeArgs) -> i32 {
         ..CacheLimits::default()
     });
     state.max_batch_bytes = args.max_batch_bytes;
+    state.max_batch_entries = args.max_batch_entries;
+    state.body_limits = BodyLimits {
+        max_body_bytes: args.max_body_mib.saturating_mul(1024 * 1024),
+        max_parameters: args.max_parameters,
+    };
     let state = Arc::new(state);
     let router = app_at(state.clone(), &args.base_path);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {

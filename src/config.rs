@@ -112,6 +112,16 @@ pub struct ServeArgs {
     /// `too-costly`. Entries are streamed, so memory holds one answer at a time.
     #[arg(long, env = "FHIR_REGISTERS_MAX_BATCH_BYTES", default_value_t = crate::http::DEFAULT_MAX_BATCH_BYTES)]
     pub max_batch_bytes: usize,
+    /// Most entries in one batch (more is 422 `too-costly`).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_BATCH_ENTRIES", default_value_t = crate::http::DEFAULT_MAX_BATCH_ENTRIES)]
+    pub max_batch_entries: usize,
+    /// Largest request body, in MiB (larger is 413 `too-long`).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_BODY_MIB", default_value_t = 32)]
+    pub max_body_mib: usize,
+    /// Most parameters in one request: query pairs plus the body's top-level parameters (more
+    /// is 400).
+    #[arg(long, env = "FHIR_REGISTERS_MAX_PARAMETERS", default_value_t = 10_000)]
+    pub max_parameters: usize,
 }
 
 impl ServeArgs {
@@ -158,6 +168,9 @@ impl Default for ServeArgs {
             max_header_bytes: 16 * 1024,
             shutdown_timeout: 10,
             max_batch_bytes: crate::http::DEFAULT_MAX_BATCH_BYTES,
+            max_batch_entries: crate::http::DEFAULT_MAX_BATCH_ENTRIES,
+            max_body_mib: 32,
+            max_parameters: 10_000,
         }
     }
 }

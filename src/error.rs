@@ -68,6 +68,9 @@ pub enum FhirError {
     /// The server holds as many connections as it accepts; try again shortly (503, `throttled`).
     #[error("{0}")]
     Overloaded(String),
+    /// The request body is larger than the server accepts (413, `too-long`).
+    #[error("{0}")]
+    PayloadTooLarge(String),
 }
 
 impl FhirError {
@@ -104,6 +107,7 @@ impl FhirError {
             ),
             Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", None),
             Self::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "throttled", None),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too-long", None),
         }
     }
 

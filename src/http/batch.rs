@@ -28,9 +28,6 @@ use crate::fhir::params::{OperationParams, ParamValue, ParametersOut};
 use crate::store::Registry;
 use crate::terminology::validate::{Target, ValidateRequest, validate_code};
 
-/// Most entries one batch may hold.
-const MAX_ENTRIES: usize = 1_000;
-
 /// Headers of the batch request passed on to each entry, so that what an entry's answer says
 /// about where it was asked (search links) is true of the batch.
 const PASSED_ON: [&str; 3] = ["host", "x-forwarded-host", "x-forwarded-proto"];
@@ -43,7 +40,10 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// The entries of a posted `batch` Bundle.
-fn batch_entries(body: Option<Result<ParsedBody, FhirError>>) -> Result<Vec<Json>, FhirError> {
+fn batch_entries(
+    body: Option<Result<ParsedBody, FhirError>>,
+    max_entries: usize,
+) -> Result<Vec<Json>, FhirError> {
     let mut bundle = match body {
         Some(Ok(ParsedBody::Resource(r))) => r,
         Some(Err(e)) => return Err(e),
@@ -70,9 +70,10 @@ fn batch_entries(body: Option<Result<ParsedBody, FhirError>>) -> Result<Vec<Json
         Some(Json::Null) | None => Vec::new(),
         Some(_) => return Err(FhirError::Invalid("Bundle.entry must be an array".into())),
     };
-    if entries.len() > MAX_ENTRIES {
+    if entries.len() > max_entries {
         return Err(FhirError::TooCostly(format!(
-            "a batch may hold at most {MAX_ENTRIES} entries"
+            "the batch holds {} entries; a batch may hold at most {max_entries}",
+            entries.len()
         )));
     }
     Ok(entries)
@@ -86,7 +87,7 @@ pub async fn run_batch(
     headers: HeaderMap,
     mut req: FhirRequest,
 ) -> Response {
-    let entries = match batch_entries(req.body.take()) {
+    let entries = match batch_entries(req.body.take(), state.max_batch_entries) {
         Ok(entries) => entries,
         Err(e) => return respond(&req, Err(e)),
     };

@@ -45,6 +45,10 @@ pub struct AppState {
     pub caches: RequestCaches,
     /// Most bytes the answers of one batch may take together (then `too-costly` entries).
     pub max_batch_bytes: usize,
+    /// Most entries in one batch.
+    pub max_batch_entries: usize,
+    /// Largest body and most parameters of one request.
+    pub body_limits: request::BodyLimits,
 }
 
 impl AppState {
@@ -58,6 +62,8 @@ impl AppState {
             overlay: Overlay::default(),
             caches: RequestCaches::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
+            body_limits: request::BodyLimits::default(),
         }
     }
 
@@ -197,6 +203,8 @@ impl AppState {
 const BACKSTOP: Duration = Duration::from_secs(1);
 /// Default of [`AppState::max_batch_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Default of [`AppState::max_batch_entries`].
+pub const DEFAULT_MAX_BATCH_ENTRIES: usize = 1_000;
 
 /// No instance adjustment.
 pub fn as_is(_: &Registry, p: OperationParams) -> Result<OperationParams, FhirError> {

@@ -12,8 +12,30 @@ use crate::error::FhirError;
 use crate::fhir::format::{self, Body, Format};
 use crate::fhir::params::{Answer, OperationParams};
 
-/// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Limits on what one request may carry, read by the [`FhirRequest`] extractor from the state.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest request body, in bytes (larger is 413 `too-long`).
+    pub max_body_bytes: usize,
+    /// Most parameters in one request: query pairs plus the body's top-level `parameter`s or
+    /// form fields (more is 400).
+    pub max_parameters: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_parameters: 10_000,
+        }
+    }
+}
+
+impl axum::extract::FromRef<std::sync::Arc<super::AppState>> for BodyLimits {
+    fn from_ref(state: &std::sync::Arc<super::AppState>) -> Self {
+        state.body_limits
+    }
+}
 
 /// Everything a handler needs from an HTTP request.
 #[derive(Debug)]
@@ -30,6 +52,8 @@ pub struct FhirRequest {
     pub accept_language: Option<String>,
     /// The `X-Cache-Id` header: a `$cache-control` cache whose resources this request uses.
     pub cache_id: Option<String>,
+    /// Most parameters this request may carry.
+    pub max_parameters: usize,
 }
 
 impl FhirRequest {
@@ -50,6 +74,18 @@ impl FhirRequest {
     }
 
     fn params_as_sent(&self) -> Result<OperationParams, FhirError> {
+        let p = self.params_unchecked()?;
+        if p.params.len() > self.max_parameters {
+            return Err(FhirError::Invalid(format!(
+                "the request carries {} parameters; at most {} are accepted",
+                p.params.len(),
+                self.max_parameters
+            )));
+        }
+        Ok(p)
+    }
+
+    fn params_unchecked(&self) -> Result<OperationParams, FhirError> {
         match &self.body {
             None => Ok(OperationParams::from_query(&self.query)),
             Some(Err(e)) => Err(e.clone()),
@@ -75,10 +111,15 @@ impl FhirRequest {
     }
 }
 
-impl<S: Send + Sync> FromRequest<S> for FhirRequest {
+impl<S> FromRequest<S> for FhirRequest
+where
+    S: Send + Sync,
+    BodyLimits: axum::extract::FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request(req: Request<HttpBody>, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request<HttpBody>, state: &S) -> Result<Self, Self::Rejection> {
+        let limits = <BodyLimits as axum::extract::FromRef<S>>::from_ref(state);
         let (parts, body) = req.into_parts();
         let query = query_pairs(&parts.uri);
         let (format, pretty) = negotiated(&query, &parts.headers);
@@ -101,12 +142,28 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-            Ok(bytes) if bytes.is_empty() => None,
-            Ok(bytes) => Some(format::parse_body(content_type.as_deref(), &bytes)),
-            Err(_) => Some(Err(FhirError::Invalid(format!(
-                "the request body could not be read (at most {MAX_BODY_BYTES} bytes are accepted)"
-            )))),
+        let max = limits.max_body_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let too_large = || {
+            Some(Err(FhirError::PayloadTooLarge(format!(
+                "the request body is larger than the {max} bytes this server accepts"
+            ))))
+        };
+        let body = if declared.is_some_and(|n| n > max as u64) {
+            too_large()
+        } else {
+            match axum::body::to_bytes(body, max).await {
+                Ok(bytes) if bytes.is_empty() => None,
+                Ok(bytes) => Some(format::parse_body(content_type.as_deref(), &bytes)),
+                Err(e) if is_length_limit(&e) => too_large(),
+                Err(e) => Some(Err(FhirError::Invalid(format!(
+                    "the request body could not be read: {e}"
+                )))),
+            }
         };
         Ok(Self {
             query,
@@ -115,8 +172,21 @@ impl<S: Send + Sync> FromRequest<S> for FhirRequest {
             body,
             accept_language,
             cache_id,
+            max_parameters: limits.max_parameters,
         })
     }
+}
+
+/// Whether reading a body failed on its length limit (axum wraps http-body-util's error).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn query_pairs(uri: &Uri) -> Vec<(String, String)> {

@@ -10,6 +10,7 @@ mod history;
 mod lookup;
 mod loopback;
 mod mappings;
+mod request_limits;
 mod resources;
 mod store_hygiene;
 mod support;
