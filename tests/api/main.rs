@@ -8,6 +8,7 @@ mod history;
 mod lookup;
 mod loopback;
 mod mappings;
+mod r4;
 mod resources;
 mod support;
 mod translate;
