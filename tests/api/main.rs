@@ -4,6 +4,7 @@
 mod default_run;
 mod errors;
 mod expand;
+mod fuzz_corpus;
 mod history;
 mod lookup;
 mod loopback;
