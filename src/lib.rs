@@ -9,6 +9,8 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod mapping;
 pub mod registers;

@@ -597,13 +597,14 @@ impl Mapping {
                                 format!("filter on undeclared property `{}`", f.property),
                             );
                         }
-                        if !crate::terminology::compose::FILTER_OPS.contains(&f.op.as_str()) {
+                        // The ValueSet is served as an R4 resource: R4 operators only.
+                        if !crate::terminology::compose::R4_FILTER_OPS.contains(&f.op.as_str()) {
                             c.err(
                                 &fkey,
                                 format!(
-                                    "unknown operator `{}` (expected one of {})",
+                                    "unknown operator `{}` (expected one of R4's {})",
                                     f.op,
-                                    crate::terminology::compose::FILTER_OPS.join(", ")
+                                    crate::terminology::compose::R4_FILTER_OPS.join(", ")
                                 ),
                             );
                         }

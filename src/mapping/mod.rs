@@ -148,13 +148,31 @@ pub fn read_release(
     version: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Release, ImportError> {
+    let gzip = mapping.gzip_for(&file.display_name);
+    read_release_from(
+        mapping,
+        source::open(file, gzip)?,
+        &file.display_name,
+        version,
+        progress,
+    )
+}
+
+/// [`read_release`] over the (already decompressed) bytes of a register file; `name` names the
+/// file in errors and provenance.
+pub fn read_release_from(
+    mapping: &Mapping,
+    reader: impl std::io::Read,
+    name: &str,
+    version: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Release, ImportError> {
     if version.trim().is_empty() {
         return Err(ImportError::Version(
             "the release version must not be empty".into(),
         ));
     }
-    let gzip = mapping.gzip_for(&file.display_name);
-    let mut hashing = HashingReader::new(source::open(file, gzip)?);
+    let mut hashing = HashingReader::new(reader);
     let mut errors = Vec::new();
     let mut total_errors = 0usize;
     // Held encoded (tens of bytes a concept), with the row each came from.
@@ -170,7 +188,7 @@ pub fn read_release(
         );
         let header: Option<Vec<String>> = if mapping.spec.source.header {
             let h = reader.headers().map_err(|e| SourceError::Csv {
-                file: file.display_name.clone(),
+                file: name.to_string(),
                 row: 0,
                 message: e.to_string(),
             })?;
@@ -179,7 +197,7 @@ pub fn read_release(
             None
         };
         let bound = mapping
-            .bind(header.as_deref(), &file.display_name)
+            .bind(header.as_deref(), name)
             .map_err(ImportError::Mapping)?;
         let mut record = csv::StringRecord::new();
         let mut row = 0u64;
@@ -189,7 +207,7 @@ pub fn read_release(
                 Ok(false) => break,
                 Err(e) => {
                     return Err(SourceError::Csv {
-                        file: file.display_name.clone(),
+                        file: name.to_string(),
                         row: row + 1,
                         message: e.to_string(),
                     }
@@ -229,7 +247,7 @@ pub fn read_release(
             let e = RowError {
                 mapping: mapping.display_path(),
                 key: "concept.code".into(),
-                file: file.display_name.clone(),
+                file: name.to_string(),
                 row: rows[concepts.pushed_as(k)],
                 column: None,
                 value: Some(code.to_string()),
@@ -260,7 +278,7 @@ pub fn read_release(
             feed: mapping.feed().to_string(),
             mapping: mapping.id().to_string(),
             version: version.to_string(),
-            source: file.display_name.clone(),
+            source: name.to_string(),
             rows_read,
             concepts: concepts.len() as u64,
             mapping_hash: mapping.hash.clone(),

@@ -209,7 +209,8 @@ pub struct PropertyDeclSpec {
 pub struct FilterDeclSpec {
     /// The property (or `concept`, `code`, `display`) the filter works on.
     pub code: String,
-    /// Operators allowed.
+    /// Operators allowed. Only R4's (see [`crate::terminology::compose::R4_FILTER_OPS`]) are
+    /// listed in the served CodeSystem; others the server accepts (`child-of`) are left out.
     pub op: Vec<String>,
     /// What the value must be.
     pub value: String,
@@ -477,8 +478,8 @@ pub struct ComposeRuleSpec {
 pub struct ComposeFilterSpec {
     /// Property (or `concept`/`code`).
     pub property: String,
-    /// Operator: `=`, `is-a`, `descendent-of`, `is-not-a`, `regex`, `in`, `not-in`, `exists`,
-    /// `generalizes`, `child-of`.
+    /// Operator, one of R4's (the ValueSet is served as R4): `=`, `is-a`, `descendent-of`,
+    /// `is-not-a`, `regex`, `in`, `not-in`, `exists`, `generalizes`.
     pub op: String,
     /// Value.
     pub value: String,

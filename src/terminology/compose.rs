@@ -28,6 +28,22 @@ pub const FILTER_OPS: [&str; 11] = [
     "descendent-leaf",
 ];
 
+/// The filter operators of R4's required value set `filter-operator`: the only ones an R4
+/// resource may carry (`CodeSystem.filter.operator`, `ValueSet.compose.include.filter.op`). The
+/// server also accepts `child-of` and `descendent-leaf` (R5) in the filters it is sent.
+/// <http://hl7.org/fhir/R4/valueset-filter-operator.html>
+pub const R4_FILTER_OPS: [&str; 9] = [
+    "=",
+    "is-a",
+    "descendent-of",
+    "is-not-a",
+    "regex",
+    "in",
+    "not-in",
+    "generalizes",
+    "exists",
+];
+
 /// How deep ValueSet imports may nest (cycles end here with an error).
 const MAX_IMPORT_DEPTH: usize = 16;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json, json};
 
+use super::compose::R4_FILTER_OPS;
 use super::value_json;
 use crate::error::FhirError;
 use crate::store::{
@@ -77,22 +78,28 @@ pub fn code_system_json(cs: &CodeSystemVersion, latest: bool, with_concepts: boo
     }
     r.insert("content".into(), json!(m.content));
     r.insert("count".into(), json!(cs.len()));
-    if !m.filters.is_empty() {
-        r.insert(
-            "filter".into(),
-            Json::Array(
-                m.filters
-                    .iter()
-                    .map(|f| {
-                        let mut o = json!({ "code": f.code, "operator": f.op, "value": f.value });
-                        if let Some(d) = &f.description {
-                            o["description"] = json!(d);
-                        }
-                        o
-                    })
-                    .collect(),
-            ),
-        );
+    // Only R4's operators are advertised (R5's `child-of` is accepted but not an R4 code); a
+    // filter with none of them is left out, as `operator` is required.
+    let filters: Vec<Json> = m
+        .filters
+        .iter()
+        .filter_map(|f| {
+            let ops: Vec<&String> =
+                f.op.iter()
+                    .filter(|op| R4_FILTER_OPS.contains(&op.as_str()))
+                    .collect();
+            if ops.is_empty() {
+                return None;
+            }
+            let mut o = json!({ "code": f.code, "operator": ops, "value": f.value });
+            if let Some(d) = &f.description {
+                o["description"] = json!(d);
+            }
+            Some(o)
+        })
+        .collect();
+    if !filters.is_empty() {
+        r.insert("filter".into(), Json::Array(filters));
     }
     if !m.properties.is_empty() {
         r.insert(

@@ -8,7 +8,8 @@ use serde_json::{Map, Value as Json, json};
 use crate::error::FhirError;
 use crate::fhir::params::{Coding, OperationParams, ParametersOut, part};
 use crate::store::{
-    ConceptMapEntry, DerivedMap, MapElement, MapGroup, MapKind, MapSide, MapTarget, Registry,
+    CodeSystemVersion, Concept, ConceptMapEntry, DerivedMap, MapElement, MapGroup, MapKind,
+    MapSide, MapTarget, Registry,
 };
 
 /// A `$translate` request, R4 or R5 parameter names.
@@ -397,7 +398,10 @@ pub fn translate(registry: &Registry, req: &TranslateRequest) -> Result<Json, Fh
 }
 
 /// A ConceptMap resource for read/search: explicit maps as given; derived maps with their
-/// elements listed when the CodeSystem is small (`max_elements`), else as a summary.
+/// elements listed when the CodeSystem is small (`max_elements`). Otherwise — a large CodeSystem,
+/// none loaded yet, or no concept with a target — the resource has no `group` (R4 requires at
+/// least one `element` in a group): it keeps `sourceUri`/`targetUri`, is tagged `SUBSETTED`, and
+/// its description says the mappings are available through `$translate`.
 pub fn concept_map_json(registry: &Registry, map: &ConceptMapEntry, max_elements: usize) -> Json {
     let MapKind::Derived(d) = &map.kind else {
         return map.resource.clone();
@@ -406,42 +410,54 @@ pub fn concept_map_json(registry: &Registry, map: &ConceptMapEntry, max_elements
         Json::Object(o) => o.clone(),
         _ => Map::new(),
     };
-    let mut group = json!({ "source": d.source_system, "target": d.target_system });
-    match registry.code_system(&d.code_system, None) {
-        Some(cs) if cs.len() <= max_elements => {
-            let mut elements = Vec::new();
-            for (_, c) in cs.iter() {
-                let sources: Vec<String> = match &d.source {
-                    MapSide::Code => vec![c.code.to_string()],
-                    MapSide::Property(p) => {
-                        c.property(p).map(|v| v.as_text().into_owned()).collect()
-                    }
-                };
-                let targets: Vec<String> = match &d.target {
-                    MapSide::Code => vec![c.code.to_string()],
-                    MapSide::Property(p) => {
-                        c.property(p).map(|v| v.as_text().into_owned()).collect()
-                    }
-                };
-                if targets.is_empty() {
-                    continue;
-                }
-                for s in sources {
-                    elements.push(json!({
-                        "code": s,
-                        "target": targets.iter().map(|t| json!({ "code": t, "equivalence": equivalence_of(&d.relationship) })).collect::<Vec<_>>()
-                    }));
-                }
-            }
-            group["element"] = Json::Array(elements);
+    let elements = match registry.code_system(&d.code_system, None) {
+        Some(cs) if cs.len() <= max_elements => derived_elements(&cs, d),
+        _ => Vec::new(),
+    };
+    if elements.is_empty() {
+        r.insert(
+            "meta".into(),
+            json!({ "tag": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED" }] }),
+        );
+        let note = format!(
+            "The mappings are not listed in this resource: translate a code with ConceptMap/{}/$translate.",
+            map.id
+        );
+        let description = match r.get("description").and_then(Json::as_str) {
+            Some(d) => format!("{d}\n\n{note}"),
+            None => note,
+        };
+        r.insert("description".into(), json!(description));
+    } else {
+        r.insert(
+            "group".into(),
+            json!([{ "source": d.source_system, "target": d.target_system, "element": elements }]),
+        );
+    }
+    Json::Object(r)
+}
+
+/// The `group.element`s of a derived map: one per source value of a concept with a target.
+fn derived_elements(cs: &CodeSystemVersion, d: &DerivedMap) -> Vec<Json> {
+    let side = |c: &Concept, s: &MapSide| -> Vec<String> {
+        match s {
+            MapSide::Code => vec![c.code.to_string()],
+            MapSide::Property(p) => c.property(p).map(|v| v.as_text().into_owned()).collect(),
         }
-        _ => {
-            r.insert(
-                "meta".into(),
-                json!({ "tag": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED" }] }),
-            );
+    };
+    let mut elements = Vec::new();
+    for (_, c) in cs.iter() {
+        let targets = side(&c, &d.target);
+        if targets.is_empty() {
+            continue;
+        }
+        let target: Vec<Json> = targets
+            .iter()
+            .map(|t| json!({ "code": t, "equivalence": equivalence_of(&d.relationship) }))
+            .collect();
+        for s in side(&c, &d.source) {
+            elements.push(json!({ "code": s, "target": target }));
         }
     }
-    r.insert("group".into(), json!([group]));
-    Json::Object(r)
+    elements
 }

@@ -279,3 +279,24 @@ fn a_folder_with_broken_mappings_reports_each_file() {
         .join("\n");
     assert!(text.contains("broken-unknown-key.toml"), "{text}");
 }
+
+#[test]
+fn a_mapping_value_set_uses_only_r4_filter_operators() {
+    let with = |op: &str| {
+        format!(
+            "{SMALL}\n[[value_set]]\nid = \"children\"\nurl = \"http://example.org/vs/children\"\n[[value_set.include]]\n[[value_set.include.filter]]\nproperty = \"concept\"\nop = \"{op}\"\nvalue = \"J45\"\n"
+        )
+    };
+    Mapping::from_text(Path::new("r4.toml"), &with("is-a")).expect("an R4 operator");
+    let errs = Mapping::from_text(Path::new("r5.toml"), &with("child-of"))
+        .expect_err("the ValueSet is served as R4: child-of is R5");
+    let text = errs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("value_set[0] (children).include[0].filter[0]: unknown operator `child-of` (expected one of R4's =, is-a,"),
+        "{text}"
+    );
+}
