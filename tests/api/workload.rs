@@ -419,7 +419,9 @@ async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_
     });
     let (rt, addr) = serve(s.clone());
     let client = reqwest::Client::new();
-    let heavy = heavy_expand(20_000).to_string();
+    // Far past the 8 s budget even on an idle machine (20,000 includes took 3–8 s in a debug
+    // build, so some finished in time): every running one must be stopped by the budget.
+    let heavy = heavy_expand(100_000).to_string();
     let send_heavy = |client: reqwest::Client| {
         let body = heavy.clone();
         async move {
