@@ -181,6 +181,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
     state.body_limits = BodyLimits {
         max_body_bytes: args.max_body_mib.saturating_mul(1024 * 1024),
         max_parameters: args.max_parameters,
+        body_read_timeout: Duration::from_secs(args.body_read_timeout.max(1)),
     };
     let state = Arc::new(state);
     let router = app_at(state.clone(), &args.base_path);

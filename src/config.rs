@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// is 400).
     #[arg(long, env = "FHIR_REGISTERS_MAX_PARAMETERS", default_value_t = 10_000)]
     pub max_parameters: usize,
+    /// Seconds a client has to send a whole request body once its head is in (then 408).
+    #[arg(long, env = "FHIR_REGISTERS_BODY_READ_TIMEOUT", default_value_t = 30)]
+    pub body_read_timeout: u64,
 }
 
 impl ServeArgs {
@@ -171,6 +174,7 @@ impl Default for ServeArgs {
             max_batch_entries: crate::http::DEFAULT_MAX_BATCH_ENTRIES,
             max_body_mib: 32,
             max_parameters: 10_000,
+            body_read_timeout: 30,
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct BodyLimits {
     /// Most parameters in one request: query pairs plus the body's top-level `parameter`s or
     /// form fields (more is 400).
     pub max_parameters: usize,
+    /// Time a client has to send the whole body once the head is in (then 408 `timeout`): a body
+    /// trickled a byte at a time cannot hold a connection and a worker.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for BodyLimits {
@@ -27,6 +30,7 @@ impl Default for BodyLimits {
         Self {
             max_body_bytes: 32 * 1024 * 1024,
             max_parameters: 10_000,
+            body_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -156,11 +160,16 @@ where
         let body = if declared.is_some_and(|n| n > max as u64) {
             too_large()
         } else {
-            match axum::body::to_bytes(body, max).await {
-                Ok(bytes) if bytes.is_empty() => None,
-                Ok(bytes) => Some(format::parse_body(content_type.as_deref(), &bytes)),
-                Err(e) if is_length_limit(&e) => too_large(),
-                Err(e) => Some(Err(FhirError::Invalid(format!(
+            let timeout = limits.body_read_timeout;
+            match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+                Err(_) => Some(Err(FhirError::RequestTimeout(format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                )))),
+                Ok(Ok(bytes)) if bytes.is_empty() => None,
+                Ok(Ok(bytes)) => Some(format::parse_body(content_type.as_deref(), &bytes)),
+                Ok(Err(e)) if is_length_limit(&e) => too_large(),
+                Ok(Err(e)) => Some(Err(FhirError::Invalid(format!(
                     "the request body could not be read: {e}"
                 )))),
             }
@@ -254,6 +263,13 @@ pub fn respond_with(
         }
     };
     match format::render(&resource, format, pretty) {
+        // A busy server says when to try again.
+        Ok(bytes) if status == StatusCode::SERVICE_UNAVAILABLE => {
+            let mut resp = fhir_response(status, format, bytes);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp
+        }
         Ok(bytes) => fhir_response(status, format, bytes),
         Err(e) => {
             tracing::error!(error = %e, "rendering failed");

@@ -23,6 +23,7 @@ fn limited(
     state.body_limits = BodyLimits {
         max_body_bytes,
         max_parameters,
+        body_read_timeout: std::time::Duration::from_millis(300),
     };
     state.max_batch_entries = max_batch_entries;
     Arc::new(state)
@@ -141,4 +142,40 @@ async fn a_batch_over_the_entry_limit_is_too_costly() {
 
 fn state_default() -> Arc<AppState> {
     state()
+}
+
+#[tokio::test]
+async fn a_body_trickled_past_the_read_timeout_is_408() {
+    // The first bytes come at once, the rest never within the (test) timeout of 300 ms.
+    let state = limited(1 << 20, 10_000, 1_000);
+    let chunks = futures_util::stream::unfold(0u8, |n| async move {
+        match n {
+            0 => Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"resourceType\"")),
+                1,
+            )),
+            _ => {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                None
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let slow = Request::post("/fhir/CodeSystem/$lookup")
+        .header(header::CONTENT_TYPE, "application/fhir+json")
+        .body(Body::from_stream(chunks))
+        .expect("request");
+    let reply = send_to(state, slow).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::REQUEST_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(issue_code(&reply.json()), "timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "answered at the timeout, not when the client finished: {:?}",
+        started.elapsed()
+    );
 }

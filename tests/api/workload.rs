@@ -433,7 +433,8 @@ async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_
                 .send()
                 .await
                 .expect("heavy answered");
-            (r.status(), started.elapsed())
+            let retry_after = r.headers().get("retry-after").cloned();
+            (r.status(), started.elapsed(), retry_after)
         }
     };
     // Six at once: two run in the slow lane, three wait, one is refused as the server is busy.
@@ -473,11 +474,18 @@ async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_
     );
     let mut statuses = Vec::new();
     for h in heavies {
-        let (status, took) = h.await.expect("joins");
+        let (status, took, retry_after) = h.await.expect("joins");
         assert!(
             took < Duration::from_secs(20),
             "stopped at its budget: {took:?}"
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(
+                retry_after.as_ref().and_then(|v| v.to_str().ok()),
+                Some("1"),
+                "a busy answer says when to try again"
+            );
+        }
         statuses.push(status.as_u16());
     }
     statuses.sort_unstable();
