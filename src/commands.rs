@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs};
 use crate::http::request::BodyLimits;
-use crate::http::{AppState, app_at, serve};
+use crate::http::{AppState, CorsOrigins, app_at, serve};
 use crate::mapping::{self, Mapping, MappingSet};
 use crate::registers;
 use crate::source;
@@ -178,6 +178,13 @@ pub async fn serve(args: ServeArgs) -> i32 {
     });
     state.max_batch_bytes = args.max_batch_bytes;
     state.max_batch_entries = args.max_batch_entries;
+    state.cors = match CorsOrigins::parse(&args.cors_origins) {
+        Ok(cors) => cors,
+        Err(e) => {
+            eprintln!("error: --cors-origins: {e}");
+            return 2;
+        }
+    };
     state.body_limits = BodyLimits {
         max_body_bytes: args.max_body_mib.saturating_mul(1024 * 1024),
         max_parameters: args.max_parameters,
@@ -203,12 +210,11 @@ pub async fn serve(args: ServeArgs) -> i32 {
     // Text and case-folded code indexes are built on first use; build those of the latest
     // versions now, off the request path, so the first text search does not pay for them (one
     // that comes sooner waits for its index only). Older versions build theirs when asked.
-    let registry = state.registry();
+    // `/ready` answers 200 once they are built.
+    let warming = state.clone();
     std::thread::spawn(move || {
         let started = Instant::now();
-        for cs in registry.latest_code_systems() {
-            cs.warm();
-        }
+        warming.warm_up();
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
             "text and code indexes built"

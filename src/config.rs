@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// Seconds a client has to send a whole request body once its head is in (then 408).
     #[arg(long, env = "FHIR_REGISTERS_BODY_READ_TIMEOUT", default_value_t = 30)]
     pub body_read_timeout: u64,
+    /// Origins browser apps may call the FHIR API from (CORS): `*` for any, a comma-separated
+    /// list of origins (`https://app.example.org`), or `none` to send no CORS headers.
+    #[arg(long, env = "FHIR_REGISTERS_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
 }
 
 impl ServeArgs {
@@ -175,6 +179,7 @@ impl Default for ServeArgs {
             max_body_mib: 32,
             max_parameters: 10_000,
             body_read_timeout: 30,
+            cors_origins: "*".into(),
         }
     }
 }

@@ -49,6 +49,76 @@ pub struct AppState {
     pub max_batch_entries: usize,
     /// Largest body and most parameters of one request.
     pub body_limits: request::BodyLimits,
+    /// Which browser origins may call the FHIR API (CORS).
+    pub cors: CorsOrigins,
+    /// Set once the latest versions' indexes are built: `/ready` answers 200 from then on.
+    ready: std::sync::atomic::AtomicBool,
+}
+
+/// Which browser origins may call the FHIR API (CORS headers on the FHIR base only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Any origin (`Access-Control-Allow-Origin: *`): the default, for open terminology reads.
+    Any,
+    /// Only these origins.
+    List(Vec<axum::http::HeaderValue>),
+    /// No CORS headers (browsers then refuse cross-origin calls).
+    Off,
+}
+
+impl CorsOrigins {
+    /// From the `--cors-origins` setting: `*`, `none`, or a comma-separated list of origins.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "*" => Ok(Self::Any),
+            "" | "none" => Ok(Self::Off),
+            list => list
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(|o| {
+                    if !(o.starts_with("http://") || o.starts_with("https://")) {
+                        return Err(format!(
+                            "'{o}' is not an origin (scheme://host[:port]), '*' or 'none'"
+                        ));
+                    }
+                    axum::http::HeaderValue::from_str(o.trim_end_matches('/'))
+                        .map_err(|_| format!("'{o}' is not a valid origin"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Self::List),
+        }
+    }
+
+    fn layer(&self) -> Option<tower_http::cors::CorsLayer> {
+        use axum::http::{Method, header};
+        use tower_http::cors::{AllowOrigin, CorsLayer};
+        let origin = match self {
+            Self::Off => return None,
+            Self::Any => AllowOrigin::any(),
+            Self::List(list) => AllowOrigin::list(list.clone()),
+        };
+        Some(
+            CorsLayer::new()
+                .allow_origin(origin)
+                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+                .allow_headers([
+                    header::ACCEPT,
+                    header::ACCEPT_LANGUAGE,
+                    header::CONTENT_TYPE,
+                    header::AUTHORIZATION,
+                    header::HeaderName::from_static("x-cache-id"),
+                    header::HeaderName::from_static("x-request-id"),
+                ])
+                .expose_headers([
+                    header::CONTENT_TYPE,
+                    header::LOCATION,
+                    header::RETRY_AFTER,
+                    header::HeaderName::from_static("x-request-id"),
+                ])
+                .max_age(Duration::from_secs(3600)),
+        )
+    }
 }
 
 impl AppState {
@@ -64,7 +134,23 @@ impl AppState {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
             body_limits: request::BodyLimits::default(),
+            cors: CorsOrigins::Any,
+            ready: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Builds the text and code indexes of the latest version of every CodeSystem (older
+    /// versions build theirs on first use), then marks the server ready.
+    pub fn warm_up(&self) {
+        for cs in self.registry().latest_code_systems() {
+            cs.warm();
+        }
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether the registry is loaded and its latest versions' indexes are built.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current registry snapshot.
@@ -217,6 +303,22 @@ async fn health() -> &'static str {
     "ok"
 }
 
+/// `GET /ready` (outside the FHIR base): 503 until the registry is loaded and the latest
+/// versions' indexes are built, then 200. A readiness probe for load balancers and orchestrators.
+async fn ready(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    use axum::response::IntoResponse;
+    if state.is_ready() {
+        (axum::http::StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            "warming up",
+        )
+            .into_response()
+    }
+}
+
 /// Methods other than the route's own get a 405 OperationOutcome.
 fn with_405(route: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
     route.fallback(|req: FhirRequest| async move {
@@ -350,6 +452,10 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
                 )),
             )
         });
+    let fhir = match state.cors.layer() {
+        Some(cors) => fhir.layer(cors),
+        None => fhir,
+    };
     let base = base_path.trim_end_matches('/');
     let router = if base.is_empty() {
         fhir
@@ -367,11 +473,18 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
     };
     let router = router
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ));
+    // Every answer carries the request's `X-Request-Id`, made up (a UUID) when the client sent
+    // none, so a client and the server's operators can name one request.
     edge::in_front_of(router)
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            tower_http::request_id::MakeRequestUuid,
+        ))
 }
 
 /// A panic in a handler is a bug: log it and answer 500 with an OperationOutcome.
