@@ -106,7 +106,7 @@ pub fn lane_settings(args: &ServeArgs) -> LaneSettings {
         lanes.slow_threads = args.slow_threads;
     }
     lanes.slow_queue = match args.slow_queue {
-        0 => 2 * lanes.slow_threads,
+        0 => LaneSettings::queue_for(lanes.slow_threads),
         n => n,
     };
     lanes

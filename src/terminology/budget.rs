@@ -83,9 +83,14 @@ impl LaneSettings {
         Self {
             slow_after: Duration::from_millis(50),
             slow_threads: cores,
-            slow_queue: 2 * cores,
+            slow_queue: Self::queue_for(cores),
             fast_threads: (2 * cores).max(4),
         }
+    }
+
+    /// The default slow-lane queue for `slow_threads` running: twice as many.
+    pub fn queue_for(slow_threads: usize) -> usize {
+        2 * slow_threads
     }
 
     /// The size the blocking pool needs: the slow lane running and queueing, plus the fast

@@ -268,16 +268,6 @@ impl Overlay {
         super::resources::apply_supplements(&mut registry, use_supplements)?;
         Ok(Arc::new(registry))
     }
-
-    /// The registry a request sees from its own parameters (no cache).
-    pub fn registry_for(
-        &self,
-        base: Arc<Registry>,
-        params: &OperationParams,
-    ) -> Result<Arc<Registry>, FhirError> {
-        let supplied = self.supplied(params)?;
-        self.registry(base, &supplied, &params.texts("useSupplement"))
-    }
 }
 
 /// The registry as it stood on the request's `date`: each CodeSystem answers from the release in
