@@ -65,18 +65,9 @@ pub fn value_set_label(vs: &Json) -> String {
 /// The extensions a ValueSet's compose gives a listed concept (`valueset-deprecated`,
 /// standards status), if any.
 pub fn listed_concept_extensions(vs: &Json, system: &str, code: &str) -> Option<Json> {
-    vs.get("compose")?
-        .get("include")?
-        .as_array()?
-        .iter()
-        .filter(|i| i.get("system").and_then(Json::as_str) == Some(system))
-        .flat_map(|i| {
-            i.get("concept")
-                .and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-        })
-        .find(|c| c.get("code").and_then(Json::as_str) == Some(code))?
+    listed_concepts(vs)
+        .find(|&(s, c)| s == system && c.get("code").and_then(Json::as_str) == Some(code))?
+        .1
         .get("extension")
         .cloned()
 }
@@ -85,23 +76,30 @@ pub fn listed_concept_extensions(vs: &Json, system: &str, code: &str) -> Option<
 /// read once for an expansion rather than searched for each of its codes.
 pub fn listed_concept_extensions_by_code(vs: &Json) -> HashMap<(&str, &str), Option<&Json>> {
     let mut out = HashMap::new();
-    let includes = vs
-        .get("compose")
-        .and_then(|c| c.get("include"))
-        .and_then(Json::as_array);
-    for include in includes.into_iter().flatten() {
-        let Some(system) = include.get("system").and_then(Json::as_str) else {
-            continue;
-        };
-        let concepts = include.get("concept").and_then(Json::as_array);
-        for c in concepts.into_iter().flatten() {
-            if let Some(code) = c.get("code").and_then(Json::as_str) {
-                // The first listing wins, as in `listed_concept_extensions`.
-                out.entry((system, code)).or_insert(c.get("extension"));
-            }
+    for (system, c) in listed_concepts(vs) {
+        if let Some(code) = c.get("code").and_then(Json::as_str) {
+            // The first listing wins, as in `listed_concept_extensions`.
+            out.entry((system, code)).or_insert(c.get("extension"));
         }
     }
     out
+}
+
+/// The concepts a ValueSet's includes list, each with its include's system, in order.
+fn listed_concepts(vs: &Json) -> impl Iterator<Item = (&str, &Json)> {
+    vs.get("compose")
+        .and_then(|c| c.get("include"))
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| Some((i.get("system")?.as_str()?, i)))
+        .flat_map(|(system, i)| {
+            i.get("concept")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .map(move |c| (system, c))
+        })
 }
 
 /// Whether a listed concept is marked deprecated by its ValueSet.
