@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs};
+use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs, SyncCommandArgs};
 use crate::http::request::BodyLimits;
+use crate::http::admin::Admin;
 use crate::http::{AppState, CorsOrigins, app_at, serve};
 use crate::mapping::{self, Mapping, MappingSet};
 use crate::registers;
@@ -18,6 +19,9 @@ use crate::store::{CodeSystemVersion, IndexedRelease};
 use crate::terminology::budget::{LaneSettings, Lanes};
 use crate::terminology::overlay::{Overlay, SuppliedLimits};
 use crate::terminology::request_cache::{CacheLimits, RequestCaches};
+use crate::sync::publish::Publisher;
+use crate::sync::schedule::Service;
+use crate::sync::{Secret, Syncer};
 use crate::terminology::resources::code_system_json;
 
 /// Shows import progress: an indicatif bar on a terminal, plain lines otherwise, and nothing for
@@ -151,6 +155,9 @@ pub async fn serve(args: ServeArgs) -> i32 {
             b.finish();
         }
     }
+    // Read before the registry is built: whatever is stored after this is published by the
+    // reload check.
+    let marker = crate::sync::publish::read_marker(&args.data_dir).await;
     let registry = match registers::build_registry(&set, &args.data_dir, &resources) {
         Ok(r) => r,
         Err(e) => {
@@ -190,7 +197,53 @@ pub async fn serve(args: ServeArgs) -> i32 {
         max_parameters: args.max_parameters,
         body_read_timeout: Duration::from_secs(args.body_read_timeout.max(1)),
     };
+    let set = Arc::new(set);
+    let publisher = Arc::new(Publisher::new(
+        state.live.clone(),
+        set.clone(),
+        Arc::new(resources),
+        args.data_dir.clone(),
+        marker,
+    ));
+    let token = match admin_token(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let service = if args.sync || token.is_some() {
+        let settings = args.sync_settings.settings(args.data_dir.clone());
+        match Syncer::new(settings, set.clone()) {
+            Ok(syncer) => Some(Arc::new(Service::new(syncer, Some(publisher.clone())))),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    if let (Some(token), Some(service)) = (token, &service) {
+        state.admin = Some(Admin::new(token, service.clone()));
+    }
     let state = Arc::new(state);
+    // Background work lives as long as the server: dropped (aborted) when `serve` returns.
+    let mut background = Vec::new();
+    if args.reload_interval > 0 {
+        background.push(
+            publisher
+                .clone()
+                .watch(Duration::from_secs(args.reload_interval)),
+        );
+    }
+    if args.sync
+        && let Some(service) = &service
+    {
+        let followed: Vec<String> = service.synced().map(|m| m.id().to_string()).collect();
+        tracing::info!(registers = ?followed, "following upstreams");
+        background.push(service.clone().run_schedule());
+    }
     let router = app_at(state.clone(), &args.base_path);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -227,7 +280,103 @@ pub async fn serve(args: ServeArgs) -> i32 {
         serve::shutdown_signal(),
     )
     .await;
+    for task in background {
+        task.abort();
+    }
     0
+}
+
+/// The admin token: `FHIR_REGISTERS_ADMIN_TOKEN`, or the file `--admin-token-file` names.
+fn admin_token(args: &ServeArgs) -> Result<Option<Secret>, String> {
+    let text = match &args.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?,
+        ),
+        None => std::env::var("FHIR_REGISTERS_ADMIN_TOKEN").ok(),
+    };
+    match text.map(|t| Secret::new(&t)) {
+        Some(token) if token.expose().is_empty() => {
+            Err("the admin token is empty (FHIR_REGISTERS_ADMIN_TOKEN or --admin-token-file)".into())
+        }
+        Some(token) if token.expose().len() < 16 => Err(
+            "the admin token is shorter than 16 characters: use a long random one".into(),
+        ),
+        other => Ok(other),
+    }
+}
+
+/// `sync`: one pass over the named registers (or every one with an upstream), one line each.
+pub async fn sync(args: SyncCommandArgs) -> i32 {
+    let set = match MappingSet::load_dir(&args.mappings) {
+        Ok(s) => s,
+        Err(errors) => {
+            print_errors(&errors);
+            return 2;
+        }
+    };
+    let mut wanted = Vec::new();
+    for name in &args.registers {
+        let id = match set.mapping(name) {
+            Some(m) => m.id().to_string(),
+            None => {
+                let path = std::path::Path::new(name);
+                match set.mappings.iter().find(|m| {
+                    m.path == path
+                        || (path.file_name().is_some() && m.path.file_name() == path.file_name())
+                }) {
+                    Some(m) => m.id().to_string(),
+                    None => {
+                        eprintln!(
+                            "error: no mapping {name:?} in {} (give a register id or a mapping file there)",
+                            args.mappings.display()
+                        );
+                        return 2;
+                    }
+                }
+            }
+        };
+        wanted.push(id);
+    }
+    let settings = args.sync.settings(args.data_dir.clone());
+    let syncer = match Syncer::new(settings, Arc::new(set)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let service = Service::new(syncer, None);
+    let reports = if wanted.is_empty() {
+        let all = service.sync_all().await;
+        if all.is_empty() {
+            eprintln!(
+                "no mapping in {} has a [sync] table: nothing to follow",
+                args.mappings.display()
+            );
+        }
+        all
+    } else {
+        let mut reports = Vec::new();
+        for id in &wanted {
+            match service.sync_one(id).await {
+                Ok(r) => reports.push(r),
+                Err(e) => reports.push(crate::sync::Report {
+                    register: id.clone(),
+                    outcome: "failed",
+                    imported: Vec::new(),
+                    errors: vec![e.0],
+                    downloaded_bytes: 0,
+                    millis: 0,
+                }),
+            }
+        }
+        reports
+    };
+    for r in &reports {
+        println!("{}", r.line());
+    }
+    i32::from(reports.iter().any(|r| r.failed()))
 }
 
 fn load_mapping(path: &std::path::Path) -> Option<Mapping> {

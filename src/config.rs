@@ -26,6 +26,87 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the CodeSystem and ValueSets a mapping produces from a file (FHIR JSON Bundle).
     Preview(PreviewArgs),
+    /// Check the upstreams of registers (their mappings' `[sync]` tables) once and import every
+    /// new release; prints one line per register and exits 1 if any failed.
+    Sync(SyncCommandArgs),
+}
+
+/// How syncs reach upstreams (`sync`, and `serve`'s schedule and admin API). The TRUD API key
+/// comes from the environment variable `FHIR_REGISTERS_TRUD_API_KEY` only, and is never
+/// printed.
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// Seconds to wait for a connection to an upstream.
+    #[arg(long, env = "FHIR_REGISTERS_SYNC_CONNECT_TIMEOUT", default_value_t = 30)]
+    pub sync_connect_timeout: u64,
+    /// Seconds one download (or TRUD listing) may take in all.
+    #[arg(long, env = "FHIR_REGISTERS_SYNC_TIMEOUT", default_value_t = 1800)]
+    pub sync_timeout: u64,
+    /// Most MiB a downloaded file may unpack to (zip member or gzip file); more is refused as a
+    /// possible zip bomb.
+    #[arg(long, env = "FHIR_REGISTERS_SYNC_MAX_UNPACKED_MIB", default_value_t = 4096)]
+    pub sync_max_unpacked_mib: u64,
+    /// Seconds to wait after a failed sync before trying again; doubled after each further
+    /// failure.
+    #[arg(long, env = "FHIR_REGISTERS_SYNC_RETRY_MIN", default_value_t = 60)]
+    pub sync_retry_min: u64,
+    /// Longest wait, in seconds, between tries of a failing upstream (and the wait after TRUD
+    /// refuses the API key).
+    #[arg(long, env = "FHIR_REGISTERS_SYNC_RETRY_MAX", default_value_t = 21_600)]
+    pub sync_retry_max: u64,
+    /// Base URL of the NHS TRUD API.
+    #[arg(long, env = "FHIR_REGISTERS_TRUD_URL", default_value = crate::sync::DEFAULT_TRUD_URL)]
+    pub trud_url: String,
+}
+
+impl Default for SyncArgs {
+    fn default() -> Self {
+        Self {
+            sync_connect_timeout: 30,
+            sync_timeout: 1800,
+            sync_max_unpacked_mib: 4096,
+            sync_retry_min: 60,
+            sync_retry_max: 21_600,
+            trud_url: crate::sync::DEFAULT_TRUD_URL.into(),
+        }
+    }
+}
+
+impl SyncArgs {
+    /// The sync settings for a data directory, with the TRUD key from the environment.
+    pub fn settings(&self, data_dir: PathBuf) -> crate::sync::SyncSettings {
+        use std::time::Duration;
+        crate::sync::SyncSettings {
+            data_dir,
+            connect_timeout: Duration::from_secs(self.sync_connect_timeout.max(1)),
+            timeout: Duration::from_secs(self.sync_timeout.max(1)),
+            max_unpacked_bytes: self.sync_max_unpacked_mib.saturating_mul(1024 * 1024),
+            retry_min: Duration::from_secs(self.sync_retry_min.max(1)),
+            retry_max: Duration::from_secs(self.sync_retry_max.max(self.sync_retry_min).max(1)),
+            trud_url: self.trud_url.clone(),
+            trud_key: std::env::var("FHIR_REGISTERS_TRUD_API_KEY")
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| crate::sync::Secret::new(&k)),
+        }
+    }
+}
+
+/// Options for `sync`.
+#[derive(Debug, Clone, Args)]
+pub struct SyncCommandArgs {
+    /// Where imported releases are stored.
+    #[arg(long, env = "FHIR_REGISTERS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Folder of mapping files.
+    #[arg(long, env = "FHIR_REGISTERS_MAPPINGS", default_value = "mappings")]
+    pub mappings: PathBuf,
+    /// How upstreams are reached.
+    #[command(flatten)]
+    pub sync: SyncArgs,
+    /// Registers to sync (mapping ids, or mapping files in the mappings folder); every mapping
+    /// with a `[sync]` table when none is named.
+    pub registers: Vec<String>,
 }
 
 /// Options for `serve`.
@@ -129,6 +210,22 @@ pub struct ServeArgs {
     /// list of origins (`https://app.example.org`), or `none` to send no CORS headers.
     #[arg(long, env = "FHIR_REGISTERS_CORS_ORIGINS", default_value = "*")]
     pub cors_origins: String,
+    /// Follow every register's upstream on its schedule (the `[sync]` tables' `every`) and
+    /// publish new releases without a restart.
+    #[arg(long, env = "FHIR_REGISTERS_SYNC")]
+    pub sync: bool,
+    /// Seconds between checks of the data directory's change marker, so that releases another
+    /// process imports are served without a restart (0: never).
+    #[arg(long, env = "FHIR_REGISTERS_RELOAD_INTERVAL", default_value_t = 5)]
+    pub reload_interval: u64,
+    /// File holding the bearer token of the admin API (`/admin/…`); the environment variable
+    /// `FHIR_REGISTERS_ADMIN_TOKEN` may hold it instead. Without a token the admin API does not
+    /// exist.
+    #[arg(long, env = "FHIR_REGISTERS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// How upstreams are reached.
+    #[command(flatten)]
+    pub sync_settings: SyncArgs,
 }
 
 impl ServeArgs {
@@ -180,6 +277,10 @@ impl Default for ServeArgs {
             max_parameters: 10_000,
             body_read_timeout: 30,
             cors_origins: "*".into(),
+            sync: false,
+            reload_interval: 5,
+            admin_token_file: None,
+            sync_settings: SyncArgs::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod registers;
 pub mod source;
 pub mod store;
+pub mod sync;
 pub mod terminology;
 
 pub use http::{AppState, app};

@@ -65,6 +65,7 @@ async fn run(command: Command) {
         Command::Import(args) => commands::import(args).await,
         Command::Check(args) => commands::check(args).await,
         Command::Preview(args) => commands::preview(args).await,
+        Command::Sync(args) => commands::sync(args).await,
     };
     std::process::exit(code);
 }

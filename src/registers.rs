@@ -226,11 +226,25 @@ pub async fn import(
     let file = source::fetch(location, data_dir)
         .await
         .map_err(ImportError::from)?;
+    import_file(served, mapping, &file, version, data_dir, replace, progress)
+}
+
+/// [`import`] of a file already on disk (its `display_name` is the release's recorded source).
+/// Blocking: reads and converts the whole file.
+pub fn import_file(
+    served: &MappingSet,
+    mapping: &Mapping,
+    file: &source::LocalFile,
+    version: &str,
+    data_dir: &Path,
+    replace: bool,
+    progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
+) -> Result<SaveOutcome, LoadError> {
     let size = std::fs::metadata(&file.path).ok().map(|m| m.len());
-    let gz = mapping.gzip_for(&file.display_name);
+    let gz = !file.unpacked && mapping.gzip_for(&file.display_name);
     let total = if gz { None } else { size };
     let mut cb = |bytes: u64| progress(bytes, total);
-    let release = mapping::read_release(mapping, &file, version, &mut cb)?;
+    let release = mapping::read_release(mapping, file, version, &mut cb)?;
     let url = &mapping.spec.code_system.url;
     let others: Vec<&str> = served
         .code_systems
@@ -486,4 +500,61 @@ fn add_mapped(
         }
     }
     Ok(())
+}
+
+/// The registry being served. Publishing a release builds a whole new registry beside it and
+/// swaps it in at once ([`Live::replace`]): a request takes the current one
+/// ([`Live::get`]) and answers from it to the end, and an old registry is freed when the last
+/// request holding it finishes.
+pub struct Live {
+    current: std::sync::RwLock<Arc<Registry>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Live {
+    /// Serving `registry`, generation 0.
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            current: std::sync::RwLock::new(Arc::new(registry)),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The registry to answer one request from.
+    pub fn get(&self) -> Arc<Registry> {
+        match self.current.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a new registry and returns its generation (how many swaps so far).
+    pub fn replace(&self, registry: Registry) -> u64 {
+        let registry = Arc::new(registry);
+        let old = {
+            let mut guard = match self.current.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            std::mem::replace(&mut *guard, registry)
+        };
+        // The old registry is dropped here, outside the lock, unless requests still hold it.
+        drop(old);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1
+    }
+
+    /// How many registries were swapped in since start.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Builds the text and case-folded code indexes of the latest version of every CodeSystem of
+/// `registry` (older versions build theirs on first use).
+pub fn warm(registry: &Registry) {
+    for cs in registry.latest_code_systems() {
+        cs.warm();
+    }
 }

@@ -3,6 +3,7 @@
 //! not inside them: [`edge`] (what every request meets before routing) and [`serve`] (the
 //! connection loop that serves the router over TCP, with its timeouts and limits).
 
+pub mod admin;
 mod batch;
 mod code_system;
 mod concept_map;
@@ -14,7 +15,7 @@ mod search;
 pub mod serve;
 mod value_set;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -32,7 +33,8 @@ use request::{FhirRequest, respond};
 
 /// Shared server state: the current registry snapshot and settings.
 pub struct AppState {
-    registry: RwLock<Arc<Registry>>,
+    /// The registry being served (swapped whole when a release is published).
+    pub live: Arc<crate::registers::Live>,
     /// Expansion limits.
     pub limits: ExpandLimits,
     /// Time budget of one operation.
@@ -51,6 +53,8 @@ pub struct AppState {
     pub body_limits: request::BodyLimits,
     /// Which browser origins may call the FHIR API (CORS).
     pub cors: CorsOrigins,
+    /// The admin API (token and syncs); `None`: no `/admin` routes.
+    pub admin: Option<admin::Admin>,
     /// Set once the latest versions' indexes are built: `/ready` answers 200 from then on.
     ready: std::sync::atomic::AtomicBool,
 }
@@ -125,7 +129,7 @@ impl AppState {
     /// State over a registry with default limits.
     pub fn new(registry: Registry) -> Self {
         Self {
-            registry: RwLock::new(Arc::new(registry)),
+            live: Arc::new(crate::registers::Live::new(registry)),
             limits: ExpandLimits::default(),
             request_timeout: Duration::from_secs(30),
             lanes: Lanes::default(),
@@ -135,6 +139,7 @@ impl AppState {
             max_batch_entries: DEFAULT_MAX_BATCH_ENTRIES,
             body_limits: request::BodyLimits::default(),
             cors: CorsOrigins::Any,
+            admin: None,
             ready: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -142,9 +147,7 @@ impl AppState {
     /// Builds the text and code indexes of the latest version of every CodeSystem (older
     /// versions build theirs on first use), then marks the server ready.
     pub fn warm_up(&self) {
-        for cs in self.registry().latest_code_systems() {
-            cs.warm();
-        }
+        crate::registers::warm(&self.registry());
         self.ready.store(true, std::sync::atomic::Ordering::Release);
     }
 
@@ -155,19 +158,7 @@ impl AppState {
 
     /// The current registry snapshot.
     pub fn registry(&self) -> Arc<Registry> {
-        match self.registry.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Swaps in a new registry (requests in flight keep the old one).
-    pub fn replace_registry(&self, registry: Registry) {
-        let mut guard = match self.registry.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = Arc::new(registry);
+        self.live.get()
     }
 
     /// `$cache-control`: `mode=start` opens a cache and returns its id; `mode=end` drops one.
@@ -470,6 +461,11 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
                     )),
                 )
             })
+    };
+    let router = if state.admin.is_some() {
+        router.merge(admin::routes())
+    } else {
+        router
     };
     let router = router
         .route("/health", get(health))

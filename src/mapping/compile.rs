@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use super::spec::{
-    Compression, MappingSpec, PropertyType, SourceFormat, StatusValueSpec, ValueSource,
+    Compression, MappingSpec, PropertyType, SourceFormat, StatusValueSpec, SyncSpec, ValueSource,
 };
 use super::text::{DateFormat, Normaliser, Template, TemplatePiece};
 use crate::source::ContentHash;
@@ -144,6 +144,36 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// `[sync]`: one upstream, a readable period, a member that is a name or a valid regex.
+    fn sync(&mut self, sync: &SyncSpec) {
+        match (&sync.url, sync.trud_item) {
+            (Some(_), Some(_)) => self.err("sync", "give either `url` or `trud_item`, not both"),
+            (None, None) => self.err("sync", "needs an upstream: `url` or `trud_item`"),
+            (Some(url), None) if !crate::source::is_url(url) => {
+                self.err("sync.url", format!("{url:?} is not an http(s) URL"))
+            }
+            _ => {}
+        }
+        if let Some(every) = &sync.every {
+            match humantime::parse_duration(every) {
+                Ok(d) if d >= std::time::Duration::from_secs(60) => {}
+                Ok(_) => self.err("sync.every", "must be at least a minute"),
+                Err(e) => self.err(
+                    "sync.every",
+                    format!("{every:?} is not a duration like \"24h\" or \"7d\": {e}"),
+                ),
+            }
+        }
+        if let Some(member) = &sync.member
+            && let Err(e) = Regex::new(&format!("^(?:{member})$"))
+        {
+            self.err(
+                "sync.member",
+                format!("{member:?} is neither a plain name nor a valid regular expression: {e}"),
+            );
+        }
+    }
+
     fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.errors.push(MappingError {
             file: self.file.to_string(),
@@ -354,6 +384,9 @@ impl Mapping {
             && v.trim().is_empty()
         {
             c.err("source.default_version", "must not be empty");
+        }
+        if let Some(sync) = &spec.sync {
+            c.sync(sync);
         }
         if spec.code_system.url.trim().is_empty() || !spec.code_system.url.contains(':') {
             c.err("code_system.url", "must be an absolute canonical URL");

@@ -148,7 +148,7 @@ pub fn read_release(
     version: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Release, ImportError> {
-    let gzip = mapping.gzip_for(&file.display_name);
+    let gzip = !file.unpacked && mapping.gzip_for(&file.display_name);
     read_release_from(
         mapping,
         source::open(file, gzip)?,

@@ -24,6 +24,23 @@ pub struct MappingSpec {
     /// ConceptMaps derived from the concepts' codes and properties.
     #[serde(default, rename = "concept_map")]
     pub concept_maps: Vec<ConceptMapSpec>,
+    /// The upstream the register is followed from (`fhir-registers sync`, `serve --sync`).
+    pub sync: Option<SyncSpec>,
+}
+
+/// Where new releases of the register are published, and how often to look.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSpec {
+    /// A plain http(s) file replaced in place by each release (zip, gzip or plain).
+    pub url: Option<String>,
+    /// An NHS TRUD item number: every release the item lists is imported.
+    pub trud_item: Option<u32>,
+    /// The register file inside a zip: an exact member name (or its name without folders), or a
+    /// regular expression matching one whole member name.
+    pub member: Option<String>,
+    /// How often `serve --sync` checks the upstream (`24h`, `7d`, `30m`; default `24h`).
+    pub every: Option<String>,
 }
 
 /// A ConceptMap derived from this register: each concept maps its `source` (the code or a

@@ -50,6 +50,9 @@ pub struct LocalFile {
     pub path: PathBuf,
     /// The name to report in errors and provenance (the original path or URL).
     pub display_name: String,
+    /// Already decompressed (unpacked from a download): never gunzipped, whatever its name or
+    /// the mapping's `compression` say.
+    pub unpacked: bool,
     _temp: Option<TempDownload>,
 }
 
@@ -116,8 +119,22 @@ pub async fn fetch(location: &str, scratch_dir: &Path) -> Result<LocalFile, Sour
     Ok(LocalFile {
         path: temp,
         display_name: location.to_string(),
+        unpacked: false,
         _temp: Some(guard),
     })
+}
+
+impl LocalFile {
+    /// A decompressed file on disk reported under another name (a download reported by its
+    /// URL). The file is not removed when this is dropped.
+    pub fn unpacked(path: PathBuf, display_name: String) -> Self {
+        Self {
+            path,
+            display_name,
+            unpacked: true,
+            _temp: None,
+        }
+    }
 }
 
 /// A local file, checked to exist.
@@ -132,6 +149,7 @@ pub fn local_file(location: &str) -> Result<LocalFile, SourceError> {
     Ok(LocalFile {
         path,
         display_name: location.to_string(),
+        unpacked: false,
         _temp: None,
     })
 }

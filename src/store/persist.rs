@@ -679,7 +679,39 @@ pub fn save_release(
     let outcome = store.add(release, replace);
     store.collect_garbage();
     drop(lock);
+    if let Ok(SaveOutcome::Stored(saved)) = &outcome {
+        mark_changed(data_dir, &format!("{}@{}", saved.info.feed, saved.info.version));
+    }
     outcome
+}
+
+/// The data directory's change marker: rewritten (atomically) after every stored release, so a
+/// running `serve` notices another process's import by reading one small file.
+pub fn change_marker_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("feeds").join(".changed")
+}
+
+/// Records that `what` (`feed@version`) was stored: a new marker text (time, process, what).
+/// Failing to write it is logged, not an error: the release is stored, and a `serve` that does
+/// not notice it sees it on its next start.
+pub fn mark_changed(data_dir: &Path, what: &str) {
+    let path = change_marker_path(data_dir);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let text = format!("{nanos} {} {what}\n", std::process::id());
+    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = fs::write(&temp, text).and_then(|()| fs::rename(&temp, &path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the change marker");
+    }
+}
+
+/// The change marker's text (`None` when no release was stored since it was introduced).
+pub fn read_change_marker(data_dir: &Path) -> Option<String> {
+    fs::read_to_string(change_marker_path(data_dir)).ok()
 }
 
 #[cfg(test)]

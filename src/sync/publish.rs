@@ -1,0 +1,141 @@
+//! Publishing without a restart: a new registry is built from the data directory in the
+//! background (off the async workers), its latest versions' indexes are built, and it is swapped
+//! in whole. Requests in flight finish on the registry they started with; the old one is freed
+//! when the last of them ends.
+//!
+//! A release stored by another process (`fhir-registers import` or `sync` on the same data
+//! directory) is noticed through the data directory's change marker
+//! ([`persist::change_marker_path`]), read every `--reload-interval`: one small file, no
+//! directory scan.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+use crate::mapping::MappingSet;
+use crate::registers::{self, Live};
+use crate::store::persist;
+
+/// Rebuilds and swaps the served registry.
+pub struct Publisher {
+    live: Arc<Live>,
+    set: Arc<MappingSet>,
+    resources: Arc<Vec<(String, Json)>>,
+    data_dir: PathBuf,
+    /// Held while a registry is built; holds the change marker the served registry reflects.
+    seen: tokio::sync::Mutex<Option<String>>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// The registry generation now served.
+    pub generation: u64,
+    /// Time to build the registry and its indexes.
+    pub build: Duration,
+}
+
+impl Publisher {
+    /// A publisher for the registry `live` serves, built from these mappings, resources and
+    /// data directory. `marker` is the change marker read before that registry was built.
+    pub fn new(
+        live: Arc<Live>,
+        set: Arc<MappingSet>,
+        resources: Arc<Vec<(String, Json)>>,
+        data_dir: PathBuf,
+        marker: Option<String>,
+    ) -> Self {
+        Self {
+            live,
+            set,
+            resources,
+            data_dir,
+            seen: tokio::sync::Mutex::new(marker),
+        }
+    }
+
+    /// The registry being served.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// Builds a registry from what is stored now and swaps it in. On failure the served
+    /// registry stays as it is and the error is returned (and logged).
+    pub async fn publish(&self) -> Result<Published, String> {
+        let mut seen = self.seen.lock().await;
+        self.rebuild(&mut seen).await
+    }
+
+    /// Publishes when the change marker differs from the one the served registry reflects.
+    pub async fn publish_if_changed(&self) -> Result<Option<Published>, String> {
+        let mut seen = self.seen.lock().await;
+        let marker = read_marker(&self.data_dir).await;
+        if marker == *seen {
+            return Ok(None);
+        }
+        self.rebuild(&mut seen).await.map(Some)
+    }
+
+    async fn rebuild(&self, seen: &mut Option<String>) -> Result<Published, String> {
+        let started = Instant::now();
+        // Read before building: a release stored during the build changes the marker again and
+        // is picked up by the next check.
+        let marker = read_marker(&self.data_dir).await;
+        let (set, resources, data_dir) = (
+            self.set.clone(),
+            self.resources.clone(),
+            self.data_dir.clone(),
+        );
+        let built = tokio::task::spawn_blocking(move || {
+            let registry = registers::build_registry(&set, &data_dir, &resources)?;
+            registers::warm(&registry);
+            Ok::<_, registers::LoadError>(registry)
+        })
+        .await;
+        let registry = match built {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                // Not retried until the data directory changes again.
+                *seen = marker;
+                let message = format!("the new registry cannot be built; still serving the previous one: {e}");
+                tracing::error!(error = %e, "publish failed; the previous registry keeps serving");
+                return Err(message);
+            }
+            Err(e) => return Err(format!("the registry build task failed: {e}")),
+        };
+        let build = started.elapsed();
+        let generation = self.live.replace(registry);
+        *seen = marker;
+        tracing::info!(
+            generation,
+            build_ms = build.as_millis() as u64,
+            "published a new registry"
+        );
+        Ok(Published { generation, build })
+    }
+
+    /// Checks the change marker every `interval`, publishing when it changed, until the task is
+    /// dropped.
+    pub fn watch(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // Errors are logged by `rebuild`; the next change tries again.
+                let _ = self.publish_if_changed().await;
+            }
+        })
+    }
+}
+
+/// The data directory's change marker, read off the async workers.
+pub async fn read_marker(data_dir: &std::path::Path) -> Option<String> {
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || persist::read_change_marker(&dir))
+        .await
+        .ok()
+        .flatten()
+}
