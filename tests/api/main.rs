@@ -18,6 +18,7 @@ mod resources;
 mod store_hygiene;
 mod support;
 mod translate;
+mod upstream;
 mod validate;
 mod versions;
 mod workload;
