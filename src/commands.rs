@@ -8,20 +8,20 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs, SyncCommandArgs};
-use crate::http::request::BodyLimits;
 use crate::http::admin::Admin;
+use crate::http::request::BodyLimits;
 use crate::http::{AppState, CorsOrigins, app_at, serve};
 use crate::mapping::{self, Mapping, MappingSet};
 use crate::registers;
 use crate::source;
 use crate::store::persist::SaveOutcome;
 use crate::store::{CodeSystemVersion, IndexedRelease};
-use crate::terminology::budget::{LaneSettings, Lanes};
-use crate::terminology::overlay::{Overlay, SuppliedLimits};
-use crate::terminology::request_cache::{CacheLimits, RequestCaches};
 use crate::sync::publish::Publisher;
 use crate::sync::schedule::Service;
 use crate::sync::{Secret, Syncer};
+use crate::terminology::budget::{LaneSettings, Lanes};
+use crate::terminology::overlay::{Overlay, SuppliedLimits};
+use crate::terminology::request_cache::{CacheLimits, RequestCaches};
 use crate::terminology::resources::code_system_json;
 
 /// Shows import progress: an indicatif bar on a terminal, plain lines otherwise, and nothing for
@@ -296,12 +296,12 @@ fn admin_token(args: &ServeArgs) -> Result<Option<Secret>, String> {
         None => std::env::var("FHIR_REGISTERS_ADMIN_TOKEN").ok(),
     };
     match text.map(|t| Secret::new(&t)) {
-        Some(token) if token.expose().is_empty() => {
-            Err("the admin token is empty (FHIR_REGISTERS_ADMIN_TOKEN or --admin-token-file)".into())
-        }
-        Some(token) if token.expose().len() < 16 => Err(
-            "the admin token is shorter than 16 characters: use a long random one".into(),
+        Some(token) if token.expose().is_empty() => Err(
+            "the admin token is empty (FHIR_REGISTERS_ADMIN_TOKEN or --admin-token-file)".into(),
         ),
+        Some(token) if token.expose().len() < 16 => {
+            Err("the admin token is shorter than 16 characters: use a long random one".into())
+        }
         other => Ok(other),
     }
 }

@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the registers over HTTP (imports the shipped registers on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Import one release of one register into the data directory.
     Import(ImportArgs),
     /// Check a mapping against a register file and report every error.
@@ -37,14 +37,22 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
     /// Seconds to wait for a connection to an upstream.
-    #[arg(long, env = "FHIR_REGISTERS_SYNC_CONNECT_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "FHIR_REGISTERS_SYNC_CONNECT_TIMEOUT",
+        default_value_t = 30
+    )]
     pub sync_connect_timeout: u64,
     /// Seconds one download (or TRUD listing) may take in all.
     #[arg(long, env = "FHIR_REGISTERS_SYNC_TIMEOUT", default_value_t = 1800)]
     pub sync_timeout: u64,
     /// Most MiB a downloaded file may unpack to (zip member or gzip file); more is refused as a
     /// possible zip bomb.
-    #[arg(long, env = "FHIR_REGISTERS_SYNC_MAX_UNPACKED_MIB", default_value_t = 4096)]
+    #[arg(
+        long,
+        env = "FHIR_REGISTERS_SYNC_MAX_UNPACKED_MIB",
+        default_value_t = 4096
+    )]
     pub sync_max_unpacked_mib: u64,
     /// Seconds to wait after a failed sync before trying again; doubled after each further
     /// failure.

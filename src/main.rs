@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use fhir_registers::commands;
-use fhir_registers::config::{Cli, Command, ServeArgs};
+use fhir_registers::config::{Cli, Command};
 use fhir_registers::terminology::budget::LaneSettings;
 
 // jemalloc instead of glibc's malloc: glibc keeps what a burst of large answers once used in its
@@ -19,7 +19,7 @@ fn main() {
         // No subcommand means `serve`, with its flags' environment variables honoured.
         None => match Cli::parse_from(["fhir-registers", "serve"]).command {
             Some(c) => c,
-            None => Command::Serve(ServeArgs::default()),
+            None => Command::Serve(Box::default()),
         },
     };
     // Operations that may take long (expansions, validation against large ValueSets) run on
@@ -61,7 +61,7 @@ async fn run(command: Command) {
         std::thread::spawn(log_allocator_stats);
     }
     let code = match command {
-        Command::Serve(args) => commands::serve(args).await,
+        Command::Serve(args) => commands::serve(*args).await,
         Command::Import(args) => commands::import(args).await,
         Command::Check(args) => commands::check(args).await,
         Command::Preview(args) => commands::preview(args).await,

@@ -531,18 +531,21 @@ impl Live {
     /// Swaps in a new registry and returns its generation (how many swaps so far).
     pub fn replace(&self, registry: Registry) -> u64 {
         let registry = Arc::new(registry);
-        let old = {
+        let (old, generation) = {
             let mut guard = match self.current.write() {
                 Ok(g) => g,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            std::mem::replace(&mut *guard, registry)
+            let old = std::mem::replace(&mut *guard, registry);
+            let generation = self
+                .generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                + 1;
+            (old, generation)
         };
-        // The old registry is dropped here, outside the lock, unless requests still hold it.
+        // The old registry is freed here, outside the lock, unless requests still hold it.
         drop(old);
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
-            + 1
+        generation
     }
 
     /// How many registries were swapped in since start.

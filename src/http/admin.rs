@@ -111,10 +111,7 @@ async fn sync_one(Authorized(service): Authorized, Path(register): Path<String>)
     }
 }
 
-async fn status(
-    Authorized(service): Authorized,
-    State(state): State<Arc<AppState>>,
-) -> Response {
+async fn status(Authorized(service): Authorized, State(state): State<Arc<AppState>>) -> Response {
     let mut body = tokio::task::spawn_blocking(move || service.status())
         .await
         .unwrap_or_else(|e| json!({ "error": format!("status failed: {e}") }));

@@ -309,6 +309,30 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// The mapping text without its `[sync]` table: where releases come from does not change how
+/// rows become concepts, so following another upstream re-imports nothing.
+fn without_sync_table(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut lines = text.split_inclusive('\n');
+    let Some(start) = text.lines().position(|l| l.trim() == "[sync]") else {
+        return std::borrow::Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut skipping = false;
+    for (i, line) in lines.by_ref().enumerate() {
+        if i == start {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.trim_start().starts_with('[') {
+            skipping = false;
+        }
+        if !skipping {
+            out.push_str(line);
+        }
+    }
+    std::borrow::Cow::Owned(out.trim_end().to_string() + "\n")
+}
+
 fn feed_id_ok(id: &str) -> bool {
     !id.is_empty()
         && id
@@ -670,7 +694,7 @@ impl Mapping {
         };
         Ok(Self {
             path: path.to_path_buf(),
-            hash: ContentHash::of(text.as_bytes()),
+            hash: ContentHash::of(without_sync_table(text).as_bytes()),
             spec,
             code,
             display,

@@ -680,7 +680,10 @@ pub fn save_release(
     store.collect_garbage();
     drop(lock);
     if let Ok(SaveOutcome::Stored(saved)) = &outcome {
-        mark_changed(data_dir, &format!("{}@{}", saved.info.feed, saved.info.version));
+        mark_changed(
+            data_dir,
+            &format!("{}@{}", saved.info.feed, saved.info.version),
+        );
     }
     outcome
 }

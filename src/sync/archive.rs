@@ -195,14 +195,18 @@ mod tests {
             choose_member(&zip, Some(r"Data/.*\.csv")).as_deref(),
             Ok("Data/epraccur.csv")
         );
-        let missing = choose_member(&zip, Some("etr.csv")).unwrap_err();
+        let missing = choose_member(&zip, Some("etr.csv")).expect_err("an error");
         assert!(
             missing.contains("no member \"etr.csv\"") && missing.contains("Data/epraccur.pdf"),
             "{missing}"
         );
-        let several = choose_member(&zip, Some(r"Data/.*")).unwrap_err();
+        let several = choose_member(&zip, Some(r"Data/.*")).expect_err("an error");
         assert!(several.contains("matches 2 files"), "{several}");
-        assert!(choose_member(&zip, None).unwrap_err().contains("several files"));
+        assert!(
+            choose_member(&zip, None)
+                .expect_err("an error")
+                .contains("several files")
+        );
         assert_eq!(
             choose_member(&names(&["x.csv"]), None).as_deref(),
             Ok("x.csv")

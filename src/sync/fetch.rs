@@ -98,7 +98,11 @@ pub async fn get(
     let is_html = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/html")
+        });
     if is_html {
         return Err(fail(
             "the upstream answered an HTML page (status 200), not a register file".into(),
@@ -120,7 +124,8 @@ pub async fn get(
         etag: header_text(&headers, header::ETAG),
         last_modified: header_text(&headers, header::LAST_MODIFIED),
     };
-    let file = std::fs::File::create(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    let file =
+        std::fs::File::create(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
@@ -235,7 +240,10 @@ fn file_name(headers: &HeaderMap, url: &str) -> String {
 /// Whether a file starts like an HTML document.
 pub fn looks_like_html(head: &[u8]) -> bool {
     let text = String::from_utf8_lossy(head);
-    let text = text.trim_start_matches('\u{feff}').trim_start().to_ascii_lowercase();
+    let text = text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .to_ascii_lowercase();
     text.starts_with("<!doctype html") || text.starts_with("<html") || text.starts_with("<head")
 }
 

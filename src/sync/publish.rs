@@ -99,7 +99,9 @@ impl Publisher {
             Ok(Err(e)) => {
                 // Not retried until the data directory changes again.
                 *seen = marker;
-                let message = format!("the new registry cannot be built; still serving the previous one: {e}");
+                let message = format!(
+                    "the new registry cannot be built; still serving the previous one: {e}"
+                );
                 tracing::error!(error = %e, "publish failed; the previous registry keeps serving");
                 return Err(message);
             }

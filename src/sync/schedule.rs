@@ -189,7 +189,8 @@ impl Service {
         let first = SyncState::load(&dir, register).next_check();
         if first.is_none() {
             let initial = Duration::from_millis(
-                state::random_u64() % plan.every.min(Duration::from_secs(60)).as_millis().max(1) as u64,
+                state::random_u64()
+                    % plan.every.min(Duration::from_secs(60)).as_millis().max(1) as u64,
             );
             tokio::time::sleep(initial).await;
         }

@@ -211,7 +211,9 @@ pub fn random_u64() -> u64 {
 }
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -230,8 +232,10 @@ mod tests {
     fn jitter_stays_within_a_tenth() {
         let every = Duration::from_secs(3600);
         let waits: Vec<Duration> = (0..50).map(|_| jittered(every)).collect();
-        assert!(waits.iter().all(|w| *w >= every - Duration::from_secs(300)
-            && *w <= every + Duration::from_secs(300)));
+        assert!(
+            waits.iter().all(|w| *w >= every - Duration::from_secs(300)
+                && *w <= every + Duration::from_secs(300))
+        );
         assert!(
             waits.iter().any(|w| *w != waits[0]),
             "jitter varies: {waits:?}"

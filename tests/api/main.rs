@@ -17,6 +17,7 @@ mod request_limits;
 mod resources;
 mod store_hygiene;
 mod support;
+mod sync;
 mod translate;
 mod upstream;
 mod validate;
