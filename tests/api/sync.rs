@@ -451,10 +451,13 @@ async fn a_refused_trud_key_is_one_clear_error_and_no_retry_storm() {
     assert!(wait > Duration::from_secs(3500), "{wait:?}");
 }
 
+/// Makes the upstream misbehave at a path.
+type SetUp = Box<dyn Fn(&Upstream, &str)>;
+
 /// A fault, what serves it, and the words its error must contain.
 struct Case {
     name: &'static str,
-    set_up: Box<dyn Fn(&Upstream, &str)>,
+    set_up: SetUp,
     expect: &'static str,
     settings: fn(&mut SyncSettings),
 }
