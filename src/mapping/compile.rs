@@ -312,24 +312,24 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// The mapping text without its `[sync]` table: where releases come from does not change how
 /// rows become concepts, so following another upstream re-imports nothing.
 fn without_sync_table(text: &str) -> std::borrow::Cow<'_, str> {
-    let mut lines = text.split_inclusive('\n');
-    let Some(start) = text.lines().position(|l| l.trim() == "[sync]") else {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let Some(start) = lines.iter().position(|l| l.trim() == "[sync]") else {
         return std::borrow::Cow::Borrowed(text);
     };
-    let mut out = String::with_capacity(text.len());
-    let mut skipping = false;
-    for (i, line) in lines.by_ref().enumerate() {
-        if i == start {
-            skipping = true;
-            continue;
-        }
-        if skipping && line.trim_start().starts_with('[') {
-            skipping = false;
-        }
-        if !skipping {
-            out.push_str(line);
-        }
+    // The comments just above the table are about it.
+    let mut first = start;
+    while first > 0 && {
+        let above = lines[first - 1].trim();
+        above.is_empty() || above.starts_with('#')
+    } {
+        first -= 1;
     }
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| l.trim_start().starts_with('['))
+        .map_or(lines.len(), |p| start + 1 + p);
+    let mut out: String = lines[..first].concat();
+    out.push_str(&lines[end..].concat());
     std::borrow::Cow::Owned(out.trim_end().to_string() + "\n")
 }
 
