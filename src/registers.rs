@@ -2,7 +2,7 @@
 //! importing releases into the data directory, and assembling the [`Registry`] the server answers
 //! from.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -316,6 +316,18 @@ pub fn build_registry(
     data_dir: &Path,
     resources: &[(String, Json)],
 ) -> Result<Registry, LoadError> {
+    rebuild_registry(set, data_dir, resources, None)
+}
+
+/// [`build_registry`], reusing from `previous` the versions (with their indexes) of every mapped
+/// CodeSystem whose feeds' release files did not change since `previous` was built: publishing
+/// a release of one register re-reads that register only.
+pub fn rebuild_registry(
+    set: &MappingSet,
+    data_dir: &Path,
+    resources: &[(String, Json)],
+    previous: Option<&Registry>,
+) -> Result<Registry, LoadError> {
     let feeds: BTreeSet<&str> = set.mappings.iter().map(Mapping::feed).collect();
     for path in persist::release_files(data_dir) {
         let feed = path
@@ -327,9 +339,22 @@ pub fn build_registry(
             tracing::warn!(feed, file = %path.display(), "stored release has no mapping; not served");
         }
     }
-    let releases = load_releases(data_dir, feeds.iter().copied());
     let mut registry = Registry::default();
-    add_mapped(&mut registry, &set.code_systems, releases)?;
+    for meta in set.code_systems.values() {
+        let fingerprint = feeds_fingerprint(data_dir, &meta.feeds);
+        match previous {
+            Some(p) if p.built_from(&meta.url) == Some(fingerprint.as_str()) => {
+                for v in p.code_system_versions(&meta.url) {
+                    registry.add_code_system_arc(v.clone());
+                }
+            }
+            _ => {
+                let releases = load_releases(data_dir, meta.feeds.iter().map(String::as_str));
+                add_mapped(&mut registry, meta, releases)?;
+            }
+        }
+        registry.set_built_from(&meta.url, fingerprint);
+    }
     for vs in set.value_sets() {
         add_value_set(&mut registry, vs);
     }
@@ -354,6 +379,30 @@ pub fn build_registry(
         }
     }
     Ok(registry)
+}
+
+/// The release files of some feeds, each by name, size and modification time: equal
+/// fingerprints mean the same stored releases (files are written once, by rename).
+fn feeds_fingerprint(data_dir: &Path, feeds: &[String]) -> String {
+    let mut out = String::new();
+    let mut feeds: Vec<&String> = feeds.iter().collect();
+    feeds.sort();
+    for feed in feeds {
+        for path in persist::feed_release_files(data_dir, feed) {
+            let meta = std::fs::metadata(&path).ok();
+            let modified = meta
+                .as_ref()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            out.push_str(&format!(
+                "{}:{}:{modified};",
+                path.display(),
+                meta.map_or(0, |m| m.len())
+            ));
+        }
+    }
+    out
 }
 
 /// The ConceptMaps a mapping derives from its concepts.
@@ -439,12 +488,12 @@ pub fn value_set_entry(vs: Json) -> ValueSetEntry {
     }
 }
 
-/// Adds a version of each mapped CodeSystem per release date of its feeds, each made of the
+/// Adds a version of a mapped CodeSystem per release date of its feeds, each made of the
 /// latest release of every feed at that date. Two releases of one version that supply the same
 /// code make the registry fail ([`LoadError::FeedsOverlap`]): which one answers would be a guess.
 fn add_mapped(
     registry: &mut Registry,
-    metas: &BTreeMap<String, CodeSystemMeta>,
+    meta: &CodeSystemMeta,
     releases: Vec<Arc<IndexedRelease>>,
 ) -> Result<(), LoadError> {
     let mut by_feed: HashMap<String, Vec<Arc<IndexedRelease>>> = HashMap::new();
@@ -455,49 +504,47 @@ fn add_mapped(
         list.sort_by(|a, b| compare_versions(&a.info.version, &b.info.version));
     }
     let mut checked = HashSet::new();
-    for meta in metas.values() {
-        let meta = Arc::new(meta.clone());
-        let mut versions: Vec<String> = meta
+    let meta = Arc::new(meta.clone());
+    let mut versions: Vec<String> = meta
+        .feeds
+        .iter()
+        .flat_map(|f| by_feed.get(f).into_iter().flatten())
+        .map(|r| r.info.version.clone())
+        .collect();
+    versions.sort_by(|a, b| compare_versions(a, b));
+    versions.dedup();
+    for v in versions {
+        let parts: Vec<Arc<IndexedRelease>> = meta
             .feeds
             .iter()
-            .flat_map(|f| by_feed.get(f).into_iter().flatten())
-            .map(|r| r.info.version.clone())
+            .filter_map(|f| {
+                by_feed
+                    .get(f)?
+                    .iter()
+                    .rev()
+                    .find(|r| compare_versions(&r.info.version, &v).is_le())
+                    .cloned()
+            })
             .collect();
-        versions.sort_by(|a, b| compare_versions(a, b));
-        versions.dedup();
-        for v in versions {
-            let parts: Vec<Arc<IndexedRelease>> = meta
-                .feeds
-                .iter()
-                .filter_map(|f| {
-                    by_feed
-                        .get(f)?
-                        .iter()
-                        .rev()
-                        .find(|r| compare_versions(&r.info.version, &v).is_le())
-                        .cloned()
-                })
-                .collect();
-            for (k, a) in parts.iter().enumerate() {
-                for b in &parts[k + 1..] {
-                    if !checked.insert((Arc::as_ptr(a), Arc::as_ptr(b))) {
-                        continue;
-                    }
-                    let (count, codes) = shared_codes(release_codes(a), release_codes(b));
-                    if count > 0 {
-                        return Err(LoadError::FeedsOverlap(Box::new(FeedsOverlap {
-                            url: meta.url.clone(),
-                            version: v,
-                            first: format!("{}@{}", a.info.feed, a.info.version),
-                            second: format!("{}@{}", b.info.feed, b.info.version),
-                            count,
-                            codes,
-                        })));
-                    }
+        for (k, a) in parts.iter().enumerate() {
+            for b in &parts[k + 1..] {
+                if !checked.insert((Arc::as_ptr(a), Arc::as_ptr(b))) {
+                    continue;
+                }
+                let (count, codes) = shared_codes(release_codes(a), release_codes(b));
+                if count > 0 {
+                    return Err(LoadError::FeedsOverlap(Box::new(FeedsOverlap {
+                        url: meta.url.clone(),
+                        version: v,
+                        first: format!("{}@{}", a.info.feed, a.info.version),
+                        second: format!("{}@{}", b.info.feed, b.info.version),
+                        count,
+                        codes,
+                    })));
                 }
             }
-            registry.add_code_system(CodeSystemVersion::new(meta.clone(), v, parts));
         }
+        registry.add_code_system(CodeSystemVersion::new(meta.clone(), v, parts));
     }
     Ok(())
 }

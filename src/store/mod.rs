@@ -378,9 +378,22 @@ pub struct Registry {
     code_systems: BTreeMap<String, Vec<Arc<CodeSystemVersion>>>,
     value_sets: BTreeMap<String, Vec<Arc<ValueSetEntry>>>,
     concept_maps: BTreeMap<String, Vec<Arc<ConceptMapEntry>>>,
+    /// Per mapped CodeSystem, what its versions were built from (the stored release files of its
+    /// feeds), so that a rebuild reuses the versions of CodeSystems whose files did not change.
+    built_from: BTreeMap<String, String>,
 }
 
 impl Registry {
+    /// Records what the versions of the mapped CodeSystem `url` were built from.
+    pub fn set_built_from(&mut self, url: &str, fingerprint: String) {
+        self.built_from.insert(url.to_string(), fingerprint);
+    }
+
+    /// What the versions of the mapped CodeSystem `url` were built from.
+    pub fn built_from(&self, url: &str) -> Option<&str> {
+        self.built_from.get(url).map(String::as_str)
+    }
+
     /// Adds a CodeSystem version (versions are kept sorted; the last is the latest).
     pub fn add_code_system(&mut self, v: CodeSystemVersion) {
         self.add_code_system_arc(Arc::new(v));
@@ -416,6 +429,7 @@ impl Registry {
             code_systems: self.code_systems.clone(),
             value_sets: self.value_sets.clone(),
             concept_maps: self.concept_maps.clone(),
+            built_from: BTreeMap::new(),
         };
         for cm in concept_maps {
             out.add_concept_map_arc(cm);
@@ -460,6 +474,7 @@ impl Registry {
             code_systems: self.code_systems.clone(),
             value_sets: self.value_sets.clone(),
             concept_maps: self.concept_maps.clone(),
+            built_from: BTreeMap::new(),
         };
         for list in out.code_systems.values_mut() {
             list.retain(|v| version_start(&v.version).is_none_or(|d| d.as_str() <= date));

@@ -88,8 +88,11 @@ impl Publisher {
             self.resources.clone(),
             self.data_dir.clone(),
         );
+        let previous = self.live.get();
         let built = tokio::task::spawn_blocking(move || {
-            let registry = registers::build_registry(&set, &data_dir, &resources)?;
+            let registry =
+                registers::rebuild_registry(&set, &data_dir, &resources, Some(&previous))?;
+            drop(previous);
             registers::warm(&registry);
             Ok::<_, registers::LoadError>(registry)
         })

@@ -719,17 +719,33 @@ async fn a_sync_killed_mid_download_leaves_nothing_and_the_next_one_carries_on()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_imported_by_another_process_is_served_within_the_reload_interval() {
     let mappings = mappings_with_sync("url = \"http://127.0.0.1:9/never-called\"");
+    std::fs::copy(
+        repo().join("mappings/ods-roles.toml"),
+        mappings.path().join("ods-roles.toml"),
+    )
+    .expect("copy");
     let data = tempfile::tempdir().expect("data");
     import_list(
         &MappingSet::load_dir(mappings.path()).expect("mappings"),
         data.path(),
-        &[(
-            "ods-epraccur",
-            "../../mappings/data/ods/epraccur_2019-10.csv.gz",
-            "2019-10-01",
-        )],
+        &[
+            (
+                "ods-epraccur",
+                "../../mappings/data/ods/epraccur_2019-10.csv.gz",
+                "2019-10-01",
+            ),
+            ("ods-roles", "ods/ods_organisation_roles.csv", "2023-01-01"),
+        ],
     );
     let server = live(mappings.path(), data.path(), settings(data.path()));
+    let roles =
+        "https://digital.nhs.uk/services/organisation-data-service/CodeSystem/ODSOrganisationRole";
+    let roles_before = server
+        .state
+        .registry()
+        .code_system(roles, None)
+        .expect("roles");
+    let ods_before = server.state.registry().code_system(ODS, None).expect("ods");
     let interval = Duration::from_millis(300);
     let watcher = server.publisher.clone().watch(interval);
     assert_eq!(
@@ -771,6 +787,17 @@ async fn a_release_imported_by_another_process_is_served_within_the_reload_inter
         1,
         "one rebuild for one import"
     );
+    // Only the changed register was read again: the other CodeSystem's version (and its
+    // indexes) is the same object.
+    let registry = server.state.registry();
+    assert!(Arc::ptr_eq(
+        &roles_before,
+        &registry.code_system(roles, None).expect("roles")
+    ));
+    assert!(!Arc::ptr_eq(
+        &ods_before,
+        &registry.code_system(ODS, Some("2019-10-01")).expect("ods")
+    ));
     eprintln!("published {took:?} after the import ended (reload interval {interval:?})");
     watcher.abort();
     let _ = &server.service;
