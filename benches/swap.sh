@@ -68,6 +68,8 @@ PIDS+=($!)
 if [ "$POSTCODES" = 1 ]; then
   SOURCE="$SHARED/postcodes/codepoint_open_gb_2014-08.csv.gz"
   [ -f "$SOURCE" ] || { echo "missing $SOURCE" >&2; exit 2; }
+  # The Scottish slices overlap the national file: serve the national postcodes instead.
+  rm "$WORK/mappings/postcodes-codepoint-scotland.toml"
   echo "importing the national postcodes (1.68M)" >&2
   "$BIN" import --data-dir "$WORK/data" --mappings "$WORK/mappings" --version 2014-09-01 \
     "$WORK/mappings/postcodes-codepoint.toml" "$SOURCE" 2> "$WORK/import.log" \
@@ -130,7 +132,7 @@ wait "$LOAD"
 ROWS+=("$(cat "$WORK/during")")
 sleep 12
 RSS_ALL=$(rss)
-BUILDS=$(grep -o 'build_ms=[0-9]*' "$WORK/serve.log" | cut -d= -f2 | tr '\n' ' ')
+BUILDS=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/serve.log" | grep -o 'build_ms=[0-9]*' | cut -d= -f2 | tr '\n' ' ' || true)
 GENERATION=$(curl -sf -H "Authorization: Bearer $TOKEN" "$BASE/admin/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["registryGeneration"])')
 
 echo

@@ -52,6 +52,8 @@ async fn run(command: Command) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Purging runs on jemalloc's own threads, so memory goes back even while the server idles.
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
