@@ -133,7 +133,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             return 2;
         }
     };
-    if !args.no_default_imports {
+    if !args.no_default_imports && !args.read_only {
         let mut bars: std::collections::HashMap<String, Progress> = Default::default();
         let mut cb = |feed: &str, bytes: u64, total: Option<u64>| {
             bars.entry(feed.to_string())
@@ -158,7 +158,13 @@ pub async fn serve(args: ServeArgs) -> i32 {
     // Read before the registry is built: whatever is stored after this is published by the
     // reload check.
     let marker = crate::sync::publish::read_marker(&args.data_dir).await;
-    let registry = match registers::build_registry(&set, &args.data_dir, &resources) {
+    let registry = match registers::rebuild_registry(
+        &set,
+        &args.data_dir,
+        &resources,
+        None,
+        !args.read_only,
+    ) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -198,14 +204,23 @@ pub async fn serve(args: ServeArgs) -> i32 {
         body_read_timeout: Duration::from_secs(args.body_read_timeout.max(1)),
     };
     let set = Arc::new(set);
-    let publisher = Arc::new(Publisher::new(
+    let publisher = Publisher::new(
         state.live.clone(),
         set.clone(),
         Arc::new(resources),
         args.data_dir.clone(),
         marker,
-    ));
+    );
+    let publisher = Arc::new(if args.read_only {
+        publisher.read_only()
+    } else {
+        publisher
+    });
     let token = match admin_token(&args) {
+        Ok(Some(_)) if args.read_only => {
+            tracing::warn!("--read-only: the admin API is off (a replica never syncs)");
+            None
+        }
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");

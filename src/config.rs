@@ -220,8 +220,13 @@ pub struct ServeArgs {
     pub cors_origins: String,
     /// Follow every register's upstream on its schedule (the `[sync]` tables' `every`) and
     /// publish new releases without a restart.
-    #[arg(long, env = "FHIR_REGISTERS_SYNC")]
+    #[arg(long, env = "FHIR_REGISTERS_SYNC", conflicts_with = "read_only")]
     pub sync: bool,
+    /// A replica over a data directory another process writes: never import, sync or write
+    /// anything (the directory may be mounted read-only); serve what is stored and publish new
+    /// releases as the change marker shows them. No admin API.
+    #[arg(long, env = "FHIR_REGISTERS_READ_ONLY")]
+    pub read_only: bool,
     /// Seconds between checks of the data directory's change marker, so that releases another
     /// process imports are served without a restart (0: never).
     #[arg(long, env = "FHIR_REGISTERS_RELOAD_INTERVAL", default_value_t = 5)]
@@ -286,6 +291,7 @@ impl Default for ServeArgs {
             body_read_timeout: 30,
             cors_origins: "*".into(),
             sync: false,
+            read_only: false,
             reload_interval: 5,
             admin_token_file: None,
             sync_settings: SyncArgs::default(),

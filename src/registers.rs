@@ -292,15 +292,20 @@ pub async fn import_defaults(
 }
 
 /// Every stored release of the given feeds, indexed (unreadable ones are logged and left out).
-/// What interrupted imports left in a feed's folder is removed on the way, unless an import of
-/// the feed is running.
+/// With `tidy`, what interrupted imports left in a feed's folder is removed on the way, unless an
+/// import of the feed is running; without it nothing is written (a read-only replica).
 pub fn load_releases<'a>(
     data_dir: &Path,
     feeds: impl IntoIterator<Item = &'a str>,
+    tidy: bool,
 ) -> Vec<Arc<IndexedRelease>> {
     let mut out = Vec::new();
     for feed in feeds {
-        let (store, errors) = persist::FeedStore::open_and_tidy(data_dir, feed);
+        let (store, errors) = if tidy {
+            persist::FeedStore::open_and_tidy(data_dir, feed)
+        } else {
+            persist::FeedStore::open(data_dir, feed)
+        };
         for e in errors {
             tracing::error!(error = %e, "stored release cannot be read; not served");
         }
@@ -316,17 +321,19 @@ pub fn build_registry(
     data_dir: &Path,
     resources: &[(String, Json)],
 ) -> Result<Registry, LoadError> {
-    rebuild_registry(set, data_dir, resources, None)
+    rebuild_registry(set, data_dir, resources, None, true)
 }
 
 /// [`build_registry`], reusing from `previous` the versions (with their indexes) of every mapped
 /// CodeSystem whose feeds' release files did not change since `previous` was built: publishing
-/// a release of one register re-reads that register only.
+/// a release of one register re-reads that register only. Without `tidy` nothing is written to
+/// the data directory (see [`load_releases`]).
 pub fn rebuild_registry(
     set: &MappingSet,
     data_dir: &Path,
     resources: &[(String, Json)],
     previous: Option<&Registry>,
+    tidy: bool,
 ) -> Result<Registry, LoadError> {
     let feeds: BTreeSet<&str> = set.mappings.iter().map(Mapping::feed).collect();
     for path in persist::release_files(data_dir) {
@@ -349,7 +356,7 @@ pub fn rebuild_registry(
                 }
             }
             _ => {
-                let releases = load_releases(data_dir, meta.feeds.iter().map(String::as_str));
+                let releases = load_releases(data_dir, meta.feeds.iter().map(String::as_str), tidy);
                 add_mapped(&mut registry, meta, releases)?;
             }
         }

@@ -26,6 +26,8 @@ pub struct Publisher {
     data_dir: PathBuf,
     /// Held while a registry is built; holds the change marker the served registry reflects.
     seen: tokio::sync::Mutex<Option<String>>,
+    /// Never write to the data directory (a read-only replica): no tidying of import debris.
+    read_only: bool,
 }
 
 /// What a publish did.
@@ -53,7 +55,14 @@ impl Publisher {
             resources,
             data_dir,
             seen: tokio::sync::Mutex::new(marker),
+            read_only: false,
         }
+    }
+
+    /// This publisher never writes to the data directory.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     /// The registry being served.
@@ -89,9 +98,10 @@ impl Publisher {
             self.data_dir.clone(),
         );
         let previous = self.live.get();
+        let tidy = !self.read_only;
         let built = tokio::task::spawn_blocking(move || {
             let registry =
-                registers::rebuild_registry(&set, &data_dir, &resources, Some(&previous))?;
+                registers::rebuild_registry(&set, &data_dir, &resources, Some(&previous), tidy)?;
             drop(previous);
             registers::warm(&registry);
             Ok::<_, registers::LoadError>(registry)

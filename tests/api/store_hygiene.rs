@@ -100,6 +100,15 @@ async fn what_a_killed_import_leaves_is_removed_at_start_and_by_a_no_op_import()
         std::fs::copy(&real_records, records.join("2020-04-01-77aa.records")).expect("copy");
     };
 
+    // A read-only replica writes nothing: it serves the releases and leaves the debris (the
+    // writer's next import or start removes it).
+    plant();
+    let replica =
+        registers::rebuild_registry(&set, data.path(), &[], None, false).expect("registry");
+    assert_eq!(replica.all_code_systems().count(), 1);
+    assert_eq!(files_in(&feed).len(), clean_feed.len() + 1);
+    assert_eq!(files_in(&records).len(), clean_records.len() + 2);
+
     // Start-up (assembling the registry) removes them and keeps everything a release names.
     plant();
     let registry = registers::build_registry(&set, data.path(), &[]).expect("registry");
