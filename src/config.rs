@@ -227,8 +227,9 @@ pub struct ServeArgs {
     /// releases as the change marker shows them. No admin API.
     #[arg(long, env = "FHIR_REGISTERS_READ_ONLY")]
     pub read_only: bool,
-    /// Seconds between checks of the data directory's change marker, so that releases another
-    /// process imports are served without a restart (0: never).
+    /// Seconds within which a release another process stores (`import`, `sync`, a writer
+    /// replica) is served without a restart, plus the time to build the changed register; the
+    /// data directory's change marker is read four times per interval (0: never).
     #[arg(long, env = "FHIR_REGISTERS_RELOAD_INTERVAL", default_value_t = 5)]
     pub reload_interval: u64,
     /// File holding the bearer token of the admin API (`/admin/…`); the environment variable
