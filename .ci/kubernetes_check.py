@@ -6,9 +6,10 @@
 2. Kustomizations: every file they list exists, every manifest is listed by one (except
    secret.example.yaml, which none may list), and each variant (the kustomization as it is, and
    with each component of its folder added) holds together: selectors select pods, named ports,
-   claims and Secret keys exist, images are the one `images:` sets, every pod is locked down, the
-   read-only replicas mount the data read-only, and each server's grace period outlasts its
-   preStop sleep plus its shutdown timeout.
+   claims and Secret keys exist, images are the one `images:` sets, every pod is locked down and
+   has no Service links (their variables would start FHIR_REGISTERS_), the read-only replicas
+   mount the data read-only, and each server's grace period outlasts its preStop sleep plus its
+   shutdown timeout.
 3. Rendering: where kubectl (with kustomize 5 or later) is installed, `kubectl kustomize` renders
    each variant, and the output is checked as in 1 and 2.
 
@@ -258,6 +259,8 @@ class Variant:
             self.error(f"{ctx}: the pod must run as non-root uid {SERVER_UID}")
         if dig(pod_security, "seccompProfile", "type") != "RuntimeDefault":
             self.error(f"{ctx}: seccompProfile must be RuntimeDefault")
+        if spec.get("enableServiceLinks") is not False:
+            self.error(f"{ctx}: enableServiceLinks must be false (FHIR_REGISTERS_* Service links)")
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         for v in volumes.values():
             claim = dig(v, "persistentVolumeClaim", "claimName")
@@ -368,7 +371,11 @@ def render(root, components, errors):
         with open(copy / "kustomization.yaml", "w", encoding="utf-8") as f:
             yaml.safe_dump(k, f, sort_keys=False)
         run = subprocess.run(
-            ["kubectl", "kustomize", str(copy)], capture_output=True, text=True, timeout=120
+            ["kubectl", "kustomize", str(copy)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     if run.returncode != 0:
         errors.append(f"kubectl kustomize with {components}: {run.stderr.strip()}")
@@ -419,7 +426,7 @@ def main():
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if errors:
-        sys.exit(f"deploy/kubernetes: {len(errors)} errors")
+        sys.exit(f"deploy/kubernetes: {len(errors)} error{'s' if len(errors) > 1 else ''}")
     print("deploy/kubernetes: ok")
 
 
