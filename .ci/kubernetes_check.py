@@ -8,8 +8,8 @@
    with each component of its folder added) holds together: selectors select pods, named ports,
    claims and Secret keys exist, images are the one `images:` sets, every pod is locked down and
    has no Service links (their variables would start FHIR_REGISTERS_), the read-only replicas
-   mount the data read-only, and each server's grace period outlasts its preStop sleep plus its
-   shutdown timeout.
+   mount the data read-only, a workload an autoscaler scales sets no replica count, and each
+   server's grace period outlasts its preStop sleep plus its shutdown timeout.
 3. Rendering: where kubectl (with kustomize 5 or later) is installed, `kubectl kustomize` renders
    each variant, and the output is checked as in 1 and 2.
 
@@ -241,6 +241,9 @@ class Variant:
             target += f"{dig(h, 'spec', 'scaleTargetRef', 'name')}"
             if target not in self.where:
                 self.error(f"{name_of(h)}: scales {target}, which is not applied")
+            for o in self.by_kind.get(dig(h, "spec", "scaleTargetRef", "kind"), []):
+                if name_of(o) == target and dig(o, "spec", "replicas") is not None:
+                    self.error(f"{target}: spec.replicas would undo {name_of(h)} at each apply")
         return self.errors
 
     def check_pod(self, workload, template):
