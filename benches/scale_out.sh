@@ -231,7 +231,7 @@ echo
 printf 'import took %.2f s; replicas served %s %.2f s, %.2f s, %.2f s after the import ended; the restarted replica was ready %.2f s after its start\n' \
   "$(echo "$IMPORTED - $IMPORT_START" | bc)" "$NEW_CODE" "${SEEN[0]}" "${SEEN[1]}" "${SEEN[2]}" "$BACK"
 echo
-echo "| (c) throughput (10 s each) | requests/s | p99 | non-2xx |"
+echo "| (c) throughput ($SHORT each) | requests/s | p99 | non-2xx |"
 echo "|---|---|---|---|"
 printf '%s\n' "${C[@]}"
 exit "$FAIL"
