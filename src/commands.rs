@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs, SyncCommandArgs};
+use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs, SyncCommandArgs, TestArgs};
 use crate::http::admin::Admin;
 use crate::http::request::BodyLimits;
 use crate::http::{AppState, CorsOrigins, app_at, serve};
@@ -596,4 +596,120 @@ pub fn preview_bundle(
     }
     entries.extend(value_sets.into_iter().map(|v| json!({ "resource": v })));
     json!({ "resourceType": "Bundle", "type": "collection", "entry": entries })
+}
+
+/// `test`: the mappings' own test cases; one line per case, failures and snapshot diffs under it.
+pub fn test(args: TestArgs) -> i32 {
+    use crate::authoring::test::{SnapshotMode, pending, run_mapping};
+    let set = match MappingSet::load_dir(&args.mappings) {
+        Ok(s) => s,
+        Err(errors) => {
+            print_errors(&errors);
+            return 2;
+        }
+    };
+    let mut chosen: Vec<&Mapping> = Vec::new();
+    for name in &args.registers {
+        let path = std::path::Path::new(name);
+        match set.mapping(name).or_else(|| {
+            set.mappings.iter().find(|m| {
+                m.path == path
+                    || (path.file_name().is_some() && m.path.file_name() == path.file_name())
+            })
+        }) {
+            Some(m) => chosen.push(m),
+            None => {
+                eprintln!(
+                    "error: no mapping {name:?} in {} (give a register id or a mapping file there)",
+                    args.mappings.display()
+                );
+                return 2;
+            }
+        }
+    }
+    if chosen.is_empty() {
+        chosen = set.mappings.iter().collect();
+    }
+    let mode = if args.accept {
+        SnapshotMode::Accept
+    } else {
+        SnapshotMode::Compare
+    };
+    let colour = std::io::stdout().is_terminal();
+    let paint = |code: &str, text: &str| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
+    let (mut passed, mut failed, mut untested) = (0, 0, Vec::new());
+    for m in chosen {
+        if m.spec.tests.is_empty() {
+            untested.push(m.id().to_string());
+            continue;
+        }
+        for case in run_mapping(m, &set, mode) {
+            let label = format!("{} [{}]", case.mapping, case.name);
+            if case.passed() {
+                passed += 1;
+                let note = if case.accepted {
+                    " (snapshot accepted)"
+                } else {
+                    ""
+                };
+                println!("{} {label}{note}", paint("32", "ok  "));
+                continue;
+            }
+            failed += 1;
+            println!("{} {label}", paint("31", "FAIL"));
+            for f in &case.failures {
+                for line in f.lines() {
+                    println!("     {line}");
+                }
+            }
+            if let Some(diff) = &case.diff {
+                println!(
+                    "     the snapshot differs; the new one is written beside it as .snap.new:"
+                );
+                for line in diff.lines() {
+                    let line = if line.starts_with('+') && !line.starts_with("+++") {
+                        paint("32", line)
+                    } else if line.starts_with('-') && !line.starts_with("---") {
+                        paint("31", line)
+                    } else {
+                        line.to_string()
+                    };
+                    println!("     {line}");
+                }
+            }
+        }
+    }
+    let waiting = pending(&args.mappings);
+    if args.check && !waiting.is_empty() {
+        failed += 1;
+        println!(
+            "{} snapshots waiting to be reviewed: {}",
+            paint("31", "FAIL"),
+            waiting
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!(
+        "{passed} passed, {failed} failed{}",
+        if untested.is_empty() {
+            String::new()
+        } else {
+            format!("; no [[test]] in {}", untested.join(", "))
+        }
+    );
+    if !waiting.is_empty() && !args.accept {
+        println!(
+            "review the .snap.new files, then run `fhir-registers test --accept` to accept them"
+        );
+    }
+    i32::from(failed > 0)
 }

@@ -29,6 +29,24 @@ pub enum Command {
     /// Check the upstreams of registers (their mappings' `[sync]` tables) once and import every
     /// new release; prints one line per register and exits 1 if any failed.
     Sync(SyncCommandArgs),
+    /// Run the mappings' own test cases (`[[test]]`) and compare their snapshots.
+    Test(TestArgs),
+}
+
+/// Options for `test`.
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    /// Folder of mapping files (snapshots are in its `snapshots/` folder).
+    #[arg(long, env = "FHIR_REGISTERS_MAPPINGS", default_value = "mappings")]
+    pub mappings: PathBuf,
+    /// Accept the snapshots as they are now (writes `.snap`, removes `.snap.new`).
+    #[arg(long)]
+    pub accept: bool,
+    /// Also fail if any `.snap.new` is waiting in the snapshots folder.
+    #[arg(long)]
+    pub check: bool,
+    /// Mappings to test (register ids or mapping files in the folder); all when none is named.
+    pub registers: Vec<String>,
 }
 
 /// How syncs reach upstreams (`sync`, and `serve`'s schedule and admin API). The TRUD API key

@@ -5,6 +5,7 @@
 //! (axum). [`registers`] assembles the store from mappings, stored releases and plain FHIR
 //! resources; [`app`] builds the router that tests drive with `tower::ServiceExt::oneshot`.
 
+pub mod authoring;
 pub mod commands;
 pub mod config;
 pub mod error;

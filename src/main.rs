@@ -68,6 +68,7 @@ async fn run(command: Command) {
         Command::Check(args) => commands::check(args).await,
         Command::Preview(args) => commands::preview(args).await,
         Command::Sync(args) => commands::sync(args).await,
+        Command::Test(args) => commands::test(args),
     };
     std::process::exit(code);
 }

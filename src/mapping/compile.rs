@@ -309,28 +309,47 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The mapping text without its `[sync]` table: where releases come from does not change how
-/// rows become concepts, so following another upstream re-imports nothing.
+/// The mapping text without its `[sync]` and `[[test]]` tables (and the comments above them) and
+/// without trailing blank lines: where releases come from and how the mapping is tested do not
+/// change how rows become concepts, so neither re-imports anything.
 fn without_sync_table(text: &str) -> std::borrow::Cow<'_, str> {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let Some(start) = lines.iter().position(|l| l.trim() == "[sync]") else {
-        return std::borrow::Cow::Borrowed(text);
+    let excluded = |header: &str| {
+        let name = header.trim().trim_matches(['[', ']']).trim();
+        name == "sync" || name == "test" || name.starts_with("test.") || name.starts_with("sync.")
     };
-    // The comments just above the table are about it.
-    let mut first = start;
-    while first > 0 && {
-        let above = lines[first - 1].trim();
-        above.is_empty() || above.starts_with('#')
-    } {
-        first -= 1;
-    }
-    let end = lines[start + 1..]
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    if !lines
         .iter()
-        .position(|l| l.trim_start().starts_with('['))
-        .map_or(lines.len(), |p| start + 1 + p);
-    let mut out: String = lines[..first].concat();
-    out.push_str(&lines[end..].concat());
-    std::borrow::Cow::Owned(out.trim_end().to_string() + "\n")
+        .any(|l| l.trim_start().starts_with('[') && excluded(l))
+    {
+        // Blank lines at the end do not count either.
+        let trimmed = text.trim_end();
+        return if text.len() == trimmed.len() + 1 && text.ends_with('\n') {
+            std::borrow::Cow::Borrowed(text)
+        } else {
+            std::borrow::Cow::Owned(format!("{trimmed}\n"))
+        };
+    }
+    let mut out: Vec<&str> = Vec::with_capacity(lines.len());
+    let mut skipping = false;
+    for line in lines {
+        if line.trim_start().starts_with('[') {
+            skipping = excluded(line);
+            if skipping {
+                // The comments just above the table are about it.
+                while out
+                    .last()
+                    .is_some_and(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+                {
+                    out.pop();
+                }
+            }
+        }
+        if !skipping {
+            out.push(line);
+        }
+    }
+    std::borrow::Cow::Owned(out.concat().trim_end().to_string() + "\n")
 }
 
 fn feed_id_ok(id: &str) -> bool {

@@ -26,6 +26,68 @@ pub struct MappingSpec {
     pub concept_maps: Vec<ConceptMapSpec>,
     /// The upstream the register is followed from (`fhir-registers sync`, `serve --sync`).
     pub sync: Option<SyncSpec>,
+    /// The mapping's own test cases (`fhir-registers test`).
+    #[serde(default, rename = "test")]
+    pub tests: Vec<TestSpec>,
+}
+
+/// One test case of a mapping: a fixture (a small real slice of the register) and what reading
+/// it must give. Its snapshot is `snapshots/{register.id}.{name}.snap` beside the mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    /// A short name, `[a-z0-9-]+` (names the snapshot file).
+    pub name: String,
+    /// The fixture file, relative to the mapping file.
+    pub file: String,
+    /// Release version to read it as (default: a date in the file name, else
+    /// `source.default_version`).
+    pub version: Option<String>,
+    /// Rows the file must have (header excluded).
+    pub rows: Option<u64>,
+    /// Concepts it must make.
+    pub concepts: Option<u64>,
+    /// code → display.
+    #[serde(default)]
+    pub display: BTreeMap<String, String>,
+    /// code → status.
+    #[serde(default)]
+    pub status: BTreeMap<String, String>,
+    /// code → parent code(s), comma-separated.
+    #[serde(default)]
+    pub parent: BTreeMap<String, String>,
+    /// code → property values.
+    #[serde(default, rename = "property")]
+    pub properties: Vec<PropertyExpectSpec>,
+    /// Rows the mapping must reject, with the message it gives. With any, the file must fail to
+    /// import with exactly these rows rejected.
+    #[serde(default, rename = "reject")]
+    pub rejects: Vec<RejectSpec>,
+    /// Concepts shown whole in the snapshot (default 10); the rest are summarised.
+    pub snapshot_concepts: Option<usize>,
+}
+
+/// A property value a test expects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyExpectSpec {
+    /// The concept's code.
+    pub code: String,
+    /// The property code.
+    pub property: String,
+    /// Its value as text (a Coding by its code); several values are joined with `, `; empty
+    /// when the concept must not have the property.
+    pub value: String,
+}
+
+/// A row a test expects the mapping to reject.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectSpec {
+    /// The 1-based data row (header excluded).
+    pub row: u64,
+    /// Words the error message must contain.
+    pub message: String,
 }
 
 /// Where new releases of the register are published, and how often to look.

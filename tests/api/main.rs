@@ -10,6 +10,7 @@ mod fuzz_corpus;
 mod history;
 mod lookup;
 mod loopback;
+mod mapping_tests;
 mod mappings;
 mod operations;
 mod r4;
