@@ -512,6 +512,22 @@ pub async fn check(args: CheckArgs) -> i32 {
     let mut cb = |b: u64| progress.update(b, None);
     let result = mapping::read_release(&m, &local, &version, &mut cb);
     progress.finish();
+    // What the file holds, column by column: what an author looks at when a register changes.
+    let gzip = m.gzip_for(&local.display_name);
+    match source::open(&local, gzip)
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            crate::authoring::profile::profile(
+                r,
+                m.delimiter(),
+                m.spec.source.header,
+                &m.spec.source.columns,
+                None,
+            )
+        }) {
+        Ok((rows, columns)) => eprint!("{}", crate::authoring::profile::render(rows, &columns)),
+        Err(e) => eprintln!("(no column profile: {e})"),
+    }
     match result {
         Ok(r) => {
             eprintln!(

@@ -2,5 +2,6 @@
 //! own test cases (`[[test]]`) and snapshots what the mapping makes, in a stable text form that
 //! a reviewer reads like a diff.
 
+pub mod profile;
 pub mod snapshot;
 pub mod test;
