@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::config::{CheckArgs, ImportArgs, PreviewArgs, ServeArgs, SyncCommandArgs, TestArgs};
+use crate::config::{
+    CheckArgs, ImportArgs, NewArgs, PreviewArgs, ServeArgs, SyncCommandArgs, TestArgs,
+};
 use crate::http::admin::Admin;
 use crate::http::request::BodyLimits;
 use crate::http::{AppState, CorsOrigins, app_at, serve};
@@ -728,4 +730,79 @@ pub fn test(args: TestArgs) -> i32 {
         );
     }
     i32::from(failed > 0)
+}
+
+/// `new`: drafts a mapping from a register file.
+pub fn new_mapping(args: NewArgs) -> i32 {
+    use crate::authoring::draft::{DraftInput, draft};
+    let id = args.id.clone().unwrap_or_else(|| {
+        let stem = args
+            .file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = stem
+            .split('.')
+            .next()
+            .unwrap_or("register")
+            .to_ascii_lowercase();
+        let id: String = stem
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        id.trim_matches('-').to_string()
+    });
+    let input = DraftInput {
+        file: &args.file,
+        columns: args.columns.as_ref().map(|c| {
+            c.split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect()
+        }),
+        id,
+        url: args.url.clone(),
+        fixture_rows: args.fixture_rows.max(1),
+    };
+    let drafted = match draft(&input) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let Some(out) = &args.output else {
+        print!("{}", drafted.mapping);
+        eprintln!(
+            "(printed only: with -o OUT.toml the fixture slice {} is written beside it too)",
+            drafted.fixture_path
+        );
+        return 0;
+    };
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let fixture = dir.join(&drafted.fixture_path);
+    let written = fixture
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&fixture, &drafted.fixture))
+        .and_then(|()| std::fs::write(out, &drafted.mapping));
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "wrote {} and its fixture {}; check the TODOs, then `fhir-registers check {} {}`",
+                out.display(),
+                fixture.display(),
+                out.display(),
+                args.file.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }

@@ -31,6 +31,30 @@ pub enum Command {
     Sync(SyncCommandArgs),
     /// Run the mappings' own test cases (`[[test]]`) and compare their snapshots.
     Test(TestArgs),
+    /// Draft a mapping from a register file (printed, or written with its test fixture).
+    New(NewArgs),
+}
+
+/// Options for `new`.
+#[derive(Debug, Clone, Args)]
+pub struct NewArgs {
+    /// The register file (CSV or TSV, plain or `.gz`).
+    pub file: PathBuf,
+    /// Write the mapping here (and its fixture slice to `tests/` beside it) instead of printing it.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Column names, comma-separated, for a file without a header.
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// The register id (default: from the file name).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The CodeSystem's canonical URL.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Data rows in the fixture slice.
+    #[arg(long, default_value_t = 50)]
+    pub fixture_rows: usize,
 }
 
 /// Options for `test`.

@@ -69,6 +69,7 @@ async fn run(command: Command) {
         Command::Preview(args) => commands::preview(args).await,
         Command::Sync(args) => commands::sync(args).await,
         Command::Test(args) => commands::test(args),
+        Command::New(args) => commands::new_mapping(args),
     };
     std::process::exit(code);
 }

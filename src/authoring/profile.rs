@@ -80,6 +80,9 @@ pub struct Column {
 
 #[derive(Default)]
 struct Acc {
+    /// Hashes of every value while no value has repeated (`None` once one has): whether the
+    /// column can be the code, however many rows the file has.
+    unique: Option<std::collections::HashSet<u64>>,
     filled: u64,
     empty: u64,
     counts: HashMap<String, u64>,
@@ -146,6 +149,7 @@ pub fn profile(
         for (i, cell) in record.iter().enumerate() {
             if accs.len() <= i {
                 accs.resize_with(i + 1, || Acc {
+                    unique: Some(std::collections::HashSet::new()),
                     all_compact_date: true,
                     all_iso_date: true,
                     all_month: true,
@@ -179,6 +183,14 @@ pub fn profile(
             if a.max.as_deref().is_none_or(|m| v > m) {
                 a.max = Some(v.to_string());
             }
+            if let Some(seen) = &mut a.unique {
+                use std::hash::{BuildHasher, BuildHasherDefault};
+                let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                    .hash_one(v);
+                if !seen.insert(h) {
+                    a.unique = None;
+                }
+            }
             let room = a.counts.len() < DISTINCT_LIMIT;
             match a.counts.get_mut(v) {
                 Some(n) => *n += 1,
@@ -208,19 +220,22 @@ pub fn profile(
 }
 
 fn column(position: usize, name: String, a: Acc, rows: u64) -> Column {
-    let distinct = a.counts.len();
+    // A column whose values never repeated has as many distinct values as filled cells.
+    let unique = a.unique.is_some() && a.filled > 0;
+    let distinct = if unique {
+        a.filled as usize
+    } else {
+        a.counts.len()
+    };
     let mut top: Vec<(String, u64)> = a.counts.into_iter().collect();
     top.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
     top.truncate(5);
     let lower: Vec<String> = top.iter().map(|(v, _)| v.to_ascii_lowercase()).collect();
     let boolean = distinct > 0
         && distinct <= 2
-        && lower.iter().all(|v| {
-            matches!(
-                v.as_str(),
-                "true" | "false" | "y" | "n" | "yes" | "no" | "t" | "f"
-            )
-        });
+        && lower
+            .iter()
+            .all(|v| matches!(v.as_str(), "true" | "false" | "y" | "n" | "yes" | "no"));
     let kind = if a.filled == 0 {
         Kind::Empty
     } else if a.all_compact_date {
@@ -235,11 +250,7 @@ fn column(position: usize, name: String, a: Acc, rows: u64) -> Column {
         Kind::Integer
     } else if a.all_decimal && distinct > 20 {
         Kind::Decimal
-    } else if !a.capped
-        && distinct == a.filled as usize
-        && a.longest <= 16
-        && a.filled * 10 >= rows * 9
-    {
+    } else if unique && a.longest <= 16 && a.filled * 10 >= rows * 9 {
         Kind::Code
     } else if !a.capped && distinct <= 30 && (distinct as u64) * 5 <= a.filled {
         Kind::Enumerated
@@ -262,7 +273,7 @@ fn column(position: usize, name: String, a: Acc, rows: u64) -> Column {
         filled: a.filled,
         empty: a.empty,
         distinct,
-        distinct_capped: a.capped,
+        distinct_capped: a.capped && !unique,
         top,
         range,
         longest: a.longest,

@@ -144,3 +144,91 @@ fn a_failed_expectation_names_the_file_the_test_and_the_code() {
     assert!(out.contains("rows: expected 191, read 190"), "{out}");
     assert!(out.contains("0 passed, 1 failed"), "{out}");
 }
+
+/// The column names of a headerless register, from its shipped mapping.
+fn spec_columns(mapping: &str) -> String {
+    let m = fhir_registers::mapping::Mapping::load(&repo().join("mappings").join(mapping))
+        .expect("mapping");
+    m.spec.source.columns.join(",")
+}
+
+/// `new` drafts a mapping (and its fixture) from a file; `check` then reads the whole file with
+/// no row error, and the drafted `[[test]]` passes once its snapshot is accepted.
+fn draft_checks_clean(file: &Path, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("m/drafted.toml");
+    let f = file.to_str().expect("utf-8");
+    let o = out.to_str().expect("utf-8");
+    let mut args = vec!["new", f, "-o", o];
+    args.extend_from_slice(extra);
+    let (code, log) = run(&args);
+    assert_eq!(code, 0, "{log}");
+    let (code, log) = run(&["check", o, f]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("column profile ("), "{log}");
+    assert!(!log.contains("row error"), "{log}");
+    let m = dir.path().join("m");
+    let m = m.to_str().expect("utf-8");
+    assert_eq!(run(&["test", "--accept", "--mappings", m]).0, 0);
+    let (code, log) = run(&["test", "--check", "--mappings", m]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("1 passed, 0 failed"), "{log}");
+    std::fs::read_to_string(&out).expect("drafted")
+}
+
+#[test]
+fn new_drafts_a_mapping_of_headerless_epraccur_that_check_accepts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = dir.path().join("epraccur_2019-10.csv");
+    std::fs::write(
+        &csv,
+        gunzip_file(&repo().join("mappings/data/ods/epraccur_2019-10.csv.gz")),
+    )
+    .expect("write");
+    let columns = spec_columns("ods-epraccur.toml");
+    let text = draft_checks_clean(&csv, &["--columns", &columns, "--id", "epraccur"]);
+    assert!(text.contains("header = false"), "{text}");
+    assert!(
+        text.contains("code = { column = \"organisation_code\""),
+        "{text}"
+    );
+    assert!(text.contains("display = { column = \"name\""), "{text}");
+    assert!(
+        text.contains("from = \"open_date\"\nto = \"close_date\"\ndate_format = \"YYYYMMDD\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("[concept.status]\ncolumn = \"status_code\""),
+        "{text}"
+    );
+    assert!(text.contains("default_version = \"2019-10-01\""), "{text}");
+}
+
+#[test]
+fn new_drafts_a_mapping_of_the_nspl_postcode_directory_that_check_accepts() {
+    let nspl = repo().join("../shared/data/postcodes/nspl_nov_2021_uk_20areas.csv.gz");
+    if !nspl.exists() {
+        eprintln!("skipped: ../shared/data is missing");
+        return;
+    }
+    let text = draft_checks_clean(&nspl, &["--id", "nspl"]);
+    assert!(text.contains("header = true"), "{text}");
+    assert!(text.contains("code = { column = \"pcd\""), "{text}");
+    assert!(
+        text.contains("from = \"dointr\"\nto = \"doterm\"\ndate_format = \"YYYYMM\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("code = \"lat\"\ntype = \"decimal\""),
+        "{text}"
+    );
+}
+
+fn gunzip_file(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).expect("open"))
+        .read_to_end(&mut out)
+        .expect("gunzip");
+    out
+}
