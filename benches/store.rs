@@ -53,7 +53,7 @@ fn load(
     let read = started.elapsed();
     let meta = Arc::new(set.code_systems[&m.spec.code_system.url].clone());
     let loaded = Instant::now();
-    let parts = registers::load_releases(data_dir, [m.feed()]);
+    let parts = registers::load_releases(data_dir, [m.feed()], true);
     registry.add_code_system(CodeSystemVersion::new(meta, "bench".into(), parts));
     eprintln!(
         "{feed}: {} concepts from {} (import {:.1} s, load {:.2} s)",
