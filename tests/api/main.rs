@@ -11,6 +11,7 @@ mod history;
 mod lookup;
 mod loopback;
 mod mappings;
+mod opcs4;
 mod operations;
 mod r4;
 mod request_limits;
