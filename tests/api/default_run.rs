@@ -81,6 +81,26 @@ async fn shipped_registers_import_once_and_answer() {
     assert_eq!(param(&j459, "display"), Some(&json!("Asthma, unspecified")));
     assert!(properties(&j459).contains(&("parent".into(), json!("J45"))));
 
+    // OPCS-4 as HES used it in 2023-24 (the latest of its twelve financial-year releases).
+    let k401 = send_to(
+        state.clone(),
+        ask(format!(
+            "/fhir/CodeSystem/$lookup?system={}&code=K40.1",
+            enc("http://fhir.hl7.org.uk/CodeSystem/OPCS-4")
+        )),
+    )
+    .await
+    .json();
+    let k401_title = data_text("mappings/data/opcs4/opcs4_hes_2023-04_to_2024-03.csv.gz")
+        .lines()
+        .find_map(|l| l.strip_prefix("K40.1,"))
+        .and_then(|rest| rest.split(',').next())
+        .map(str::to_string)
+        .expect("K40.1 in the 2023-24 file");
+    assert_eq!(param(&k401, "display"), Some(&json!(k401_title)));
+    assert_eq!(param(&k401, "version"), Some(&json!("2023-04-01")));
+    assert!(properties(&k401).contains(&("parent".into(), json!("K40"))));
+
     let densham = send_to(
         state.clone(),
         ask(format!(

@@ -12,6 +12,7 @@ mod lookup;
 mod loopback;
 mod mapping_tests;
 mod mappings;
+mod opcs4;
 mod operations;
 mod r4;
 mod request_limits;

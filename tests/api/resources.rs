@@ -76,7 +76,7 @@ async fn every_version_is_readable_and_searchable() {
     let by_name = get("/fhir/CodeSystem?name=icd").await.json();
     assert_eq!(by_name["total"], 1);
     let count = get("/fhir/CodeSystem?_summary=count").await.json();
-    assert_eq!(count["total"], 6);
+    assert_eq!(count["total"], 7);
     assert!(count.get("entry").is_none());
     let vs = get("/fhir/ValueSet/ods-gp-practices").await.json();
     assert_eq!(vs["compose"]["include"][0]["system"], ODS);

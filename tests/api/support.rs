@@ -26,7 +26,7 @@ pub fn fixture(rel: &str) -> PathBuf {
 
 /// Which fixture feeds which shipped mapping (by mapping id), at which release version: one
 /// release per feed, the shared state of most tests.
-pub const FIXTURES: [(&str, &str, &str); 6] = [
+pub const FIXTURES: [(&str, &str, &str); 7] = [
     (
         "ods-epraccur",
         "ods/epraccur_2020-01_slice.csv",
@@ -40,6 +40,11 @@ pub const FIXTURES: [(&str, &str, &str); 6] = [
         "postcodes-codepoint",
         "postcodes/codepoint_TS18_slice.csv.gz",
         "2014-08-01",
+    ),
+    (
+        "opcs4-hes",
+        "opcs4/opcs4_hes_2023-04_to_2024-03_slice.csv",
+        "2023-04-01",
     ),
 ];
 
