@@ -409,7 +409,7 @@ async fn until_idle(state: &AppState, at_most: Duration) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_time() {
     let s = fresh_state(|s| {
-        s.request_timeout = Duration::from_secs(8);
+        s.request_timeout = Duration::from_secs(12);
         s.lanes = Lanes::new(LaneSettings {
             slow_after: Duration::from_millis(50),
             slow_threads: 2,
@@ -419,7 +419,8 @@ async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_
     });
     let (rt, addr) = serve(s.clone());
     let client = reqwest::Client::new();
-    // Far past the 8 s budget even on an idle machine (20,000 includes took 3–8 s in a debug
+    // Far past the 12 s budget even on an idle machine (a loaded CI machine parses the six bodies
+    // slowly, and each budget starts once its body is read) (20,000 includes took 3–8 s in a debug
     // build, so some finished in time): every running one must be stopped by the budget.
     let heavy = heavy_expand(100_000).to_string();
     let send_heavy = |client: reqwest::Client| {
@@ -442,7 +443,7 @@ async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_
         .map(|_| tokio::spawn(send_heavy(client.clone())))
         .collect();
     let filling = Instant::now();
-    while s.lanes.slow_lane() != (2, 3) && filling.elapsed() < Duration::from_secs(8) {
+    while s.lanes.slow_lane() != (2, 3) && filling.elapsed() < Duration::from_secs(12) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(s.lanes.slow_lane(), (2, 3), "the slow lane is full");
@@ -476,7 +477,7 @@ async fn cheap_requests_are_answered_while_expensive_ones_run_and_those_stop_on_
     for h in heavies {
         let (status, took, retry_after) = h.await.expect("joins");
         assert!(
-            took < Duration::from_secs(20),
+            took < Duration::from_secs(30),
             "stopped at its budget: {took:?}"
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
