@@ -158,16 +158,33 @@ fn check_overlap(
     Ok(())
 }
 
-/// Plain FHIR CodeSystem and ValueSet resources (`*.json`, `*.xml`) in a folder.
+/// Plain FHIR CodeSystem and ValueSet resources (`*.json`, `*.xml`) in a folder and in its
+/// subfolders one level down (a code list collection of its own, `mappings/datadictionary/`),
+/// except `data`, `snapshots` and `tests`, which hold register files and mapping tests.
 pub fn load_resources(dir: &Path) -> Result<Vec<(String, Json)>, LoadError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
-    let mut files: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "xml"))
-        .collect();
+    let is_resource = |p: &Path| p.extension().is_some_and(|e| e == "json" || e == "xml");
+    let mut files: Vec<_> = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.is_dir() {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if matches!(name.as_deref(), Some("data" | "snapshots" | "tests")) {
+                continue;
+            }
+            files.extend(
+                std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| is_resource(p)),
+            );
+        } else if is_resource(&path) {
+            files.push(path);
+        }
+    }
     files.sort();
     let mut out = Vec::new();
     for f in files {
