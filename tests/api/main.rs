@@ -13,6 +13,7 @@ mod lookup;
 mod loopback;
 mod mapping_tests;
 mod mappings;
+mod nspl;
 mod opcs4;
 mod operations;
 mod r4;
