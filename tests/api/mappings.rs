@@ -1,30 +1,12 @@
-//! The shipped mappings compiled over their fixtures (snapshots), and the promised errors for
-//! broken mappings and broken rows.
+//! The promised errors for broken mappings and broken rows, and how mappings combine. (What each
+//! shipped mapping makes of its fixture is snapshot by its own `[[test]]` cases: see
+//! `mapping_tests.rs`.)
 
 use std::path::Path;
 
-use fhir_registers::commands::preview_bundle;
 use fhir_registers::mapping::{self, ImportError, Mapping, MappingSet};
 
 use super::support::*;
-
-#[test]
-fn every_shipped_mapping_compiles_over_its_fixture() {
-    let set = shipped();
-    for m in set.mappings {
-        let (_, rel, version) = FIXTURES
-            .iter()
-            .chain(HISTORY_FIXTURES.iter().rev())
-            .find(|(id, _, _)| *id == m.id())
-            .unwrap_or_else(|| panic!("no fixture for the shipped mapping {}", m.id()));
-        let release =
-            mapping::read_release(&m, &local(rel), version, &mut |_| {}).expect("imports");
-        assert!(!release.concepts.is_empty());
-        let name = m.id().to_string();
-        let bundle = preview_bundle(m, release, 3);
-        insta::assert_snapshot!(format!("mapping_{name}"), pretty(&bundle));
-    }
-}
 
 #[test]
 fn several_mappings_feed_one_code_system() {
