@@ -119,6 +119,7 @@ pub fn lane_settings(args: &ServeArgs) -> LaneSettings {
 /// `serve`: import defaults if needed, assemble the registry, listen.
 pub async fn serve(args: ServeArgs) -> i32 {
     let started = Instant::now();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let set = match MappingSet::load_dir(&args.mappings) {
         Ok(s) => s,
         Err(errors) => {
@@ -140,7 +141,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
                 .or_insert_with(|| Progress::new(feed))
                 .update(bytes, total);
         };
-        match registers::import_defaults(&set, &args.data_dir, &mut cb).await {
+        let mut timed = |feed: &str, took: Duration| metrics.record_import(feed, took);
+        match registers::import_defaults_timed(&set, &args.data_dir, &mut cb, &mut timed).await {
             Ok(done) => {
                 for saved in done {
                     tracing::info!(feed = %saved.info.feed, version = %saved.info.version, concepts = saved.info.concepts, new_records = saved.new_records, bytes = saved.bytes, "imported shipped release");
@@ -168,6 +170,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
     let systems = registry.all_code_systems().count();
     let value_sets = registry.all_value_sets().count();
     let mut state = AppState::new(registry);
+    state.metrics = metrics;
     state.limits.max_unpaged = args.max_expansion;
     state.limits.max_count = args.max_expansion;
     state.limits.max_filter_chars = args.max_filter_chars;
@@ -198,13 +201,16 @@ pub async fn serve(args: ServeArgs) -> i32 {
         body_read_timeout: Duration::from_secs(args.body_read_timeout.max(1)),
     };
     let set = Arc::new(set);
-    let publisher = Arc::new(Publisher::new(
-        state.live.clone(),
-        set.clone(),
-        Arc::new(resources),
-        args.data_dir.clone(),
-        marker,
-    ));
+    let publisher = Arc::new(
+        Publisher::new(
+            state.live.clone(),
+            set.clone(),
+            Arc::new(resources),
+            args.data_dir.clone(),
+            marker,
+        )
+        .with_metrics(state.metrics.clone()),
+    );
     let token = match admin_token(&args) {
         Ok(t) => t,
         Err(e) => {
@@ -215,7 +221,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
     let service = if args.sync || token.is_some() {
         let settings = args.sync_settings.settings(args.data_dir.clone());
         match Syncer::new(settings, set.clone()) {
-            Ok(syncer) => Some(Arc::new(Service::new(syncer, Some(publisher.clone())))),
+            Ok(syncer) => Some(Arc::new(Service::new(
+                syncer.with_metrics(state.metrics.clone()),
+                Some(publisher.clone()),
+            ))),
             Err(e) => {
                 eprintln!("error: {e}");
                 return 1;

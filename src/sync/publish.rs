@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use crate::mapping::MappingSet;
+use crate::metrics::Metrics;
 use crate::registers::{self, Live};
 use crate::store::persist;
 
@@ -26,6 +27,8 @@ pub struct Publisher {
     data_dir: PathBuf,
     /// Held while a registry is built; holds the change marker the served registry reflects.
     seen: tokio::sync::Mutex<Option<String>>,
+    /// Where publish durations are recorded.
+    metrics: Arc<Metrics>,
 }
 
 /// What a publish did.
@@ -53,7 +56,14 @@ impl Publisher {
             resources,
             data_dir,
             seen: tokio::sync::Mutex::new(marker),
+            metrics: Arc::default(),
         }
+    }
+
+    /// This publisher recording its publish durations in `metrics` (the server's).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The registry being served.
@@ -112,6 +122,7 @@ impl Publisher {
         };
         let build = started.elapsed();
         let generation = self.live.replace(registry);
+        self.metrics.record_publish(build);
         *seen = marker;
         tracing::info!(
             generation,

@@ -11,6 +11,7 @@ mod history;
 mod lookup;
 mod loopback;
 mod mappings;
+mod observability;
 mod operations;
 mod r4;
 mod request_limits;
