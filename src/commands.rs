@@ -121,6 +121,7 @@ pub fn lane_settings(args: &ServeArgs) -> LaneSettings {
 /// `serve`: import defaults if needed, assemble the registry, listen.
 pub async fn serve(args: ServeArgs) -> i32 {
     let started = Instant::now();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let set = match MappingSet::load_dir(&args.mappings) {
         Ok(s) => s,
         Err(errors) => {
@@ -142,7 +143,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
                 .or_insert_with(|| Progress::new(feed))
                 .update(bytes, total);
         };
-        match registers::import_defaults(&set, &args.data_dir, &mut cb).await {
+        let mut timed = |feed: &str, took: Duration| metrics.record_import(feed, took);
+        match registers::import_defaults_timed(&set, &args.data_dir, &mut cb, &mut timed).await {
             Ok(done) => {
                 for saved in done {
                     tracing::info!(feed = %saved.info.feed, version = %saved.info.version, concepts = saved.info.concepts, new_records = saved.new_records, bytes = saved.bytes, "imported shipped release");
@@ -176,6 +178,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
     let systems = registry.all_code_systems().count();
     let value_sets = registry.all_value_sets().count();
     let mut state = AppState::new(registry);
+    state.metrics = metrics;
     state.limits.max_unpaged = args.max_expansion;
     state.limits.max_count = args.max_expansion;
     state.limits.max_filter_chars = args.max_filter_chars;
@@ -212,7 +215,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
         Arc::new(resources),
         args.data_dir.clone(),
         marker,
-    );
+    )
+    .with_metrics(state.metrics.clone());
     let publisher = Arc::new(if args.read_only {
         publisher.read_only()
     } else {
@@ -232,7 +236,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
     let service = if args.sync || token.is_some() {
         let settings = args.sync_settings.settings(args.data_dir.clone());
         match Syncer::new(settings, set.clone()) {
-            Ok(syncer) => Some(Arc::new(Service::new(syncer, Some(publisher.clone())))),
+            Ok(syncer) => Some(Arc::new(Service::new(
+                syncer.with_metrics(state.metrics.clone()),
+                Some(publisher.clone()),
+            ))),
             Err(e) => {
                 eprintln!("error: {e}");
                 return 1;

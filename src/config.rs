@@ -13,6 +13,29 @@ pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// How log lines are written to stderr: `text` (one readable line each) or `json` (one JSON
+    /// object per line, fields at the top level, for log collectors). Which lines are written
+    /// is chosen by `RUST_LOG` (default `info`; `fhir_registers::access=off` drops the
+    /// per-request lines).
+    #[arg(
+        long,
+        global = true,
+        env = "FHIR_REGISTERS_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+    /// fields.
+    Json,
 }
 
 /// The subcommands.

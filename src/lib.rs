@@ -4,6 +4,8 @@
 //! [`store`] (versioned concepts and indexes) ← [`terminology`] (the FHIR operations) ← [`http`]
 //! (axum). [`registers`] assembles the store from mappings, stored releases and plain FHIR
 //! resources; [`app`] builds the router that tests drive with `tower::ServiceExt::oneshot`.
+//! Beside that flow, [`metrics`] counts what the server answers, syncs, imports and publishes,
+//! for `GET /metrics`.
 
 pub mod authoring;
 pub mod commands;
@@ -14,6 +16,7 @@ pub mod fhir;
 pub mod fuzzing;
 pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod registers;
 pub mod source;
 pub mod store;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use fhir_registers::commands;
-use fhir_registers::config::{Cli, Command};
+use fhir_registers::config::{Cli, Command, LogFormat};
 use fhir_registers::terminology::budget::LaneSettings;
 
 // jemalloc instead of glibc's malloc: glibc keeps what a burst of large answers once used in its
@@ -14,7 +14,9 @@ use fhir_registers::terminology::budget::LaneSettings;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
-    let command = match Cli::parse().command {
+    let cli = Cli::parse();
+    let logs = init_logging(cli.log_format);
+    let command = match cli.command {
         Some(c) => c,
         // No subcommand means `serve`, with its flags' environment variables honoured.
         None => match Cli::parse_from(["fhir-registers", "serve"]).command {
@@ -37,24 +39,54 @@ fn main() {
         .max_blocking_threads(lanes.blocking_threads())
         .build();
     match runtime {
-        Ok(rt) => rt.block_on(run(command)),
+        Ok(rt) => {
+            let code = rt.block_on(run(command));
+            // `exit` runs no destructors: the log lines still buffered are written first. (The
+            // runtime is not dropped, which would wait for blocking tasks still running.)
+            drop(logs);
+            std::process::exit(code);
+        }
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
+            drop(logs);
             std::process::exit(1);
         }
     }
 }
 
-async fn run(command: Command) {
-    tracing_subscriber::fmt()
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines. Lines go
+/// through a buffer that a thread of their own writes out, so a slow stderr (a pipe to a busy
+/// collector) never holds up a request: when the buffer is full, lines are dropped instead.
+/// The returned guard writes out what is buffered when dropped.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("fhir-registers-log")
+        .finish(std::io::stderr());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: a log file or collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => logs
+            // Colours only on a terminal: a log file or collector gets plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line with the event's fields at the top level (`request_id`, not
+        // `fields.request_id`); spans carry nothing the lines need.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+    guard
+}
+
+async fn run(command: Command) -> i32 {
     // Purging runs on jemalloc's own threads, so memory goes back even while the server idles.
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(error = %e, "jemalloc background threads could not be started");
@@ -62,7 +94,7 @@ async fn run(command: Command) {
     if tracing::enabled!(tracing::Level::DEBUG) {
         std::thread::spawn(log_allocator_stats);
     }
-    let code = match command {
+    match command {
         Command::Serve(args) => commands::serve(*args).await,
         Command::Import(args) => commands::import(args).await,
         Command::Check(args) => commands::check(args).await,
@@ -70,8 +102,7 @@ async fn run(command: Command) {
         Command::Sync(args) => commands::sync(args).await,
         Command::Test(args) => commands::test(args),
         Command::New(args) => commands::new_mapping(args),
-    };
-    std::process::exit(code);
+    }
 }
 
 /// Every 10 s, the allocator's view of memory: bytes the program holds (`allocated`), pages it

@@ -282,6 +282,16 @@ pub async fn import_defaults(
     data_dir: &Path,
     progress: &mut (dyn FnMut(&str, u64, Option<u64>) + Send),
 ) -> Result<Vec<persist::Saved>, LoadError> {
+    import_defaults_timed(set, data_dir, progress, &mut |_, _| {}).await
+}
+
+/// [`import_defaults`], telling `imported` the feed and duration of each import that ran.
+pub async fn import_defaults_timed(
+    set: &MappingSet,
+    data_dir: &Path,
+    progress: &mut (dyn FnMut(&str, u64, Option<u64>) + Send),
+    imported: &mut (dyn FnMut(&str, std::time::Duration) + Send),
+) -> Result<Vec<persist::Saved>, LoadError> {
     let mut done = Vec::new();
     for m in &set.mappings {
         for (file, version) in m.default_releases() {
@@ -298,9 +308,10 @@ pub async fn import_defaults(
             }
             let feed = m.feed().to_string();
             let mut cb = |b: u64, t: Option<u64>| progress(&feed, b, t);
-            if let SaveOutcome::Stored(saved) =
-                import(set, m, &file, &version, data_dir, true, &mut cb).await?
-            {
+            let started = std::time::Instant::now();
+            let outcome = import(set, m, &file, &version, data_dir, true, &mut cb).await?;
+            imported(&feed, started.elapsed());
+            if let SaveOutcome::Stored(saved) = outcome {
                 done.push(saved);
             }
         }

@@ -1,7 +1,8 @@
 //! The HTTP layer (axum only): the routes table, shared state, and thin handlers that parse,
 //! call one domain function, and render. Handlers live in one file per resource. Beside them,
-//! not inside them: [`edge`] (what every request meets before routing) and [`serve`] (the
-//! connection loop that serves the router over TCP, with its timeouts and limits).
+//! not inside them: [`edge`] (what every request meets before routing), [`serve`] (the
+//! connection loop that serves the router over TCP, with its timeouts and limits) and `observe`
+//! (request metrics, access log lines and `GET /metrics`).
 
 pub mod admin;
 mod batch;
@@ -10,6 +11,7 @@ mod concept_map;
 mod connection;
 pub mod edge;
 pub mod metadata;
+mod observe;
 pub mod request;
 mod search;
 pub mod serve;
@@ -55,6 +57,9 @@ pub struct AppState {
     pub cors: CorsOrigins,
     /// The admin API (token and syncs); `None`: no `/admin` routes.
     pub admin: Option<admin::Admin>,
+    /// Request, sync, import and publish metrics (`GET /metrics`); share it with the sync
+    /// service and the publisher so that theirs show too.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Set once the latest versions' indexes are built: `/ready` answers 200 from then on.
     ready: std::sync::atomic::AtomicBool,
 }
@@ -140,6 +145,7 @@ impl AppState {
             body_limits: request::BodyLimits::default(),
             cors: CorsOrigins::Any,
             admin: None,
+            metrics: Arc::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -467,16 +473,24 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
     } else {
         router
     };
+    let observer = observe::Observer::new(state.metrics.clone(), base);
     let router = router
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(observe::render_metrics))
+        .layer(axum::middleware::from_fn(observe::tag_route))
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ));
     // Every answer carries the request's `X-Request-Id`, made up (a UUID) when the client sent
-    // none, so a client and the server's operators can name one request.
+    // none, so a client and the server's operators can name one request; the access log line
+    // and the metrics see every request, including those the edge refuses.
     edge::in_front_of(router)
+        .layer(axum::middleware::from_fn_with_state(
+            observer,
+            observe::observe,
+        ))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             tower_http::request_id::MakeRequestUuid,

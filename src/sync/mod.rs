@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::mapping::{Mapping, MappingSet};
+use crate::metrics::Metrics;
 use crate::registers;
 use crate::source::LocalFile;
 use crate::store::persist::{self, SaveOutcome};
@@ -252,6 +253,7 @@ pub struct Syncer {
     settings: Arc<SyncSettings>,
     client: reqwest::Client,
     served: Arc<MappingSet>,
+    metrics: Arc<Metrics>,
 }
 
 impl Syncer {
@@ -268,7 +270,14 @@ impl Syncer {
             settings: Arc::new(settings),
             client,
             served,
+            metrics: Arc::default(),
         })
+    }
+
+    /// This syncer recording its syncs and imports in `metrics` (the server's).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The settings.
@@ -282,9 +291,15 @@ impl Syncer {
     }
 
     /// One sync of one mapping: check the upstream, import every new release, record the
-    /// outcome and the next check in the register's state. Never panics, never leaves a partial
-    /// release: every error is in the report.
+    /// outcome and the next check in the register's state (and in the metrics). Never panics,
+    /// never leaves a partial release: every error is in the report.
     pub async fn sync(&self, m: &Mapping) -> Report {
+        let report = self.sync_unrecorded(m).await;
+        self.metrics.record_sync(&report);
+        report
+    }
+
+    async fn sync_unrecorded(&self, m: &Mapping) -> Report {
         let started = std::time::Instant::now();
         let register = m.id().to_string();
         let Some(plan) = plan(m) else {
@@ -457,6 +472,7 @@ impl Syncer {
         let path = download.path.clone();
         let name = release_name.to_string();
         let shown = settings.redact(&download.url);
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             let unpacked = archive::unpack(
                 &path,
@@ -480,6 +496,7 @@ impl Syncer {
                 format!("{shown}#{}", unpacked.member)
             };
             let file = LocalFile::unpacked(unpacked.path.clone(), display);
+            let started = std::time::Instant::now();
             let outcome = registers::import_file(
                 &served,
                 &mapping,
@@ -492,6 +509,7 @@ impl Syncer {
             .map_err(|e| {
                 Failure::retry(settings.redact(&format!("{shown} ({version}): {e}")))
             })?;
+            metrics.record_import(mapping.feed(), started.elapsed());
             Ok(match outcome {
                 SaveOutcome::Stored(saved) => Some(saved.info.version),
                 SaveOutcome::Unchanged { .. } => None,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 use crate::mapping::MappingSet;
+use crate::metrics::Metrics;
 use crate::registers::{self, Live};
 use crate::store::persist;
 
@@ -28,6 +29,8 @@ pub struct Publisher {
     seen: tokio::sync::Mutex<Option<String>>,
     /// Never write to the data directory (a read-only replica): no tidying of import debris.
     read_only: bool,
+    /// Where publish durations are recorded.
+    metrics: Arc<Metrics>,
 }
 
 /// What a publish did.
@@ -56,12 +59,19 @@ impl Publisher {
             data_dir,
             seen: tokio::sync::Mutex::new(marker),
             read_only: false,
+            metrics: Arc::default(),
         }
     }
 
     /// This publisher never writes to the data directory.
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
+        self
+    }
+
+    /// This publisher recording its publish durations in `metrics` (the server's).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -122,6 +132,7 @@ impl Publisher {
         };
         let build = started.elapsed();
         let generation = self.live.replace(registry);
+        self.metrics.record_publish(build);
         *seen = marker;
         tracing::info!(
             generation,

@@ -14,6 +14,7 @@ mod loopback;
 mod mapping_tests;
 mod mappings;
 mod nspl;
+mod observability;
 mod opcs4;
 mod operations;
 mod r4;

@@ -54,14 +54,19 @@ fn live(mappings: &Path, data: &Path, settings: SyncSettings) -> Live {
     let marker = fhir_registers::store::persist::read_change_marker(data);
     let registry = registers::build_registry(&set, data, &[]).expect("registry");
     let mut state = AppState::new(registry);
-    let publisher = Arc::new(Publisher::new(
-        state.live.clone(),
-        set.clone(),
-        Arc::new(Vec::new()),
-        data.to_path_buf(),
-        marker,
-    ));
-    let syncer = Syncer::new(settings, set).expect("client");
+    let publisher = Arc::new(
+        Publisher::new(
+            state.live.clone(),
+            set.clone(),
+            Arc::new(Vec::new()),
+            data.to_path_buf(),
+            marker,
+        )
+        .with_metrics(state.metrics.clone()),
+    );
+    let syncer = Syncer::new(settings, set)
+        .expect("client")
+        .with_metrics(state.metrics.clone());
     let service = Arc::new(Service::new(syncer, Some(publisher.clone())));
     state.admin = Some(Admin::new(Secret::new(TOKEN), service.clone()));
     Live {
@@ -916,4 +921,94 @@ async fn the_schedule_checks_when_due_and_publishes_what_it_imported() {
         "one check, not a loop"
     );
     schedule.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_imports_and_publishes_are_counted_and_timed_in_the_metrics() {
+    let up = Upstream::start().await;
+    let path = "/epraccur.zip";
+    up.put(
+        path,
+        zip_of("epraccur.csv", &epraccur("2019-10")),
+        "m1",
+        "2019-10-01",
+    );
+    let mappings = mappings_with_sync(&format!("url = \"{}\"", up.url(path)));
+    let data = tempfile::tempdir().expect("data");
+    let server = live(mappings.path(), data.path(), settings(data.path()));
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    // Imported, then up to date (the upstream answers 304), then failed.
+    for expected in [StatusCode::OK, StatusCode::OK] {
+        let (status, report) = sync_now(&server.state).await;
+        assert_eq!(status, expected, "{report}");
+    }
+    up.fault(path, Fault::Status(503));
+    let (status, _) = sync_now(&server.state).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+
+    let scrape = send_to(
+        server.state.clone(),
+        Request::get("/metrics").body(Body::empty()).expect("req"),
+    )
+    .await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    let text = scrape.text();
+    let value = |name: &str, labels: &str| -> f64 {
+        let prefix = format!("{name}{labels} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}{labels} in:\n{text}"))
+    };
+    for outcome in ["imported", "up to date", "failed"] {
+        assert_eq!(
+            value(
+                "fhir_registers_sync_total",
+                &format!(r#"{{register="ods-epraccur",outcome="{outcome}"}}"#)
+            ),
+            1.0,
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        value(
+            "fhir_registers_sync_duration_seconds_count",
+            r#"{register="ods-epraccur"}"#
+        ),
+        3.0
+    );
+    let last_success = value(
+        "fhir_registers_sync_last_success_timestamp_seconds",
+        r#"{register="ods-epraccur"}"#,
+    );
+    assert!(last_success >= before.floor(), "{last_success} < {before}");
+    assert_eq!(
+        value(
+            "fhir_registers_import_duration_seconds_count",
+            r#"{feed="ods-epraccur"}"#
+        ),
+        1.0,
+        "one release imported"
+    );
+    assert_eq!(
+        value("fhir_registers_publish_duration_seconds_count", ""),
+        1.0,
+        "one publish"
+    );
+    assert_eq!(value("fhir_registers_registry_generation", ""), 1.0);
+    assert_eq!(
+        value(
+            "fhir_registers_concepts",
+            &format!(r#"{{code_system="{ODS}"}}"#)
+        ),
+        server
+            .state
+            .registry()
+            .code_system(ODS, None)
+            .expect("published")
+            .len() as f64
+    );
 }
