@@ -16,6 +16,8 @@
 # Needs python3 and wrk (installed with apt-get when missing). Work files go to a temporary folder,
 # removed at the end. Traffic goes to 127.0.0.1 only and every loop stops by itself.
 set -euo pipefail
+# Access log lines (one per request) would cost the measured server CPU and fill its log file.
+export RUST_LOG="${RUST_LOG:-info,fhir_registers::access=off}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DURATION="${DURATION:-60}"

@@ -11,6 +11,8 @@
 #
 # Run with RUST_LOG=info,fhir_registers=debug to have the allocator's statistics in the log.
 set -euo pipefail
+# Access log lines (one per request) would cost the measured server CPU and fill its log file.
+export RUST_LOG="${RUST_LOG:-info,fhir_registers::access=off}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${BIN:-$ROOT/target/release/fhir-registers}"

@@ -12,6 +12,8 @@
 # Needs ../shared/data beside the repository (as CI has), python3 for SCALE=2.7m, and wrk (installed
 # with apt-get when missing). Work files go to a temporary folder, removed at the end.
 set -euo pipefail
+# Access log lines (one per request) would cost the measured server CPU and fill its log file.
+export RUST_LOG="${RUST_LOG:-info,fhir_registers::access=off}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="${SHARED:-$ROOT/../shared/data}"

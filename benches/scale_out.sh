@@ -16,6 +16,8 @@
 # as root or with sudo), curl and python3. PROFILE=dev uses the debug build (as `cargo test` makes
 # it) instead of building a release binary.
 set -euo pipefail
+# Access log lines (one per request) would cost the measured server CPU and fill its log file.
+export RUST_LOG="${RUST_LOG:-info,fhir_registers::access=off}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="${SHARED:-$ROOT/../shared/data}"

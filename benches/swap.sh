@@ -12,6 +12,8 @@
 # Needs ../shared/data beside the repository (for POSTCODES=1), python3, curl and wrk. Work files go
 # to a temporary folder, removed at the end.
 set -euo pipefail
+# Access log lines (one per request) would cost the measured server CPU and fill its log file.
+export RUST_LOG="${RUST_LOG:-info,fhir_registers::access=off}"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="${SHARED:-$ROOT/../shared/data}"
