@@ -9,6 +9,7 @@ mod errors;
 mod expand;
 mod fuzz_corpus;
 mod history;
+mod icd10_hes;
 mod lookup;
 mod loopback;
 mod mapping_tests;
