@@ -120,9 +120,8 @@ async fn each_financial_year_holds_the_codes_hes_used_that_year() {
         .await;
         assert_eq!(param(&v, "result"), Some(&json!(member)), "{code} in {fy}");
     }
-    let j459 = ask(format!(
-        "/fhir/ValueSet/icd-10-hes-apc-2023-24/$expand?filter=asthma&count=50"
-    ))
-    .await;
+    let j459 =
+        ask("/fhir/ValueSet/icd-10-hes-apc-2023-24/$expand?filter=asthma&count=50".to_string())
+            .await;
     assert!(codes(&j459).contains(&"J45.9".to_string()), "{j459}");
 }
