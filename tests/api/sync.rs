@@ -16,6 +16,7 @@ use fhir_registers::sync::schedule::Service;
 use fhir_registers::sync::{Secret, SyncSettings, Syncer};
 use fhir_registers::{AppState, registers};
 use serde_json::{Value as Json, json};
+use tower::ServiceExt;
 
 use super::support::*;
 use super::upstream::*;
@@ -1010,5 +1011,39 @@ async fn syncs_imports_and_publishes_are_counted_and_timed_in_the_metrics() {
             .code_system(ODS, None)
             .expect("published")
             .len() as f64
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_sends_no_cors_headers_while_the_fhir_base_does() {
+    let mappings = mappings_with_sync("url = \"http://127.0.0.1:9/never-called\"");
+    let data = tempfile::tempdir().expect("data");
+    let server = live(mappings.path(), data.path(), settings(data.path()));
+    let with_origin = |uri: &str| {
+        Request::get(uri)
+            .header(header::ORIGIN, "https://app.example.org")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("req")
+    };
+    let fhir = fhir_registers::app(server.state.clone())
+        .oneshot(with_origin("/fhir/metadata"))
+        .await
+        .expect("answer");
+    assert!(
+        fhir.headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "the FHIR base answers browsers"
+    );
+    let admin = fhir_registers::app(server.state.clone())
+        .oneshot(with_origin("/admin/status"))
+        .await
+        .expect("answer");
+    assert_eq!(admin.status(), StatusCode::OK);
+    assert!(
+        !admin
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "no browser origin may call the admin API"
     );
 }
