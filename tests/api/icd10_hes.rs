@@ -7,8 +7,6 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use fhir_registers::mapping::{self, MappingSet};
-use fhir_registers::store::persist;
 use fhir_registers::{AppState, registers};
 use serde_json::{Value as Json, json};
 
@@ -24,23 +22,13 @@ fn state() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
     STATE
         .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("dir").keep();
-            let set = shipped();
-            let m = set.mapping("icd10-who").expect("mapping");
-            let file = fhir_registers::source::local_file(
-                repo()
-                    .join("mappings/data/icd10/who_icd10_2019_flat.csv")
-                    .to_str()
-                    .expect("utf-8"),
-            )
-            .expect("file");
-            let release = mapping::read_release(m, &file, "2019", &mut |_| {}).expect("reads");
-            persist::save_release(&dir, release, false).expect("saves");
-            let only = MappingSet::from_mappings(vec![m.clone()]).expect("set");
             let resources = registers::load_resources(&repo().join("mappings")).expect("resources");
-            Arc::new(AppState::new(
-                registers::build_registry(&only, &dir, &resources).expect("registry"),
-            ))
+            one_register_state(
+                "icd10-who",
+                "mappings/data/icd10/who_icd10_2019_flat.csv",
+                "2019",
+                &resources,
+            )
         })
         .clone()
 }

@@ -7,9 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use fhir_registers::mapping::{self, MappingSet};
-use fhir_registers::store::persist;
-use fhir_registers::{AppState, registers};
+use fhir_registers::AppState;
 use serde_json::{Value as Json, json};
 
 use super::support::*;
@@ -40,21 +38,7 @@ fn rows() -> &'static Vec<HashMap<String, String>> {
 fn state() -> Arc<AppState> {
     static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
     STATE
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("dir").keep();
-            let set = shipped();
-            let m = set.mapping("ons-nspl").expect("mapping");
-            let file =
-                fhir_registers::source::local_file(repo().join(FILE).to_str().expect("utf-8"))
-                    .expect("file");
-            let release =
-                mapping::read_release(m, &file, "2021-11-01", &mut |_| {}).expect("reads");
-            persist::save_release(&dir, release, false).expect("saves");
-            let only = MappingSet::from_mappings(vec![m.clone()]).expect("set");
-            Arc::new(AppState::new(
-                registers::build_registry(&only, &dir, &[]).expect("registry"),
-            ))
-        })
+        .get_or_init(|| one_register_state("ons-nspl", FILE, "2021-11-01", &[]))
         .clone()
 }
 

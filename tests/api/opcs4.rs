@@ -111,27 +111,6 @@ async fn ask_json(uri: String) -> Json {
     reply.json()
 }
 
-/// The parts of every output parameter called `name`.
-fn all_parts<'a>(params: &'a Json, name: &str) -> Vec<&'a Vec<Json>> {
-    params["parameter"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"] == name)
-        .filter_map(|p| p["part"].as_array())
-        .collect()
-}
-
-/// The value of the first part called `name`.
-fn part_value<'a>(parts: &'a [Json], name: &str) -> Option<&'a Json> {
-    parts.iter().find(|p| p["name"] == name).and_then(|p| {
-        p.as_object()?
-            .iter()
-            .find(|(k, _)| k.starts_with("value"))
-            .map(|(_, v)| v)
-    })
-}
-
 fn property_values(params: &Json, code: &str) -> Vec<Json> {
     properties(params)
         .into_iter()

@@ -317,3 +317,45 @@ pub fn gz_rows(rel: &str) -> Vec<csv::StringRecord> {
         .map(|r| r.expect("csv record"))
         .collect()
 }
+
+/// The parts of every output parameter called `name`.
+pub fn all_parts<'a>(params: &'a Json, name: &str) -> Vec<&'a Vec<Json>> {
+    params["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == name)
+        .filter_map(|p| p["part"].as_array())
+        .collect()
+}
+
+/// The value of the first part called `name`.
+pub fn part_value<'a>(parts: &'a [Json], name: &str) -> Option<&'a Json> {
+    parts.iter().find(|p| p["name"] == name).and_then(|p| {
+        p.as_object()?
+            .iter()
+            .find(|(k, _)| k.starts_with("value"))
+            .map(|(_, v)| v)
+    })
+}
+
+/// Server state over one shipped mapping alone, with one release of it read from `file` (a path
+/// in the repository) and the given plain resources.
+pub fn one_register_state(
+    id: &str,
+    file: &str,
+    version: &str,
+    resources: &[(String, Json)],
+) -> Arc<AppState> {
+    let dir = tempfile::tempdir().expect("dir").keep();
+    let set = shipped();
+    let m = set.mapping(id).unwrap_or_else(|| panic!("no mapping {id}"));
+    let file = fhir_registers::source::local_file(repo().join(file).to_str().expect("utf-8"))
+        .expect("file");
+    let release = mapping::read_release(m, &file, version, &mut |_| {}).expect("reads");
+    persist::save_release(&dir, release, false).expect("saves");
+    let only = MappingSet::from_mappings(vec![m.clone()]).expect("set");
+    Arc::new(AppState::new(
+        registers::build_registry(&only, &dir, resources).expect("registry"),
+    ))
+}
