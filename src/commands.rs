@@ -330,6 +330,36 @@ fn admin_token(args: &ServeArgs) -> Result<Option<Secret>, String> {
     }
 }
 
+/// The mappings named on a command line, each by register id or by its file in the folder; an
+/// unknown name is reported and gives `None`.
+fn named_mappings<'a>(
+    set: &'a MappingSet,
+    names: &[String],
+    folder: &std::path::Path,
+) -> Option<Vec<&'a Mapping>> {
+    let mut chosen = Vec::new();
+    for name in names {
+        let path = std::path::Path::new(name);
+        let found = set.mapping(name).or_else(|| {
+            set.mappings.iter().find(|m| {
+                m.path == path
+                    || (path.file_name().is_some() && m.path.file_name() == path.file_name())
+            })
+        });
+        match found {
+            Some(m) => chosen.push(m),
+            None => {
+                eprintln!(
+                    "error: no mapping {name:?} in {} (give a register id or a mapping file there)",
+                    folder.display()
+                );
+                return None;
+            }
+        }
+    }
+    Some(chosen)
+}
+
 /// `sync`: one pass over the named registers (or every one with an upstream), one line each.
 pub async fn sync(args: SyncCommandArgs) -> i32 {
     let set = match MappingSet::load_dir(&args.mappings) {
@@ -339,29 +369,10 @@ pub async fn sync(args: SyncCommandArgs) -> i32 {
             return 2;
         }
     };
-    let mut wanted = Vec::new();
-    for name in &args.registers {
-        let id = match set.mapping(name) {
-            Some(m) => m.id().to_string(),
-            None => {
-                let path = std::path::Path::new(name);
-                match set.mappings.iter().find(|m| {
-                    m.path == path
-                        || (path.file_name().is_some() && m.path.file_name() == path.file_name())
-                }) {
-                    Some(m) => m.id().to_string(),
-                    None => {
-                        eprintln!(
-                            "error: no mapping {name:?} in {} (give a register id or a mapping file there)",
-                            args.mappings.display()
-                        );
-                        return 2;
-                    }
-                }
-            }
-        };
-        wanted.push(id);
-    }
+    let wanted: Vec<String> = match named_mappings(&set, &args.registers, &args.mappings) {
+        Some(chosen) => chosen.iter().map(|m| m.id().to_string()).collect(),
+        None => return 2,
+    };
     let settings = args.sync.settings(args.data_dir.clone());
     let syncer = match Syncer::new(settings, Arc::new(set)) {
         Ok(s) => s,
@@ -385,14 +396,7 @@ pub async fn sync(args: SyncCommandArgs) -> i32 {
         for id in &wanted {
             match service.sync_one(id).await {
                 Ok(r) => reports.push(r),
-                Err(e) => reports.push(crate::sync::Report {
-                    register: id.clone(),
-                    outcome: "failed",
-                    imported: Vec::new(),
-                    errors: vec![e.0],
-                    downloaded_bytes: 0,
-                    millis: 0,
-                }),
+                Err(e) => reports.push(crate::sync::Report::failure(id.clone(), e.0, 0)),
             }
         }
         reports
@@ -633,25 +637,9 @@ pub fn test(args: TestArgs) -> i32 {
             return 2;
         }
     };
-    let mut chosen: Vec<&Mapping> = Vec::new();
-    for name in &args.registers {
-        let path = std::path::Path::new(name);
-        match set.mapping(name).or_else(|| {
-            set.mappings.iter().find(|m| {
-                m.path == path
-                    || (path.file_name().is_some() && m.path.file_name() == path.file_name())
-            })
-        }) {
-            Some(m) => chosen.push(m),
-            None => {
-                eprintln!(
-                    "error: no mapping {name:?} in {} (give a register id or a mapping file there)",
-                    args.mappings.display()
-                );
-                return 2;
-            }
-        }
-    }
+    let Some(mut chosen) = named_mappings(&set, &args.registers, &args.mappings) else {
+        return 2;
+    };
     if chosen.is_empty() {
         chosen = set.mappings.iter().collect();
     }

@@ -185,7 +185,7 @@ pub async fn get(
 }
 
 /// A transport error's text without its URL (which may carry the TRUD key).
-fn transport_error(e: &reqwest::Error, settings: &SyncSettings) -> String {
+pub(super) fn transport_error(e: &reqwest::Error, settings: &SyncSettings) -> String {
     use std::error::Error as _;
     let kind = if e.is_timeout() {
         "timed out"

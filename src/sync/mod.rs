@@ -219,6 +219,18 @@ pub struct Report {
 }
 
 impl Report {
+    /// A sync of `register` that failed before reaching its upstream.
+    pub fn failure(register: String, message: String, millis: u64) -> Self {
+        Self {
+            register,
+            outcome: "failed",
+            imported: Vec::new(),
+            errors: vec![message],
+            downloaded_bytes: 0,
+            millis,
+        }
+    }
+
     /// Whether anything failed.
     pub fn failed(&self) -> bool {
         !self.errors.is_empty()
@@ -303,40 +315,17 @@ impl Syncer {
         let started = std::time::Instant::now();
         let register = m.id().to_string();
         let Some(plan) = plan(m) else {
-            return Report {
-                register,
-                outcome: "failed",
-                imported: Vec::new(),
-                errors: vec!["the mapping has no [sync] table".into()],
-                downloaded_bytes: 0,
-                millis: 0,
-            };
+            return Report::failure(register, "the mapping has no [sync] table".into(), 0);
         };
         let dir = state::sync_dir(&self.settings.data_dir);
         let lock = match state::RegisterLock::try_take(&dir, &register) {
             Ok(Some(lock)) => lock,
             Ok(None) => {
-                return Report {
-                    register,
-                    outcome: "failed",
-                    imported: Vec::new(),
-                    errors: vec![
-                        "another process is syncing this register now; try again later".into(),
-                    ],
-                    downloaded_bytes: 0,
-                    millis: started.elapsed().as_millis() as u64,
-                };
+                let message =
+                    "another process is syncing this register now; try again later".to_string();
+                return Report::failure(register, message, started.elapsed().as_millis() as u64);
             }
-            Err(e) => {
-                return Report {
-                    register,
-                    outcome: "failed",
-                    imported: Vec::new(),
-                    errors: vec![e],
-                    downloaded_bytes: 0,
-                    millis: started.elapsed().as_millis() as u64,
-                };
-            }
+            Err(e) => return Report::failure(register, e, started.elapsed().as_millis() as u64),
         };
         // What a killed sync of this register left behind.
         state::remove_downloads(&dir, &register);

@@ -160,21 +160,14 @@ async fn list(syncer: &Syncer, url: &str) -> Result<Vec<Release>, Failure> {
     let settings = syncer.settings();
     let shown = settings.redact(url);
     let response = syncer.client.get(url).send().await.map_err(|e| {
-        Failure::retry(settings.redact(&format!(
-            "{shown}: {}",
-            if e.is_timeout() {
-                "timed out".to_string()
-            } else {
-                e.without_url().to_string()
-            }
-        )))
+        Failure::retry(format!("{shown}: {}", fetch::transport_error(&e, settings)))
     })?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| {
-        Failure::retry(settings.redact(&format!(
+        Failure::retry(format!(
             "{shown}: the listing broke off: {}",
-            e.without_url()
-        )))
+            fetch::transport_error(&e, settings)
+        ))
     })?;
     if !status.is_success() {
         let message = serde_json::from_slice::<ApiError>(&body)
