@@ -261,7 +261,11 @@ pub fn import_file(
     let gz = !file.unpacked && mapping.gzip_for(&file.display_name);
     let total = if gz { None } else { size };
     let mut cb = |bytes: u64| progress(bytes, total);
-    let release = mapping::read_release(mapping, file, version, &mut cb)?;
+    // Under the feed's lock from here: the rows the store already has are not converted again.
+    let feed = persist::FeedImport::open(data_dir, mapping.feed())?;
+    let mut known = feed.store().known(version, &mapping.hash);
+    let mut find = |code: &str, row_hash: u64| known.as_mut()?.find(code, row_hash);
+    let release = mapping::read_release_known(mapping, file, version, &mut cb, Some(&mut find))?;
     let url = &mapping.spec.code_system.url;
     let others: Vec<&str> = served
         .code_systems
@@ -271,7 +275,7 @@ pub fn import_file(
         .filter(|f| *f != mapping.feed())
         .collect();
     check_overlap(data_dir, url, &release, &others)?;
-    Ok(persist::save_release(data_dir, release, replace)?)
+    Ok(feed.save(release, replace, known.as_ref())?)
 }
 
 /// Imports each mapping's default releases (`default_file` and `source.release`) unless the data

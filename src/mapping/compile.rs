@@ -736,6 +736,12 @@ impl Mapping {
         self.path.display().to_string()
     }
 
+    /// Whether a row's concept depends on the release version as well as on the row (a status
+    /// from an `inactive_from` date compares the date with the version).
+    pub fn depends_on_version(&self) -> bool {
+        self.inactive_from.is_some()
+    }
+
     /// The feed this mapping's releases belong to (`register.feed`, else `register.id`).
     pub fn feed(&self) -> &str {
         self.spec
@@ -981,6 +987,30 @@ impl Bound<'_> {
         }
     }
 
+    /// The code a row would have, without converting the rest of it: `None` when a row filter
+    /// leaves the row out or the code is empty (then [`Bound::convert`] says why).
+    pub fn code_of(&self, record: &csv::StringRecord, row: u64) -> Option<String> {
+        let ctx = RowCtx { record, row };
+        if !self.kept(&ctx) {
+            return None;
+        }
+        Some(self.render(&ctx, &self.mapping.code)).filter(|c| !c.is_empty())
+    }
+
+    /// Whether the mapping's row filters keep a row.
+    fn kept(&self, ctx: &RowCtx<'_>) -> bool {
+        self.mapping.row_filters.iter().all(|(column, op)| {
+            let v = self.cell(ctx, column).trim();
+            match op {
+                RowFilterOp::Equals(x) => v == x,
+                RowFilterOp::In(xs) => xs.iter().any(|x| x == v),
+                RowFilterOp::NotIn(xs) => !xs.iter().any(|x| x == v),
+                RowFilterOp::Regex(r) => r.is_match(v),
+                RowFilterOp::Empty(e) => v.is_empty() == *e,
+            }
+        })
+    }
+
     /// Converts one record. `Ok(None)` when a row filter drops it. `version` is the release
     /// version (dates on or before it close a concept under `inactive_from`).
     pub fn convert(
@@ -991,18 +1021,8 @@ impl Bound<'_> {
     ) -> Result<Option<Concept>, Vec<RowError>> {
         let ctx = RowCtx { record, row };
         let m = self.mapping;
-        for (column, op) in &m.row_filters {
-            let v = self.cell(&ctx, column).trim();
-            let keep = match op {
-                RowFilterOp::Equals(x) => v == x,
-                RowFilterOp::In(xs) => xs.iter().any(|x| x == v),
-                RowFilterOp::NotIn(xs) => !xs.iter().any(|x| x == v),
-                RowFilterOp::Regex(r) => r.is_match(v),
-                RowFilterOp::Empty(e) => v.is_empty() == *e,
-            };
-            if !keep {
-                return Ok(None);
-            }
+        if !self.kept(&ctx) {
+            return Ok(None);
         }
         let mut errors = Vec::new();
         if record.len() < self.names.len() && !m.spec.source.header {

@@ -148,14 +148,72 @@ pub fn read_release(
     version: &str,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Release, ImportError> {
+    read_release_known(mapping, file, version, progress, None)
+}
+
+/// Answers whether the store already has a row: given a row's code and [`RowHasher`] hash, the
+/// store's token for the record made from the very same row with the same mapping, or `None`.
+pub type KnownRows<'a> = &'a mut dyn FnMut(&str, u64) -> Option<u32>;
+
+/// [`read_release`] for an import: a row that `known` says the store already has is not
+/// converted (only its code is read), so importing a release costs what changed in it.
+pub fn read_release_known(
+    mapping: &Mapping,
+    file: &LocalFile,
+    version: &str,
+    progress: &mut dyn FnMut(u64),
+    known: Option<KnownRows<'_>>,
+) -> Result<Release, ImportError> {
     let gzip = !file.unpacked && mapping.gzip_for(&file.display_name);
-    read_release_from(
+    read_rows(
         mapping,
         source::open(file, gzip)?,
         &file.display_name,
         version,
         progress,
+        known,
     )
+}
+
+/// Hashes source rows so that an import can tell a row it already stored from a changed one
+/// without converting it. SipHash-1-3 (a fixed, documented algorithm: the hashes are kept on
+/// disk), keyed by the mapping text, the header and, when the mapping's concepts depend on it,
+/// the release version: an equal hash means the same row read the same way.
+pub struct RowHasher {
+    k0: u64,
+    k1: u64,
+}
+
+impl RowHasher {
+    /// The hasher for a file read by `mapping` with this `header` as `version`.
+    pub fn new(mapping: &Mapping, header: Option<&[String]>, version: &str) -> Self {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(0x6668_6972, 0x726f_7773);
+        h.write(mapping.hash.as_bytes());
+        h.write_u8(0xff);
+        for name in header.unwrap_or_default() {
+            h.write(name.as_bytes());
+            h.write_u8(0xfe);
+        }
+        if mapping.depends_on_version() {
+            h.write_u8(0xfd);
+            h.write(version.as_bytes());
+        }
+        let k0 = h.finish();
+        h.write_u8(0xfc);
+        Self { k0, k1: h.finish() }
+    }
+
+    /// The hash of one row (its fields, each with its length). Never 0 (0 means "not known").
+    pub fn hash(&self, record: &csv::StringRecord) -> u64 {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1);
+        for field in record.iter() {
+            h.write_u32(field.len() as u32);
+            h.write(field.as_bytes());
+        }
+        h.finish().max(1)
+    }
 }
 
 /// [`read_release`] over the (already decompressed) bytes of a register file; `name` names the
@@ -166,6 +224,17 @@ pub fn read_release_from(
     name: &str,
     version: &str,
     progress: &mut dyn FnMut(u64),
+) -> Result<Release, ImportError> {
+    read_rows(mapping, reader, name, version, progress, None)
+}
+
+fn read_rows(
+    mapping: &Mapping,
+    reader: impl std::io::Read,
+    name: &str,
+    version: &str,
+    progress: &mut dyn FnMut(u64),
+    mut known: Option<KnownRows<'_>>,
 ) -> Result<Release, ImportError> {
     if version.trim().is_empty() {
         return Err(ImportError::Version(
@@ -199,6 +268,7 @@ pub fn read_release_from(
         let bound = mapping
             .bind(header.as_deref(), name)
             .map_err(ImportError::Mapping)?;
+        let hasher = RowHasher::new(mapping, header.as_deref(), version);
         let mut record = csv::StringRecord::new();
         let mut row = 0u64;
         loop {
@@ -218,9 +288,18 @@ pub fn read_release_from(
             if row.is_multiple_of(8192) {
                 progress(reader.position().byte());
             }
+            let row_hash = hasher.hash(&record);
+            if let Some(known) = known.as_mut()
+                && let Some(code) = bound.code_of(&record, row)
+                && let Some(token) = known(&code, row_hash)
+            {
+                concepts.push_known(&code, row_hash, token);
+                rows.push(row);
+                continue;
+            }
             match bound.convert(&record, row, version) {
                 Ok(Some(c)) => {
-                    concepts.push(&c);
+                    concepts.push_row(&c, row_hash);
                     rows.push(row);
                 }
                 Ok(None) => {}

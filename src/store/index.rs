@@ -23,10 +23,11 @@ pub struct IndexedRelease {
     /// Where each segment's records start in the numbering `members` uses.
     segment_start: Vec<u32>,
     /// The record of each concept, in code order (segment records numbered one after another).
-    members: Vec<u32>,
+    members: Order,
     /// The first 8 bytes of every [`SAMPLE`]th code, so that a lookup narrows its binary search
-    /// in this small array before reading codes from the records (fewer cache misses).
-    samples: Vec<u64>,
+    /// in this small array before reading codes from the records (fewer cache misses). Built on
+    /// the first lookup, so an old version nobody asks for costs nothing.
+    samples: OnceLock<Vec<u64>>,
     /// Positions in case-folded code order, `None` when that is code order already.
     folded: OnceLock<Option<Vec<u32>>>,
     text: OnceLock<WordIndex>,
@@ -127,6 +128,85 @@ fn fold_cmp(a: &str, b: &str) -> Ordering {
         .then_with(|| a.cmp(b))
 }
 
+/// The records of a release in code order: one number a concept, or, when the release shares
+/// long stretches with the releases before it (a monthly release that changed 0.5 % of the
+/// register), the runs of consecutive records, which cost a few bytes a *change* instead of four
+/// bytes a concept.
+#[derive(Debug)]
+enum Order {
+    /// The record (numbered across the segments) of each position.
+    Dense(Vec<u32>),
+    /// Run `k` covers positions `at[k]..at[k + 1]` with records `first[k]..`; `at` ends with
+    /// the number of concepts.
+    Runs { at: Vec<u32>, first: Vec<u32> },
+}
+
+impl Order {
+    /// From runs (first record, length; each within one segment) in code order: runs when they take at most half the
+    /// memory of one number a concept.
+    fn from_runs(runs: impl Iterator<Item = (u32, u32)>) -> Self {
+        let mut at = vec![0u32];
+        let mut first = Vec::new();
+        // Runs are never joined: each stays within one segment (see `same_records`).
+        for (g, n) in runs.filter(|&(_, n)| n > 0) {
+            let end = at[at.len() - 1];
+            first.push(g);
+            at.push(end + n);
+        }
+        let len = at[at.len() - 1] as usize;
+        if first.len() * 8 <= len * 2 {
+            at.shrink_to_fit();
+            first.shrink_to_fit();
+            return Order::Runs { at, first };
+        }
+        let mut dense = Vec::with_capacity(len);
+        for (k, &f) in first.iter().enumerate() {
+            dense.extend(f..f + (at[k + 1] - at[k]));
+        }
+        Order::Dense(dense)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Order::Dense(d) => d.len(),
+            Order::Runs { at, .. } => at[at.len() - 1] as usize,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Order::Dense(d) => d.len() * 4,
+            Order::Runs { at, first } => (at.len() + first.len()) * 4,
+        }
+    }
+
+    /// The record at position `i`.
+    fn get(&self, i: u32) -> u32 {
+        match self {
+            Order::Dense(d) => d[i as usize],
+            Order::Runs { at, first } => {
+                let k = at.partition_point(|&a| a <= i) - 1;
+                first[k] + (i - at[k])
+            }
+        }
+    }
+
+    /// The record at position `i` and how many positions from `i` on hold consecutive records.
+    fn run_at(&self, i: u32) -> (u32, u32) {
+        match self {
+            Order::Dense(d) => (d[i as usize], 1),
+            Order::Runs { at, first } => {
+                let k = at.partition_point(|&a| a <= i) - 1;
+                (first[k] + (i - at[k]), at[k + 1] - i)
+            }
+        }
+    }
+}
+
 impl IndexedRelease {
     /// Indexes a freshly read release (concepts sorted by code).
     pub fn new(release: Release) -> Self {
@@ -136,18 +216,15 @@ impl IndexedRelease {
             release.concepts.to_vec(),
             Vec::new(),
         ));
-        Self::from_segments(
-            release.info,
-            vec![segment],
-            (0..n).map(|i| (0, i)).collect(),
-        )
+        Self::from_segments(release.info, vec![segment], [(0, 0, n)])
     }
 
-    /// Indexes a stored release: its concepts are `members` (segment, record), in code order.
+    /// Indexes a stored release: its concepts are `runs` of consecutive records (segment, first
+    /// record, number of records), in code order.
     pub fn from_segments(
         info: ReleaseInfo,
         segments: Vec<Arc<Segment>>,
-        members: Vec<(u16, u32)>,
+        runs: impl IntoIterator<Item = (u16, u32, u32)>,
     ) -> Self {
         let mut segment_start = Vec::with_capacity(segments.len());
         let mut at = 0u32;
@@ -155,25 +232,47 @@ impl IndexedRelease {
             segment_start.push(at);
             at += s.len() as u32;
         }
-        let members = members
-            .into_iter()
-            .map(|(s, k)| segment_start[s as usize] + k)
-            .collect();
-        let mut r = Self {
+        let members = Order::from_runs(
+            runs.into_iter()
+                .map(|(s, k, n)| (segment_start[s as usize] + k, n)),
+        );
+        Self {
             info,
             segments,
             segment_start,
             members,
-            samples: Vec::new(),
+            samples: OnceLock::new(),
             folded: OnceLock::new(),
             text: OnceLock::new(),
             by_property: std::sync::Mutex::new(HashMap::new()),
-        };
-        r.samples = (0..r.members.len())
-            .step_by(SAMPLE)
-            .map(|i| code_key(r.code(i as u32)))
-            .collect();
-        r
+        }
+    }
+
+    /// The record segments the release reads from.
+    pub fn segments(&self) -> &[Arc<Segment>] {
+        &self.segments
+    }
+
+    /// Bytes the code order takes in memory (for reports and tests).
+    pub fn order_bytes(&self) -> usize {
+        self.members.bytes()
+    }
+
+    /// How many positions from `i` here and `j` in `other` hold the very same stored records
+    /// one after another (0 when the records at `i` and `j` differ): an unchanged stretch of the
+    /// register is skipped whole, without reading a code.
+    pub fn same_records(&self, i: u32, other: &IndexedRelease, j: u32) -> u32 {
+        let (ga, na) = self.members.run_at(i);
+        let (gb, nb) = other.members.run_at(j);
+        let sa = self.segment_start.partition_point(|&st| st <= ga) - 1;
+        let sb = other.segment_start.partition_point(|&st| st <= gb) - 1;
+        let same = std::ptr::eq(&*self.segments[sa], &*other.segments[sb])
+            && ga - self.segment_start[sa] == gb - other.segment_start[sb];
+        if !same {
+            return 0;
+        }
+        // A run may go on past its segment's end in neither release: runs stay in one segment.
+        na.min(nb)
     }
 
     /// Positions of the concepts having `property` with one of `values` (compared as filters
@@ -216,7 +315,7 @@ impl IndexedRelease {
 
     /// The stored record at an index: its segment and number there.
     pub fn record(&self, i: u32) -> (&Segment, u32) {
-        let g = self.members[i as usize];
+        let g = self.members.get(i);
         let s = self.segment_start.partition_point(|&st| st <= g) - 1;
         (&self.segments[s], g - self.segment_start[s])
     }
@@ -270,8 +369,14 @@ impl IndexedRelease {
     pub fn find(&self, code: &str) -> Option<u32> {
         // Sampled codes with a smaller key are before the code, those with a larger one after.
         let key = code_key(code);
-        let a = self.samples.partition_point(|&k| k < key);
-        let b = a + self.samples[a..].partition_point(|&k| k <= key);
+        let samples = self.samples.get_or_init(|| {
+            (0..self.members.len())
+                .step_by(SAMPLE)
+                .map(|i| code_key(self.code(i as u32)))
+                .collect()
+        });
+        let a = samples.partition_point(|&k| k < key);
+        let b = a + samples[a..].partition_point(|&k| k <= key);
         let (mut lo, mut hi) = (
             a.saturating_sub(1) * SAMPLE,
             (b * SAMPLE).min(self.members.len()),
@@ -627,5 +732,84 @@ mod tests {
         let mut greek = Concept::new("X1");
         greek.display = Some("ΟΔΟΣ Σταδίου".into());
         assert!(matches_words(&greek, &["οδος".into(), "στα".into()]));
+    }
+
+    /// Two releases over the same two segments: `a` is segment 0 whole; `b` shares its first and
+    /// last stretch and takes two records from segment 1 in between.
+    #[test]
+    fn code_order_as_runs_reads_as_one_number_a_concept_and_skips_shared_stretches() {
+        let concepts =
+            |codes: &[&str]| -> Vec<Concept> { codes.iter().map(|c| Concept::new(*c)).collect() };
+        let s0 = Arc::new(Segment::decoded(
+            "s0".into(),
+            concepts(&["A1", "A2", "A3", "A4", "A5", "A6"]),
+            Vec::new(),
+        ));
+        let s1 = Arc::new(Segment::decoded(
+            "s1".into(),
+            concepts(&["A3", "A35"]),
+            Vec::new(),
+        ));
+        let info = release(&[]).info;
+        let a = IndexedRelease::from_segments(info.clone(), vec![s0.clone()], [(0, 0, 6)]);
+        let b =
+            IndexedRelease::from_segments(info, vec![s0, s1], [(0, 0, 2), (1, 0, 2), (0, 3, 3)]);
+        fn codes(r: &IndexedRelease) -> Vec<&str> {
+            (0..r.len() as u32).map(|i| r.code(i)).collect()
+        }
+        assert_eq!(codes(&a), ["A1", "A2", "A3", "A4", "A5", "A6"]);
+        assert_eq!(codes(&b), ["A1", "A2", "A3", "A35", "A4", "A5", "A6"]);
+        for (i, code) in codes(&b).iter().enumerate() {
+            assert_eq!(b.find(code), Some(i as u32));
+        }
+        assert_eq!(b.find("A0"), None);
+        assert_eq!(b.find("A36"), None);
+        // Shared stretches: A1–A2 from the start, A4–A6 later; A3 is another record in `b`.
+        // (`b` is short runs, held as one number a concept: it skips one at a time.)
+        assert_eq!(a.same_records(0, &b, 0), 1);
+        assert_eq!(a.same_records(1, &b, 1), 1);
+        assert_eq!(a.same_records(2, &b, 2), 0);
+        assert_eq!(a.same_records(3, &b, 4), 1);
+        assert_eq!(a.same_records(3, &b, 5), 0);
+        // Runs take a few bytes a run, not four a concept, once the runs are long.
+        let long = IndexedRelease::from_segments(
+            release(&[]).info,
+            vec![Arc::new(Segment::decoded(
+                "big".into(),
+                (0..1000)
+                    .map(|i| Concept::new(format!("C{i:04}")))
+                    .collect(),
+                Vec::new(),
+            ))],
+            [(0, 0, 400), (0, 500, 500)],
+        );
+        assert_eq!(long.len(), 900);
+        assert_eq!(long.code(400), "C0500");
+        assert!(long.order_bytes() < 100, "{}", long.order_bytes());
+        let whole = IndexedRelease::from_segments(
+            release(&[]).info,
+            long.segments().to_vec(),
+            [(0, 0, 1000)],
+        );
+        assert_eq!(
+            whole.same_records(0, &long, 0),
+            400,
+            "to the end of `long`'s run"
+        );
+        assert_eq!(whole.same_records(10, &long, 10), 390);
+        assert_eq!(whole.same_records(500, &long, 400), 500);
+        assert_eq!(whole.same_records(400, &long, 400), 0);
+        // Short runs are one number a concept.
+        let short = IndexedRelease::from_segments(
+            release(&[]).info,
+            vec![Arc::new(Segment::decoded(
+                "small".into(),
+                (0..10).map(|i| Concept::new(format!("C{i}"))).collect(),
+                Vec::new(),
+            ))],
+            (0..10).step_by(2).map(|k| (0, k, 1)),
+        );
+        assert_eq!(short.order_bytes(), 5 * 4);
+        assert_eq!(short.code(4), "C8");
     }
 }

@@ -17,7 +17,15 @@ pub struct ConceptList {
     at: Vec<u64>,
     /// The listed order (indexes into `at`), when it is not the order pushed.
     order: Option<Vec<u32>>,
+    /// The hash of the source row each concept was made from (0: not known), in the order pushed.
+    rows: Vec<u64>,
+    /// For a row the store already has (same row, same mapping): the token the store gave it,
+    /// in the order pushed; `u32::MAX` for a converted concept.
+    known: Vec<u32>,
 }
+
+/// No store token: the concept was converted.
+const CONVERTED: u32 = u32::MAX;
 
 impl ConceptList {
     /// An empty list.
@@ -27,6 +35,13 @@ impl ConceptList {
 
     /// Adds a concept at the end.
     pub fn push(&mut self, c: &Concept) {
+        self.push_row(c, 0);
+    }
+
+    /// Adds a concept made from a source row whose hash is `row_hash`.
+    pub fn push_row(&mut self, c: &Concept, row_hash: u64) {
+        self.rows.push(row_hash);
+        self.known.push(CONVERTED);
         self.at.push(self.bytes.len() as u64);
         if let Some(order) = &mut self.order {
             order.push((self.at.len() - 1) as u32);
@@ -57,6 +72,43 @@ impl ConceptList {
             None => w.varint(0),
         }
         w.concept_fields(c);
+    }
+
+    /// Adds a row the store already has as a record (the very same row, read with the same
+    /// mapping): only its code is kept, with the store's `token` for the record. It reads back
+    /// as a concept with its code alone; [`ConceptList::known`] tells such entries.
+    pub fn push_known(&mut self, code: &str, row_hash: u64, token: u32) {
+        self.rows.push(row_hash);
+        self.known.push(token.min(CONVERTED - 1));
+        self.at.push(self.bytes.len() as u64);
+        if let Some(order) = &mut self.order {
+            order.push((self.at.len() - 1) as u32);
+        }
+        let mut none = |_: &str| None;
+        let mut w = Writer {
+            out: &mut self.bytes,
+            intern: &mut none,
+        };
+        w.varint(code.len() as u64);
+        w.out.extend_from_slice(code.as_bytes());
+        w.varint(0);
+        w.concept_fields(&Concept::new(code));
+    }
+
+    /// The store's token for concept `i` when it is a row the store already has.
+    pub fn known(&self, i: usize) -> Option<u32> {
+        let t = self.known[self.pushed_as(i)];
+        (t != CONVERTED).then_some(t)
+    }
+
+    /// The hash of the row concept `i` was made from (0: not known).
+    pub fn row_hash(&self, i: usize) -> u64 {
+        self.rows[self.pushed_as(i)]
+    }
+
+    /// How many concepts are rows the store already has.
+    pub fn known_count(&self) -> usize {
+        self.known.iter().filter(|&&t| t != CONVERTED).count()
     }
 
     /// Number of concepts.

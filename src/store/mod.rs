@@ -15,6 +15,7 @@ mod list;
 mod patch;
 pub mod persist;
 mod release;
+mod rows;
 mod segment;
 mod version;
 

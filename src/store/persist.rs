@@ -33,6 +33,8 @@ pub use super::error::PersistError;
 use super::index::IndexedRelease;
 use super::patch::Patch;
 use super::release::{Release, ReleaseInfo};
+pub use super::rows::Known;
+use super::rows::{self, RowHashes};
 use super::segment::{Encoded, Rec};
 pub use super::segment::{Segment, decode_limit, set_decode_limit};
 use super::version::compare_versions;
@@ -115,6 +117,8 @@ struct SegmentLoader<'a> {
     feed: &'a str,
     loaded: HashMap<String, Option<Arc<Segment>>>,
     errors: Vec<PersistError>,
+    /// Whether small segments may be decoded whole: the feed's releases are all small.
+    may_decode: bool,
 }
 
 impl SegmentLoader<'_> {
@@ -125,7 +129,8 @@ impl SegmentLoader<'_> {
         // Marks the segment while its bases load: a cycle reads as unreadable, not as a hang.
         self.loaded.insert(name.to_string(), None);
         let path = records_path(self.data_dir, self.feed, name);
-        let segment = match Segment::load(&path, name, &mut |b| self.get(b)) {
+        let may_decode = self.may_decode;
+        let segment = match Segment::load(&path, name, &mut |b| self.get(b), may_decode) {
             Ok(s) => Some(Arc::new(s)),
             Err(e) => {
                 self.errors.push(e);
@@ -296,20 +301,22 @@ impl FeedStore {
             segments: HashMap::new(),
             damaged: false,
         };
+        let mut read = Vec::new();
+        for path in feed_release_files(data_dir, feed) {
+            match read_release(&path) {
+                Ok(r) => read.push((path, r)),
+                Err(e) => errors.push(e),
+            }
+        }
+        let largest = read.iter().map(|(_, r)| r.info.concepts).max().unwrap_or(0);
         let mut loader = SegmentLoader {
             data_dir,
             feed,
             loaded: HashMap::new(),
             errors: Vec::new(),
+            may_decode: largest <= super::segment::decode_limit() as u64,
         };
-        for path in feed_release_files(data_dir, feed) {
-            let release = match read_release(&path) {
-                Ok(r) => r,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
+        for (path, release) in read {
             let mut ok = true;
             for name in &release.segments {
                 match loader.get(name) {
@@ -379,12 +386,60 @@ impl FeedStore {
         IndexedRelease::from_segments(
             release.info.clone(),
             self.segments_of(release),
-            release.members().collect(),
+            release.runs.iter().map(|r| (r.segment, r.start, r.len)),
         )
     }
 
+    /// The releases next to `version` (other versions): the nearest earlier one first, then the
+    /// nearest later one; and whether the first is earlier.
+    fn neighbours(&self, version: &str) -> (Vec<usize>, bool) {
+        let mut earlier: Option<usize> = None;
+        let mut later: Option<usize> = None;
+        for (k, r) in self.releases.iter().enumerate() {
+            let v = r.info.version.as_str();
+            match compare_versions(v, version) {
+                std::cmp::Ordering::Less => {
+                    if earlier
+                        .is_none_or(|e| compare_versions(&self.releases[e].info.version, v).is_lt())
+                    {
+                        earlier = Some(k);
+                    }
+                }
+                std::cmp::Ordering::Greater => {
+                    if later
+                        .is_none_or(|l| compare_versions(&self.releases[l].info.version, v).is_gt())
+                    {
+                        later = Some(k);
+                    }
+                }
+                std::cmp::Ordering::Equal => {}
+            }
+        }
+        (
+            earlier.into_iter().chain(later).collect(),
+            earlier.is_some(),
+        )
+    }
+
+    /// Which rows of a release of `version`, read with the mapping of `mapping_hash`, this store
+    /// already has: those of the nearest release (earlier, else later) made with that mapping.
+    pub fn known(&self, version: &str, mapping_hash: &str) -> Option<Known> {
+        let (nearest, _) = self.neighbours(version);
+        let r = &self.releases[*nearest.first()?];
+        if r.info.mapping_hash != mapping_hash {
+            return None;
+        }
+        let mut rows = RowHashes::new(feed_dir(&self.data_dir, &self.feed).join("records"));
+        Some(Known::new(self.indexed(r), &mut rows))
+    }
+
     /// Adds a release to a store opened under the feed's lock (see [`save_release`]).
-    fn add(&mut self, release: Release, replace: bool) -> Result<SaveOutcome, PersistError> {
+    fn add(
+        &mut self,
+        release: Release,
+        replace: bool,
+        known: Option<&Known>,
+    ) -> Result<SaveOutcome, PersistError> {
         let info = release.info;
         if let Some(same) = self.releases.iter().find(|r| {
             r.info.source_hash == info.source_hash && r.info.mapping_hash == info.mapping_hash
@@ -409,25 +464,16 @@ impl FeedStore {
         }
         let replaced = existing.is_some();
 
-        // The releases to compare with, as indexes over their records. A concept equal to a
-        // stored record of the same code (in a release made with the same mapping: another
-        // mapping's records have another shape even where the register did not change) is that
-        // record; a changed one is stored as a patch of its code's record in the nearest earlier
-        // release (a later one when importing an older file), made with any mapping.
-        let others: Vec<&StoredRelease> = self
-            .releases
-            .iter()
-            .filter(|r| r.info.version != info.version)
-            .collect();
+        // The releases to compare with: the nearest earlier and the nearest later one. A concept
+        // made from the very row a record of the same code there was made from (same mapping),
+        // or, for records without row hashes, equal to it (in a release made with the same
+        // mapping: another mapping's records have another shape even where the register did not
+        // change), is that record; a changed one is stored as a patch of its code's record in
+        // the nearest earlier release (the later one when importing an older file), made with
+        // any mapping. Rows `known` found are records of its release already.
+        let (nearest, _) = self.neighbours(&info.version);
+        let others: Vec<&StoredRelease> = nearest.iter().map(|&k| &self.releases[k]).collect();
         let indexed: Vec<IndexedRelease> = others.iter().map(|r| self.indexed(r)).collect();
-        // Earlier releases newest first, then later ones nearest first.
-        let is_later = |k: usize| compare_versions(&others[k].info.version, &info.version).is_gt();
-        let version = |k: usize| others[k].info.version.as_str();
-        let mut nearest: Vec<usize> = (0..others.len()).filter(|&k| !is_later(k)).collect();
-        nearest.sort_by(|&a, &b| compare_versions(version(b), version(a)));
-        let mut later: Vec<usize> = (0..others.len()).filter(|&k| is_later(k)).collect();
-        later.sort_by(|&a, &b| compare_versions(version(a), version(b)));
-        nearest.extend(later);
         let name = format!(
             "{}-{}",
             file_stem(&info.version),
@@ -449,43 +495,51 @@ impl FeedStore {
                 }
             }
         };
+        let mut rows = RowHashes::new(feed_dir(&self.data_dir, &self.feed).join("records"));
         let mut bases: Vec<String> = Vec::new();
         // New records: (position in the release, the record to patch: base, index).
         let mut pending: Vec<(u32, Option<(u16, u32)>)> = Vec::new();
         let mut runs: Vec<Run> = Vec::new();
         let total = release.concepts.len();
         for k in 0..total {
-            let c = release.concepts.get(k);
-            // One search of each release, nearest first: the first that has the code gives the
-            // base of a patch; one made with the same mapping whose record is equal is the record.
-            let mut stored: Option<(&Segment, u32)> = None;
-            let mut base: Option<(&Segment, u32)> = None;
-            let mut tried: Option<(*const Segment, u32)> = None;
-            for &r in &nearest {
-                let Some(i) = indexed[r].find(&c.code) else {
-                    continue;
-                };
-                let record = indexed[r].record(i);
-                base.get_or_insert(record);
-                let id = indexed[r].record_id(i);
-                if others[r].info.mapping_hash != info.mapping_hash || tried == Some(id) {
-                    continue;
+            let (seg, idx) = if let Some((known, token)) = known.zip(release.concepts.known(k)) {
+                let (s, i) = known.release().record(token);
+                (segment_index(&s.name, &mut segment_names), i)
+            } else {
+                let c = release.concepts.get(k);
+                let row_hash = release.concepts.row_hash(k);
+                let mut stored: Option<(&Segment, u32)> = None;
+                let mut base: Option<(&Segment, u32)> = None;
+                for (r, other) in indexed.iter().enumerate() {
+                    let Some(i) = other.find(&c.code) else {
+                        continue;
+                    };
+                    let record = other.record(i);
+                    base.get_or_insert(record);
+                    if others[r].info.mapping_hash != info.mapping_hash {
+                        continue;
+                    }
+                    let stored_hash = rows.get(record.0, record.1);
+                    let same = if stored_hash != 0 && row_hash != 0 {
+                        stored_hash == row_hash
+                    } else {
+                        *other.concept(i) == c
+                    };
+                    if same {
+                        stored = Some(record);
+                        break;
+                    }
                 }
-                tried = Some(id);
-                if *indexed[r].concept(i) == c {
-                    stored = Some(record);
-                    break;
-                }
-            }
-            let (seg, idx) = match stored {
-                Some((s, i)) => (segment_index(&s.name, &mut segment_names), i),
-                None => {
-                    let base = base.map(|(s, i)| (segment_index(&s.name, &mut bases), i));
-                    pending.push((k as u32, base));
-                    (
-                        segment_index(&name, &mut segment_names),
-                        (pending.len() - 1) as u32,
-                    )
+                match stored {
+                    Some((s, i)) => (segment_index(&s.name, &mut segment_names), i),
+                    None => {
+                        let base = base.map(|(s, i)| (segment_index(&s.name, &mut bases), i));
+                        pending.push((k as u32, base));
+                        (
+                            segment_index(&name, &mut segment_names),
+                            (pending.len() - 1) as u32,
+                        )
+                    }
                 }
             };
             match runs.last_mut() {
@@ -527,6 +581,14 @@ impl FeedStore {
             })
             .map_err(corrupt)?;
             patched = encoded.patches();
+            let hashes: Vec<u64> = pending
+                .iter()
+                .map(|&(k, _)| release.concepts.row_hash(k as usize))
+                .collect();
+            if hashes.iter().any(|&h| h != 0) {
+                let bytes = rows::encode(&hashes);
+                write_atomic(&rows::rows_path(&rec_path), |w| w.write_all(&bytes))?;
+            }
             bytes += write_atomic(&rec_path, |w| encoded.write_to(w))?;
         }
         drop(base_segments);
@@ -538,22 +600,41 @@ impl FeedStore {
         };
         let release_bytes = write_postcard(&path, RELEASE_MAGIC, &stored)?;
         bytes += release_bytes;
-        // A standalone copy: every concept whole, in one records file.
+        // A standalone copy: every concept whole, in one records file. Encoded for a release of
+        // up to `decode_limit` concepts; estimated for a larger one from the bytes a record
+        // takes in the whole records files it shares (encoding 2.7M concepts again to report a
+        // percentage would cost seconds).
         let full_copy_bytes = if new_count == total && patched == 0 {
             bytes
-        } else {
+        } else if total <= super::segment::decode_limit() && release.concepts.known_count() == 0 {
             let all = Encoded::build(Vec::new(), total, &mut |k| {
                 Ok(Rec::Full(release.concepts.get(k)))
             })
             .map_err(corrupt)?;
             release_bytes + all.size()
+        } else {
+            let whole: Vec<(u64, usize)> = stored
+                .segments
+                .iter()
+                .filter_map(|n| {
+                    let s = self.segments.get(n)?;
+                    let size = fs::metadata(records_path(&self.data_dir, &self.feed, n)).ok()?;
+                    s.bases.is_empty().then(|| (size.len(), s.len()))
+                })
+                .collect();
+            let (b, n) = whole
+                .iter()
+                .fold((0u64, 0usize), |(b, n), &(sb, sn)| (b + sb, n + sn));
+            release_bytes + b * total as u64 / n.max(1) as u64
         };
         drop(release.concepts);
         // Keep the store as the disk now is: the new records (read back as serving reads them),
         // the new release in place of any it replaced.
         if new_count > 0 {
             let segments = &self.segments;
-            let segment = Segment::load(&rec_path, &name, &mut |b| segments.get(b).cloned())?;
+            let small = total <= super::segment::decode_limit();
+            let segment =
+                Segment::load(&rec_path, &name, &mut |b| segments.get(b).cloned(), small)?;
             self.segments.insert(name, Arc::new(segment));
         }
         self.releases.retain(|r| r.info.version != info.version);
@@ -598,7 +679,7 @@ impl FeedStore {
                 let extension = p.extension().map(|e| e.to_string_lossy().into_owned());
                 let tmp = extension.as_deref().is_some_and(|e| e.starts_with("tmp-"));
                 let unused = holds_records
-                    && extension.as_deref() == Some("records")
+                    && matches!(extension.as_deref(), Some("records" | "rows"))
                     && p.file_stem()
                         .is_some_and(|s| !used.contains(&*s.to_string_lossy()));
                 if unused && self.damaged {
@@ -667,25 +748,56 @@ pub fn save_release(
     release: Release,
     replace: bool,
 ) -> Result<SaveOutcome, PersistError> {
-    let dir = feed_dir(data_dir, &release.info.feed);
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let lock_path = dir.join(".lock");
-    let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    lock.lock().map_err(io(&lock_path))?;
-    let (mut store, errors) = FeedStore::open(data_dir, &release.info.feed);
-    for e in errors {
-        tracing::warn!(error = %e, "stored release cannot be read; it is not a base for sharing");
+    FeedImport::open(data_dir, &release.info.feed)?.save(release, replace, None)
+}
+
+/// A feed opened for an import: its store, read under the feed's exclusive lock, which is held
+/// until [`FeedImport::save`] (or the value is dropped). Reading the release file while holding
+/// it lets the import ask the store which rows it already has ([`FeedStore::known`]).
+pub struct FeedImport {
+    store: FeedStore,
+    lock: fs::File,
+}
+
+impl FeedImport {
+    /// Locks the feed (waiting for another import of it) and reads its store.
+    pub fn open(data_dir: &Path, feed: &str) -> Result<Self, PersistError> {
+        let dir = feed_dir(data_dir, feed);
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join(".lock");
+        let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
+        lock.lock().map_err(io(&lock_path))?;
+        let (store, errors) = FeedStore::open(data_dir, feed);
+        for e in errors {
+            tracing::warn!(error = %e, "stored release cannot be read; it is not a base for sharing");
+        }
+        Ok(Self { store, lock })
     }
-    let outcome = store.add(release, replace);
-    store.collect_garbage();
-    drop(lock);
-    if let Ok(SaveOutcome::Stored(saved)) = &outcome {
-        mark_changed(
-            data_dir,
-            &format!("{}@{}", saved.info.feed, saved.info.version),
-        );
+
+    /// The feed's store as read.
+    pub fn store(&self) -> &FeedStore {
+        &self.store
     }
-    outcome
+
+    /// Stores the release (see [`save_release`]); `known` is what the rows were checked against
+    /// while reading (its tokens are positions in its release).
+    pub fn save(
+        mut self,
+        release: Release,
+        replace: bool,
+        known: Option<&Known>,
+    ) -> Result<SaveOutcome, PersistError> {
+        let outcome = self.store.add(release, replace, known);
+        self.store.collect_garbage();
+        drop(self.lock);
+        if let Ok(SaveOutcome::Stored(saved)) = &outcome {
+            mark_changed(
+                &self.store.data_dir,
+                &format!("{}@{}", saved.info.feed, saved.info.version),
+            );
+        }
+        outcome
+    }
 }
 
 /// The data directory's change marker: rewritten (atomically) after every stored release, so a

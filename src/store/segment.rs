@@ -165,12 +165,15 @@ impl Segment {
         }
     }
 
-    /// Reads a records file. Bases are looked up by name (already loaded); small segments are
-    /// decoded whole (see [`decode_limit`]).
+    /// Reads a records file. Bases are looked up by name (already loaded). A segment of at most
+    /// [`decode_limit`] records is decoded whole when `may_decode` (its feed is that small too:
+    /// the monthly changes of a national register stay packed, or sixty of them would hold
+    /// hundreds of thousands of decoded concepts).
     pub fn load(
         path: &Path,
         name: &str,
         base_of: &mut dyn FnMut(&str) -> Option<Arc<Segment>>,
+        may_decode: bool,
     ) -> Result<Self, PersistError> {
         let shown = path.display().to_string();
         let corrupt = |message: String| PersistError::Corrupt {
@@ -280,7 +283,7 @@ impl Segment {
             has_parents: header.has_parents,
             path: shown.clone(),
         };
-        let body = if (n as usize) <= decode_limit() {
+        let body = if may_decode && (n as usize) <= decode_limit() {
             let mut concepts = Vec::with_capacity(n as usize);
             for i in 0..n as u32 {
                 concepts.push(
@@ -652,7 +655,7 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
         for limit in [0, 10] {
             set_decode_limit(limit);
-            let s = Segment::load(&path, "x", &mut |_| None).expect("loads");
+            let s = Segment::load(&path, "x", &mut |_| None, true).expect("loads");
             set_decode_limit(100_000);
             assert_eq!(s.is_packed(), limit == 0);
             assert_eq!(s.len(), 2);
@@ -668,17 +671,17 @@ mod tests {
         let at = bad.len() - enc.records.len() - 3;
         bad[at] = 0xff;
         std::fs::write(&path, &bad).expect("write");
-        let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
+        let err = Segment::load(&path, "x", &mut |_| None, true).expect_err("refused");
         assert!(err.to_string().contains("x.records"), "{err}");
         // A truncated file, and one of the previous format, are refused before anything is
         // allocated for them.
         std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
-        let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
+        let err = Segment::load(&path, "x", &mut |_| None, true).expect_err("refused");
         assert!(err.to_string().contains("damaged or truncated"), "{err}");
         let mut old = bytes.clone();
         old[..8].copy_from_slice(b"FHIRREC5");
         std::fs::write(&path, &old).expect("write");
-        let err = Segment::load(&path, "x", &mut |_| None).expect_err("refused");
+        let err = Segment::load(&path, "x", &mut |_| None, true).expect_err("refused");
         assert!(err.to_string().contains("re-import the release"), "{err}");
     }
 }
