@@ -98,6 +98,105 @@ pub fn changes(old: &Concept, new: &Concept, only: &[String]) -> Vec<PropertyCha
         .collect()
 }
 
+/// The names of the fields that differ between two concepts (as [`changes`] names them),
+/// limited to `only` when it is not empty; without building [`comparable`] maps when the two
+/// list the same properties in the same order (a register read with one mapping), which is what
+/// makes a `$diff` over millions of changed concepts affordable.
+pub fn changed_fields(old: &Concept, new: &Concept, only: &[String]) -> Vec<String> {
+    let same_shape = old.properties.len() == new.properties.len()
+        && old
+            .properties
+            .iter()
+            .zip(&new.properties)
+            .all(|((a, _), (b, _))| a == b);
+    const FIELDS: [&str; 9] = [
+        "display",
+        "definition",
+        "designation",
+        "status",
+        "inactive",
+        "notSelectable",
+        "parent",
+        "validFrom",
+        "validTo",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    // A property named like a field shares its entry in `comparable`: compared that way.
+    let collides = || old.properties.iter().any(|(c, _)| FIELDS.contains(&&**c));
+    if !same_shape
+        || collides()
+        || old.designations != new.designations && !old.designations.is_empty()
+        || old.parents.len() != new.parents.len()
+    {
+        return changes(old, new, only)
+            .into_iter()
+            .map(|c| c.code)
+            .collect();
+    }
+    let mut put = |name: &str| {
+        if (only.is_empty() || only.iter().any(|o| o == name)) && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    };
+    if old.display != new.display {
+        put("display");
+    }
+    if old.definition != new.definition {
+        put("definition");
+    }
+    if old.designations != new.designations {
+        put("designation");
+    }
+    if old.status != new.status {
+        put("status");
+    }
+    if old.inactive != new.inactive {
+        put("inactive");
+    }
+    if old.not_selectable != new.not_selectable {
+        put("notSelectable");
+    }
+    if old.parents != new.parents {
+        let (mut a, mut b) = (old.parents.clone(), new.parents.clone());
+        a.sort();
+        b.sort();
+        if a != b {
+            put("parent");
+        }
+    }
+    if old.valid_from != new.valid_from {
+        put("validFrom");
+    }
+    if old.valid_to != new.valid_to {
+        put("validTo");
+    }
+    for ((code, a), (_, b)) in old.properties.iter().zip(&new.properties) {
+        if a == b {
+            continue;
+        }
+        // A property listed more than once: compared as a set of values, as `comparable` does.
+        let repeated = old.properties.iter().filter(|(c, _)| c == code).count() > 1;
+        if repeated {
+            let values = |c: &Concept| {
+                let mut v: Vec<String> = c
+                    .properties
+                    .iter()
+                    .filter(|(p, _)| p == code)
+                    .map(|(_, v)| v.as_text().into_owned())
+                    .collect();
+                v.sort();
+                v
+            };
+            if values(old) == values(new) {
+                continue;
+            }
+        }
+        put(code);
+    }
+    out.sort();
+    out
+}
+
 fn change_parts(changes: &[PropertyChange]) -> Vec<Part> {
     changes
         .iter()
@@ -287,10 +386,36 @@ pub struct Diff<'a> {
     pub added: Vec<(&'a IndexedRelease, u32)>,
     /// Concepts only in the older version.
     pub removed: Vec<(&'a IndexedRelease, u32)>,
-    /// Concepts in both whose compared fields differ: (newer, changes).
-    pub changed: Vec<((&'a IndexedRelease, u32), Vec<PropertyChange>)>,
+    /// Concepts in both whose compared fields differ: (older, newer).
+    pub changed: Vec<((&'a IndexedRelease, u32), (&'a IndexedRelease, u32))>,
+    /// How many changed concepts changed each field.
+    pub per_field: BTreeMap<String, usize>,
     /// Concepts in both, the same.
     pub unchanged: usize,
+}
+
+impl<'a> Diff<'a> {
+    /// Counts one code found in both versions as unchanged or changed.
+    fn compare(
+        &mut self,
+        (a, i): (&'a IndexedRelease, u32),
+        (b, j): (&'a IndexedRelease, u32),
+        only: &[String],
+    ) {
+        let fields = if a.record_id(i) == b.record_id(j) {
+            Vec::new()
+        } else {
+            changed_fields(&a.concept(i), &b.concept(j), only)
+        };
+        if fields.is_empty() {
+            self.unchanged += 1;
+            return;
+        }
+        for f in fields {
+            *self.per_field.entry(f).or_default() += 1;
+        }
+        self.changed.push(((a, i), (b, j)));
+    }
 }
 
 /// Whether two concepts are the very same stored record (then they are equal).
@@ -337,6 +462,16 @@ pub fn diff<'a>(
                     if super::budget::tick().is_err() {
                         break;
                     }
+                    // A stretch of the very same records in both: unchanged, no code read.
+                    if i < na && j < nb {
+                        let same = a.same_records(i, b, j);
+                        if same > 0 {
+                            d.unchanged += same as usize;
+                            i += same;
+                            j += same;
+                            continue;
+                        }
+                    }
                     let order = match (i < na, j < nb) {
                         (true, true) => a.code(i).cmp(b.code(j)),
                         (true, false) => std::cmp::Ordering::Less,
@@ -352,16 +487,7 @@ pub fn diff<'a>(
                             j += 1;
                         }
                         std::cmp::Ordering::Equal => {
-                            let ch = if a.record_id(i) == b.record_id(j) {
-                                Vec::new()
-                            } else {
-                                changes(&a.concept(i), &b.concept(j), only)
-                            };
-                            if ch.is_empty() {
-                                d.unchanged += 1;
-                            } else {
-                                d.changed.push(((&**b, j), ch));
-                            }
+                            d.compare((&**a, i), (&**b, j), only);
                             i += 1;
                             j += 1;
                         }
@@ -379,17 +505,13 @@ pub fn diff<'a>(
             .find_map(|p| Some((&**p, p.find(r.code(i))?)))
     };
     let mut moved = std::collections::HashSet::new();
-    for &(a, i) in &d.removed {
+    let removed = d.removed.clone();
+    for &(a, i) in &removed {
         let Some((b, j)) = elsewhere(new, (a, i)) else {
             continue;
         };
         moved.insert(a.code(i));
-        let ch = changes(&a.concept(i), &b.concept(j), only);
-        if ch.is_empty() {
-            d.unchanged += 1;
-        } else {
-            d.changed.push(((b, j), ch));
-        }
+        d.compare((a, i), (b, j), only);
     }
     if !moved.is_empty() {
         d.removed.retain(|&(a, i)| !moved.contains(a.code(i)));
@@ -433,12 +555,6 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
     };
     let d = diff(&old, &new, &req.properties);
     super::budget::check()?;
-    let mut per_property: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, ch) in &d.changed {
-        for c in ch {
-            *per_property.entry(c.code.as_str()).or_default() += 1;
-        }
-    }
     let mut out = ParametersOut::new();
     out.value("url", "valueUri", json!(url));
     out.value("fromVersion", "valueString", json!(old.version));
@@ -447,7 +563,7 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
     out.value("removed", "valueInteger", json!(d.removed.len()));
     out.value("changed", "valueInteger", json!(d.changed.len()));
     out.value("unchanged", "valueInteger", json!(d.unchanged));
-    for (p, n) in &per_property {
+    for (p, n) in &d.per_field {
         out.parts(
             "propertyChanges",
             vec![
@@ -459,13 +575,21 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
     let total = d.added.len() + d.removed.len() + d.changed.len();
     out.value("offset", "valueInteger", json!(req.offset));
     out.value("total", "valueInteger", json!(total));
+    // Only the page's changes are spelled out.
     let entries = d
         .added
         .iter()
-        .map(|c| ("added", *c, Vec::new()))
-        .chain(d.removed.iter().map(|c| ("removed", *c, Vec::new())))
-        .chain(d.changed.into_iter().map(|(c, ch)| ("changed", c, ch)));
-    for (change, (release, i), ch) in entries.skip(req.offset).take(req.count) {
+        .map(|&c| ("added", c, None))
+        .chain(d.removed.iter().map(|&c| ("removed", c, None)))
+        .chain(
+            d.changed
+                .iter()
+                .map(|&(old, new)| ("changed", new, Some(old))),
+        );
+    for (change, (release, i), old) in entries.skip(req.offset).take(req.count) {
+        let ch = old.map_or_else(Vec::new, |(a, k)| {
+            changes(&a.concept(k), &release.concept(i), &req.properties)
+        });
         let mut parts = vec![
             part("code", "valueCode", json!(release.code(i))),
             part("change", "valueCode", json!(change)),
@@ -477,4 +601,133 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
         out.parts("concept", parts);
     }
     Ok(out.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn concept(display: &str, props: &[(&str, &str)]) -> Concept {
+        let mut c = Concept::new("X1");
+        c.display = Some(display.into());
+        c.properties = props
+            .iter()
+            .map(|(k, v)| ((*k).into(), Value::Code((*v).into())))
+            .collect();
+        c
+    }
+
+    /// The fast comparison names exactly the fields the full one does.
+    #[test]
+    fn changed_fields_agree_with_changes() {
+        let base = concept(
+            "A",
+            &[
+                ("ward", "E1"),
+                ("district", "D1"),
+                ("tag", "t1"),
+                ("tag", "t2"),
+            ],
+        );
+        let cases = [
+            concept(
+                "A",
+                &[
+                    ("ward", "E1"),
+                    ("district", "D1"),
+                    ("tag", "t1"),
+                    ("tag", "t2"),
+                ],
+            ),
+            concept(
+                "B",
+                &[
+                    ("ward", "E1"),
+                    ("district", "D1"),
+                    ("tag", "t1"),
+                    ("tag", "t2"),
+                ],
+            ),
+            concept(
+                "A",
+                &[
+                    ("ward", "E2"),
+                    ("district", "D1"),
+                    ("tag", "t1"),
+                    ("tag", "t2"),
+                ],
+            ),
+            concept(
+                "A",
+                &[
+                    ("ward", "E2"),
+                    ("district", "D2"),
+                    ("tag", "t1"),
+                    ("tag", "t2"),
+                ],
+            ),
+            // Multi-valued in another order: unchanged; another value: changed.
+            concept(
+                "A",
+                &[
+                    ("ward", "E1"),
+                    ("district", "D1"),
+                    ("tag", "t2"),
+                    ("tag", "t1"),
+                ],
+            ),
+            concept(
+                "A",
+                &[
+                    ("ward", "E1"),
+                    ("district", "D1"),
+                    ("tag", "t1"),
+                    ("tag", "t3"),
+                ],
+            ),
+            // Another shape: a property gone, another added.
+            concept("A", &[("ward", "E1"), ("tag", "t1"), ("tag", "t2")]),
+            concept(
+                "A",
+                &[
+                    ("ward", "E1"),
+                    ("district", "D1"),
+                    ("tag", "t1"),
+                    ("tag", "t2"),
+                    ("new", "n"),
+                ],
+            ),
+            // A property named like a field.
+            concept(
+                "A",
+                &[
+                    ("status", "E1"),
+                    ("district", "D1"),
+                    ("tag", "t1"),
+                    ("tag", "t2"),
+                ],
+            ),
+        ];
+        for (k, new) in cases.iter().enumerate() {
+            let mut inactive = new.clone();
+            inactive.inactive = k % 2 == 1;
+            for new in [new, &inactive] {
+                for only in [
+                    vec![],
+                    vec!["ward".to_string()],
+                    vec!["display".to_string()],
+                ] {
+                    let full: Vec<String> = changes(&base, new, &only)
+                        .into_iter()
+                        .map(|c| c.code)
+                        .collect();
+                    assert_eq!(
+                        changed_fields(&base, new, &only),
+                        full,
+                        "case {k}, only {only:?}"
+                    );
+                }
+            }
+        }
+    }
 }

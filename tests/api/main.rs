@@ -9,6 +9,7 @@ mod errors;
 mod expand;
 mod fuzz_corpus;
 mod history;
+mod history_scale;
 mod icd10_hes;
 mod lookup;
 mod loopback;
