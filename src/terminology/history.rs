@@ -379,15 +379,18 @@ impl DiffRequest {
     }
 }
 
+/// A concept of a release: the release and its index there.
+pub type At<'a> = (&'a IndexedRelease, u32);
+
 /// What a diff found.
 #[derive(Debug, Default)]
 pub struct Diff<'a> {
     /// Concepts only in the newer version (release, index).
-    pub added: Vec<(&'a IndexedRelease, u32)>,
+    pub added: Vec<At<'a>>,
     /// Concepts only in the older version.
-    pub removed: Vec<(&'a IndexedRelease, u32)>,
+    pub removed: Vec<At<'a>>,
     /// Concepts in both whose compared fields differ: (older, newer).
-    pub changed: Vec<((&'a IndexedRelease, u32), (&'a IndexedRelease, u32))>,
+    pub changed: Vec<(At<'a>, At<'a>)>,
     /// How many changed concepts changed each field.
     pub per_field: BTreeMap<String, usize>,
     /// Concepts in both, the same.
