@@ -8,10 +8,13 @@
 #   benches/load.sh                 # the real 1.68M-postcode Code-Point Open file (../shared/data)
 #   SCALE=2.7m benches/load.sh      # + benches/gen_postcodes.py: three releases, 2.7M in the last
 #   DURATION=10s CONNECTIONS=32 THREADS=2 PORT=18090 benches/load.sh
+#   HISTORY=60 benches/load.sh      # 60 monthly releases of 2.7M postcodes (benches/history.sh)
 #
 # Needs ../shared/data beside the repository (as CI has), python3 for SCALE=2.7m, and wrk (installed
 # with apt-get when missing). Work files go to a temporary folder, removed at the end.
 set -euo pipefail
+# HISTORY=60: years of monthly releases instead (benches/history.sh says what it measures).
+if [ -n "${HISTORY:-}" ]; then exec "$(dirname "$0")/history.sh"; fi
 # Access log lines (one per request) would cost the measured server CPU and fill its log file.
 export RUST_LOG="${RUST_LOG:-info,fhir_registers::access=off}"
 

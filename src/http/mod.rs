@@ -202,7 +202,7 @@ impl AppState {
         drop(supplied);
         let p = adjust(&registry, p)?;
         let registry = match p.text("date")? {
-            Some(date) => Arc::new(registry_on(&registry, &p, &date)?),
+            Some(date) => registry_on(&registry, &p, &date)?,
             None => registry,
         };
         op(&registry, &p).map(Into::into)

@@ -382,7 +382,12 @@ pub struct Registry {
     /// Per mapped CodeSystem, what its versions were built from (the stored release files of its
     /// feeds), so that a rebuild reuses the versions of CodeSystems whose files did not change.
     built_from: BTreeMap<String, String>,
+    /// The registries as of the dates asked for lately (see [`Registry::as_of_shared`]).
+    dated: std::sync::Mutex<HashMap<String, Arc<Registry>>>,
 }
+
+/// How many dates' registries [`Registry::as_of_shared`] keeps.
+const DATED_KEPT: usize = 256;
 
 impl Registry {
     /// Records what the versions of the mapped CodeSystem `url` were built from.
@@ -431,6 +436,7 @@ impl Registry {
             value_sets: self.value_sets.clone(),
             concept_maps: self.concept_maps.clone(),
             built_from: BTreeMap::new(),
+            dated: Default::default(),
         };
         for cm in concept_maps {
             out.add_concept_map_arc(cm);
@@ -476,12 +482,32 @@ impl Registry {
             value_sets: self.value_sets.clone(),
             concept_maps: self.concept_maps.clone(),
             built_from: BTreeMap::new(),
+            dated: Default::default(),
         };
         for list in out.code_systems.values_mut() {
             list.retain(|v| version_start(&v.version).is_none_or(|d| d.as_str() <= date));
         }
         out.code_systems.retain(|_, list| !list.is_empty());
         out
+    }
+
+    /// [`Registry::as_of`], shared: the registries of the last [`DATED_KEPT`] dates asked for
+    /// are kept with this registry (and go with it when a new one is published), so a request
+    /// with `date=` does not copy the registry's maps every time.
+    pub fn as_of_shared(&self, date: &str) -> Arc<Registry> {
+        let mut kept = self
+            .dated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(r) = kept.get(date) {
+            return r.clone();
+        }
+        let r = Arc::new(self.as_of(date));
+        if kept.len() >= DATED_KEPT {
+            kept.clear();
+        }
+        kept.insert(date.to_string(), r.clone());
+        r
     }
 
     /// The first dated version of a CodeSystem, when every version is later than `date`.

@@ -277,7 +277,7 @@ pub fn registry_on(
     registry: &Registry,
     p: &OperationParams,
     date: &str,
-) -> Result<Registry, FhirError> {
+) -> Result<Arc<Registry>, FhirError> {
     let day = crate::store::date_param(date).ok_or_else(|| {
         FhirError::Invalid(format!(
             "The parameter 'date' value '{date}' is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)"
@@ -321,7 +321,7 @@ pub fn registry_on(
             )));
         }
     }
-    Ok(registry.as_of(&day))
+    Ok(registry.as_of_shared(&day))
 }
 
 #[cfg(test)]
