@@ -262,7 +262,7 @@ pub fn import_file(
     let total = if gz { None } else { size };
     let mut cb = |bytes: u64| progress(bytes, total);
     // Under the feed's lock from here: the rows the store already has are not converted again.
-    let feed = persist::FeedImport::open(data_dir, mapping.feed())?;
+    let feed = persist::FeedImport::open(data_dir, mapping.feed(), Some(version))?;
     let mut known = feed.store().known(version, &mapping.hash);
     let mut find = |code: &str, row_hash: u64| known.as_mut()?.find(code, row_hash);
     let release = mapping::read_release_known(mapping, file, version, &mut cb, Some(&mut find))?;

@@ -110,6 +110,28 @@ impl StoredRelease {
     }
 }
 
+/// Of `versions`, the nearest earlier than `version`, then the nearest later (indexes).
+fn neighbours<'a>(versions: impl Iterator<Item = &'a str>, version: &str) -> Vec<usize> {
+    let mut earlier: Option<(usize, &str)> = None;
+    let mut later: Option<(usize, &str)> = None;
+    for (k, v) in versions.enumerate() {
+        match compare_versions(v, version) {
+            std::cmp::Ordering::Less => {
+                if earlier.is_none_or(|(_, e)| compare_versions(e, v).is_lt()) {
+                    earlier = Some((k, v));
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                if later.is_none_or(|(_, l)| compare_versions(l, v).is_gt()) {
+                    later = Some((k, v));
+                }
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    earlier.into_iter().chain(later).map(|(k, _)| k).collect()
+}
+
 /// Loads segments by name, each once, bases first. A segment that cannot be read, or whose bases
 /// cannot, is `None` and reported once.
 struct SegmentLoader<'a> {
@@ -293,6 +315,17 @@ impl FeedStore {
     /// Opens a feed's store. Unreadable release files (and releases whose records are missing)
     /// are left out and returned as errors beside the store, so one broken file loses nothing else.
     pub fn open(data_dir: &Path, feed: &str) -> (Self, Vec<PersistError>) {
+        Self::open_around(data_dir, feed, None)
+    }
+
+    /// [`FeedStore::open`], loading records only for the releases next to `version` when one is
+    /// given (what an import of that version compares with): an import's time and memory then
+    /// do not grow with the number of releases stored. Every release file is still read.
+    pub fn open_around(
+        data_dir: &Path,
+        feed: &str,
+        version: Option<&str>,
+    ) -> (Self, Vec<PersistError>) {
         let mut errors = Vec::new();
         let mut store = Self {
             data_dir: data_dir.to_path_buf(),
@@ -316,7 +349,13 @@ impl FeedStore {
             errors: Vec::new(),
             may_decode: largest <= super::segment::decode_limit() as u64,
         };
-        for (path, release) in read {
+        let wanted: Option<Vec<usize>> =
+            version.map(|v| neighbours(read.iter().map(|(_, r)| r.info.version.as_str()), v));
+        for (k, (path, release)) in read.into_iter().enumerate() {
+            if wanted.as_ref().is_some_and(|w| !w.contains(&k)) {
+                store.releases.push(release);
+                continue;
+            }
             let mut ok = true;
             for name in &release.segments {
                 match loader.get(name) {
@@ -390,35 +429,27 @@ impl FeedStore {
         )
     }
 
-    /// The releases next to `version` (other versions): the nearest earlier one first, then the
-    /// nearest later one; and whether the first is earlier.
+    /// The releases next to `version` whose records are loaded (see [`neighbours`]), and
+    /// whether the first is earlier.
     fn neighbours(&self, version: &str) -> (Vec<usize>, bool) {
-        let mut earlier: Option<usize> = None;
-        let mut later: Option<usize> = None;
-        for (k, r) in self.releases.iter().enumerate() {
-            let v = r.info.version.as_str();
-            match compare_versions(v, version) {
-                std::cmp::Ordering::Less => {
-                    if earlier
-                        .is_none_or(|e| compare_versions(&self.releases[e].info.version, v).is_lt())
-                    {
-                        earlier = Some(k);
-                    }
-                }
-                std::cmp::Ordering::Greater => {
-                    if later
-                        .is_none_or(|l| compare_versions(&self.releases[l].info.version, v).is_gt())
-                    {
-                        later = Some(k);
-                    }
-                }
-                std::cmp::Ordering::Equal => {}
-            }
-        }
-        (
-            earlier.into_iter().chain(later).collect(),
-            earlier.is_some(),
-        )
+        let loaded: Vec<usize> = (0..self.releases.len())
+            .filter(|&k| {
+                self.releases[k]
+                    .segments
+                    .iter()
+                    .all(|n| self.segments.contains_key(n))
+            })
+            .collect();
+        let picked = neighbours(
+            loaded
+                .iter()
+                .map(|&k| self.releases[k].info.version.as_str()),
+            version,
+        );
+        let earlier = picked.first().is_some_and(|&p| {
+            compare_versions(&self.releases[loaded[p]].info.version, version).is_lt()
+        });
+        (picked.into_iter().map(|p| loaded[p]).collect(), earlier)
     }
 
     /// Which rows of a release of `version`, read with the mapping of `mapping_hash`, this store
@@ -658,18 +689,30 @@ impl FeedStore {
     /// writing. When some file of the feed cannot be read, the records it needs are not known
     /// and every records file is kept.
     fn collect_garbage(&self) {
-        let mut used: HashSet<&str> = HashSet::new();
-        let mut stack: Vec<&str> = self
+        // Segments an import did not load have their bases read from their headers.
+        let mut damaged = self.damaged;
+        let mut used: HashSet<String> = HashSet::new();
+        let mut stack: Vec<String> = self
             .releases
             .iter()
-            .flat_map(|r| r.segments.iter().map(String::as_str))
+            .flat_map(|r| r.segments.iter().cloned())
             .collect();
         while let Some(name) = stack.pop() {
-            if used.insert(name)
-                && let Some(seg) = self.segments.get(name)
-            {
-                stack.extend(seg.bases.iter().map(String::as_str));
+            if used.contains(&name) {
+                continue;
             }
+            match self.segments.get(&name) {
+                Some(seg) => stack.extend(seg.bases.iter().cloned()),
+                None => match Segment::read_bases(&records_path(&self.data_dir, &self.feed, &name))
+                {
+                    Ok(bases) => stack.extend(bases),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read a records file's header; every records file is kept");
+                        damaged = true;
+                    }
+                },
+            }
+            used.insert(name);
         }
         let dir = feed_dir(&self.data_dir, &self.feed);
         let mut kept = 0;
@@ -682,7 +725,7 @@ impl FeedStore {
                     && matches!(extension.as_deref(), Some("records" | "rows"))
                     && p.file_stem()
                         .is_some_and(|s| !used.contains(&*s.to_string_lossy()));
-                if unused && self.damaged {
+                if unused && damaged {
                     kept += 1;
                     continue;
                 }
@@ -748,7 +791,8 @@ pub fn save_release(
     release: Release,
     replace: bool,
 ) -> Result<SaveOutcome, PersistError> {
-    FeedImport::open(data_dir, &release.info.feed)?.save(release, replace, None)
+    let version = release.info.version.clone();
+    FeedImport::open(data_dir, &release.info.feed, Some(&version))?.save(release, replace, None)
 }
 
 /// A feed opened for an import: its store, read under the feed's exclusive lock, which is held
@@ -760,14 +804,16 @@ pub struct FeedImport {
 }
 
 impl FeedImport {
-    /// Locks the feed (waiting for another import of it) and reads its store.
-    pub fn open(data_dir: &Path, feed: &str) -> Result<Self, PersistError> {
+    /// Locks the feed (waiting for another import of it) and reads its store: every release
+    /// file, and the records of the releases next to `version` when one is given (see
+    /// [`FeedStore::open_around`]).
+    pub fn open(data_dir: &Path, feed: &str, version: Option<&str>) -> Result<Self, PersistError> {
         let dir = feed_dir(data_dir, feed);
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock_path = dir.join(".lock");
         let lock = fs::File::create(&lock_path).map_err(io(&lock_path))?;
         lock.lock().map_err(io(&lock_path))?;
-        let (store, errors) = FeedStore::open(data_dir, feed);
+        let (store, errors) = FeedStore::open_around(data_dir, feed, version);
         for e in errors {
             tracing::warn!(error = %e, "stored release cannot be read; it is not a base for sharing");
         }

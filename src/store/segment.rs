@@ -165,6 +165,37 @@ impl Segment {
         }
     }
 
+    /// The names of the segments a records file's patches are made from, read from its header
+    /// alone (for deciding which files are in use without loading them).
+    pub fn read_bases(path: &Path) -> Result<Vec<String>, PersistError> {
+        let shown = path.display().to_string();
+        let corrupt = |message: String| PersistError::Corrupt {
+            path: shown.clone(),
+            message,
+        };
+        let io = |source| PersistError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let size = f.get_ref().metadata().map_err(io)?.len();
+        let mut start = [0u8; 12];
+        f.read_exact(&mut start).map_err(io)?;
+        if &start[..8] != RECORDS_MAGIC {
+            return Err(corrupt("not a records file of this format".into()));
+        }
+        let header_len = u64::from(u32::from_le_bytes([
+            start[8], start[9], start[10], start[11],
+        ]));
+        if header_len > size {
+            return Err(corrupt("its header is longer than the file".into()));
+        }
+        let header_bytes = read_vec(&mut f, header_len).map_err(io)?;
+        let header: Header = postcard::from_bytes(&header_bytes)
+            .map_err(|e| corrupt(format!("damaged header: {e}")))?;
+        Ok(header.bases)
+    }
+
     /// Reads a records file. Bases are looked up by name (already loaded). A segment of at most
     /// [`decode_limit`] records is decoded whole when `may_decode` (its feed is that small too:
     /// the monthly changes of a national register stay packed, or sixty of them would hold
