@@ -382,8 +382,11 @@ pub struct Registry {
     /// Per mapped CodeSystem, what its versions were built from (the stored release files of its
     /// feeds), so that a rebuild reuses the versions of CodeSystems whose files did not change.
     built_from: BTreeMap<String, String>,
-    /// The registries as of the dates asked for lately (see [`Registry::as_of_shared`]).
-    dated: std::sync::Mutex<HashMap<String, Arc<Registry>>>,
+    /// The registries as of the dates asked for lately, by the number of version start dates on
+    /// or before the date (see [`Registry::as_of_shared`]).
+    dated: std::sync::Mutex<HashMap<usize, Arc<Registry>>>,
+    /// Every CodeSystem version's start date, sorted, without repeats (built on first use).
+    starts: std::sync::OnceLock<Vec<String>>,
 }
 
 /// How many dates' registries [`Registry::as_of_shared`] keeps.
@@ -437,6 +440,7 @@ impl Registry {
             concept_maps: self.concept_maps.clone(),
             built_from: BTreeMap::new(),
             dated: Default::default(),
+            starts: Default::default(),
         };
         for cm in concept_maps {
             out.add_concept_map_arc(cm);
@@ -483,6 +487,7 @@ impl Registry {
             concept_maps: self.concept_maps.clone(),
             built_from: BTreeMap::new(),
             dated: Default::default(),
+            starts: Default::default(),
         };
         for list in out.code_systems.values_mut() {
             list.retain(|v| version_start(&v.version).is_none_or(|d| d.as_str() <= date));
@@ -492,21 +497,34 @@ impl Registry {
     }
 
     /// [`Registry::as_of`], shared: the registries of the last [`DATED_KEPT`] dates asked for
-    /// are kept with this registry (and go with it when a new one is published), so a request
+    /// (dates between the same two version start dates count as one) are kept with this registry (and go with it when a new one is published), so a request
     /// with `date=` does not copy the registry's maps every time.
     pub fn as_of_shared(&self, date: &str) -> Arc<Registry> {
+        // Every date between two version start dates sees the same registry.
+        let starts = self.starts.get_or_init(|| {
+            let mut all: Vec<String> = self
+                .code_systems
+                .values()
+                .flatten()
+                .filter_map(|v| version_start(&v.version))
+                .collect();
+            all.sort();
+            all.dedup();
+            all
+        });
+        let key = starts.partition_point(|s| s.as_str() <= date);
         let mut kept = self
             .dated
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(r) = kept.get(date) {
+        if let Some(r) = kept.get(&key) {
             return r.clone();
         }
         let r = Arc::new(self.as_of(date));
         if kept.len() >= DATED_KEPT {
             kept.clear();
         }
-        kept.insert(date.to_string(), r.clone());
+        kept.insert(key, r.clone());
         r
     }
 
@@ -614,5 +632,39 @@ fn pick_version<T>(
     match version {
         None => list.last().cloned(),
         Some(v) => list.iter().rev().find(|x| of(x) == Some(v)).cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dates between the same two version start dates share one registry; the next start date
+    /// gives another, with the later version.
+    #[test]
+    fn dated_registries_are_shared_between_start_dates() {
+        let meta = Arc::new(CodeSystemMeta {
+            url: "http://example.org/cs".into(),
+            ..CodeSystemMeta::default()
+        });
+        let mut r = Registry::default();
+        for v in ["2021-01-01", "2021-02-01", "2021-03-01"] {
+            r.add_code_system(CodeSystemVersion::new(meta.clone(), v.into(), Vec::new()));
+        }
+        let versions = |r: &Registry| -> Vec<String> {
+            r.code_system_versions("http://example.org/cs")
+                .iter()
+                .map(|v| v.version.clone())
+                .collect()
+        };
+        let a = r.as_of_shared("2021-01-10");
+        let b = r.as_of_shared("2021-01-31");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(versions(&a), ["2021-01-01"]);
+        let c = r.as_of_shared("2021-02-01");
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(versions(&c), ["2021-01-01", "2021-02-01"]);
+        assert_eq!(versions(&r.as_of_shared("2030-01-01")).len(), 3);
+        assert!(versions(&r.as_of_shared("2020-12-31")).is_empty());
     }
 }
