@@ -336,7 +336,7 @@ pub fn load_releases<'a>(
         let (store, errors) = if tidy {
             persist::FeedStore::open_and_tidy(data_dir, feed)
         } else {
-            persist::FeedStore::open(data_dir, feed)
+            persist::FeedStore::open_for_serving(data_dir, feed)
         };
         for e in errors {
             tracing::error!(error = %e, "stored release cannot be read; not served");

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use super::concept::Concept;
+use super::error::PersistError;
 use super::release::{Release, ReleaseInfo};
 use super::segment::Segment;
 
@@ -22,8 +23,11 @@ pub struct IndexedRelease {
     segments: Vec<Arc<Segment>>,
     /// Where each segment's records start in the numbering `members` uses.
     segment_start: Vec<u32>,
-    /// The record of each concept, in code order (segment records numbered one after another).
-    members: Order,
+    /// The record of each concept, in code order (segment records numbered one after another);
+    /// read on first use for an older release being served (see [`IndexedRelease::lazy`]).
+    members: OnceLock<Order>,
+    /// Reads the runs of a lazy release.
+    runs_of: Option<Loader>,
     /// The first 8 bytes of every [`SAMPLE`]th code, so that a lookup narrows its binary search
     /// in this small array before reading codes from the records (fewer cache misses). Built on
     /// the first lookup, so an old version nobody asks for costs nothing.
@@ -38,6 +42,18 @@ pub struct IndexedRelease {
 
 /// Positions by property value.
 type PropertyIndex = HashMap<Box<str>, Vec<u32>>;
+
+/// Reads a release's runs (segment, first record, length) over its segments, on first use.
+pub type RunsLoader =
+    Box<dyn Fn(&[Arc<Segment>]) -> Result<Vec<(u16, u32, u32)>, PersistError> + Send + Sync>;
+
+struct Loader(RunsLoader);
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunsLoader")
+    }
+}
 
 const SAMPLE: usize = 64;
 
@@ -240,7 +256,8 @@ impl IndexedRelease {
             info,
             segments,
             segment_start,
-            members,
+            members: OnceLock::from(members),
+            runs_of: None,
             samples: OnceLock::new(),
             folded: OnceLock::new(),
             text: OnceLock::new(),
@@ -253,17 +270,64 @@ impl IndexedRelease {
         &self.segments
     }
 
+    /// A stored release whose code order is read on first use by `runs_of` (an older release:
+    /// most are never asked for). A release that cannot be read then is logged and has no
+    /// concepts.
+    pub fn lazy(info: ReleaseInfo, segments: Vec<Arc<Segment>>, runs_of: RunsLoader) -> Self {
+        let mut segment_start = Vec::with_capacity(segments.len());
+        let mut at = 0u32;
+        for s in &segments {
+            segment_start.push(at);
+            at += s.len() as u32;
+        }
+        Self {
+            info,
+            segments,
+            segment_start,
+            members: OnceLock::new(),
+            runs_of: Some(Loader(runs_of)),
+            samples: OnceLock::new(),
+            folded: OnceLock::new(),
+            text: OnceLock::new(),
+            by_property: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The code order, read now if it was not yet.
+    fn order(&self) -> &Order {
+        self.members.get_or_init(|| {
+            let runs = match &self.runs_of {
+                Some(Loader(load)) => load(&self.segments).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, feed = %self.info.feed, version = %self.info.version, "stored release cannot be read; served empty");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            let start = &self.segment_start;
+            Order::from_runs(
+                runs.into_iter()
+                    .filter(|&(s, _, _)| (s as usize) < start.len())
+                    .map(|(s, k, n)| (start[s as usize] + k, n)),
+            )
+        })
+    }
+
+    /// Whether the code order is in memory (an older release not yet asked for is not).
+    pub fn is_loaded(&self) -> bool {
+        self.members.get().is_some()
+    }
+
     /// Bytes the code order takes in memory (for reports and tests).
     pub fn order_bytes(&self) -> usize {
-        self.members.bytes()
+        self.order().bytes()
     }
 
     /// How many positions from `i` here and `j` in `other` hold the very same stored records
     /// one after another (0 when the records at `i` and `j` differ): an unchanged stretch of the
     /// register is skipped whole, without reading a code.
     pub fn same_records(&self, i: u32, other: &IndexedRelease, j: u32) -> u32 {
-        let (ga, na) = self.members.run_at(i);
-        let (gb, nb) = other.members.run_at(j);
+        let (ga, na) = self.order().run_at(i);
+        let (gb, nb) = other.order().run_at(j);
         let sa = self.segment_start.partition_point(|&st| st <= ga) - 1;
         let sb = other.segment_start.partition_point(|&st| st <= gb) - 1;
         let same = std::ptr::eq(&*self.segments[sa], &*other.segments[sb])
@@ -288,7 +352,7 @@ impl IndexedRelease {
             all.entry(property.to_string())
                 .or_insert_with(|| {
                     let mut index = PropertyIndex::new();
-                    for i in 0..self.members.len() as u32 {
+                    for i in 0..self.order().len() as u32 {
                         for v in self.concept(i).property(property) {
                             let list = index.entry(v.as_text().into()).or_default();
                             if list.last() != Some(&i) {
@@ -315,7 +379,7 @@ impl IndexedRelease {
 
     /// The stored record at an index: its segment and number there.
     pub fn record(&self, i: u32) -> (&Segment, u32) {
-        let g = self.members.get(i);
+        let g = self.order().get(i);
         let s = self.segment_start.partition_point(|&st| st <= g) - 1;
         (&self.segments[s], g - self.segment_start[s])
     }
@@ -352,17 +416,17 @@ impl IndexedRelease {
 
     /// Number of concepts.
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.order().len()
     }
 
     /// Whether the release has no concepts.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.order().is_empty()
     }
 
     /// The concepts, in code order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Cow<'_, Concept>> + '_ {
-        (0..self.members.len() as u32).map(|i| self.concept(i))
+        (0..self.order().len() as u32).map(|i| self.concept(i))
     }
 
     /// Index of a code (exact match).
@@ -370,7 +434,7 @@ impl IndexedRelease {
         // Sampled codes with a smaller key are before the code, those with a larger one after.
         let key = code_key(code);
         let samples = self.samples.get_or_init(|| {
-            (0..self.members.len())
+            (0..self.order().len())
                 .step_by(SAMPLE)
                 .map(|i| code_key(self.code(i as u32)))
                 .collect()
@@ -379,7 +443,7 @@ impl IndexedRelease {
         let b = a + samples[a..].partition_point(|&k| k <= key);
         let (mut lo, mut hi) = (
             a.saturating_sub(1) * SAMPLE,
-            (b * SAMPLE).min(self.members.len()),
+            (b * SAMPLE).min(self.order().len()),
         );
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -395,7 +459,7 @@ impl IndexedRelease {
     fn folded(&self) -> Option<&[u32]> {
         self.folded
             .get_or_init(|| {
-                let n = self.members.len() as u32;
+                let n = self.order().len() as u32;
                 let in_order =
                     (1..n).all(|i| fold_cmp(self.code(i - 1), self.code(i)) != Ordering::Greater);
                 (!in_order).then(|| {
@@ -411,7 +475,7 @@ impl IndexedRelease {
     fn folded_prefix(&self, prefix: &str) -> impl Iterator<Item = u32> + '_ {
         let order = self.folded();
         let at = move |k: usize| order.map_or(k as u32, |o| o[k]);
-        let n = self.members.len();
+        let n = self.order().len();
         let (mut lo, mut hi) = (0, n);
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -448,7 +512,7 @@ impl IndexedRelease {
     /// Calls `f` with each (lower-cased word, position) of the text index, in position order.
     fn each_word(&self, f: &mut dyn FnMut(&str, u32)) {
         let mut word = String::new();
-        for i in 0..self.members.len() as u32 {
+        for i in 0..self.order().len() as u32 {
             let c = self.code(i);
             // The whole code is found through the folded code order.
             for w in text_words(c).filter(|w| w.len() != c.len()) {

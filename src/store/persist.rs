@@ -99,6 +99,10 @@ pub struct StoredRelease {
     pub segments: Vec<String>,
     /// The concepts, in code order.
     pub runs: Vec<Run>,
+    /// Whether only the provenance and segments were read (`runs` is empty until the release is
+    /// read whole, on first use: see [`FeedStore::open_for_serving`]). Not stored.
+    #[serde(skip)]
+    pub head_only: bool,
 }
 
 impl StoredRelease {
@@ -204,6 +208,22 @@ fn read_with_magic<T: serde::de::DeserializeOwned>(
     path: &Path,
     magic: &[u8; 8],
 ) -> Result<T, PersistError> {
+    read_checked(path, magic, false)
+}
+
+/// [`read_with_magic`] of a value that is the start of what the file holds.
+fn read_with_magic_prefix<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    magic: &[u8; 8],
+) -> Result<T, PersistError> {
+    read_checked(path, magic, true)
+}
+
+fn read_checked<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    magic: &[u8; 8],
+    prefix: bool,
+) -> Result<T, PersistError> {
     let bytes = fs::read(path).map_err(io(path))?;
     let corrupt = |message: String| PersistError::Corrupt {
         path: path.display().to_string(),
@@ -232,12 +252,34 @@ fn read_with_magic<T: serde::de::DeserializeOwned>(
             "checksum mismatch (stored CRC-32 {stored:08x}, contents {computed:08x}): the file is damaged"
         )));
     }
+    if prefix {
+        return postcard::take_from_bytes(body)
+            .map(|(v, _)| v)
+            .map_err(|e| corrupt(e.to_string()));
+    }
     postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
 }
 
 /// Reads one release file.
 pub fn read_release(path: &Path) -> Result<StoredRelease, PersistError> {
     read_with_magic(path, RELEASE_MAGIC)
+}
+
+/// Reads one release file's provenance and segment names (the whole file is read and its
+/// checksum checked; its runs are not decoded).
+pub fn read_release_head(path: &Path) -> Result<StoredRelease, PersistError> {
+    #[derive(Deserialize)]
+    struct Head {
+        info: ReleaseInfo,
+        segments: Vec<String>,
+    }
+    let head: Head = read_with_magic_prefix(path, RELEASE_MAGIC)?;
+    Ok(StoredRelease {
+        info: head.info,
+        segments: head.segments,
+        runs: Vec::new(),
+        head_only: true,
+    })
 }
 
 /// Every release file of one feed (not read), sorted by name.
@@ -318,6 +360,14 @@ impl FeedStore {
         Self::open_around(data_dir, feed, None)
     }
 
+    /// Opens a feed's store to serve it: like [`FeedStore::open`], but only the newest release
+    /// is read whole; the others keep their provenance and segments, and their code order is
+    /// read on first use ([`FeedStore::indexed`] makes them lazy). Start-up time and memory then
+    /// grow with the records a feed holds, not with how many releases list them.
+    pub fn open_for_serving(data_dir: &Path, feed: &str) -> (Self, Vec<PersistError>) {
+        Self::open_with(data_dir, feed, None, true)
+    }
+
     /// [`FeedStore::open`], loading records only for the releases next to `version` when one is
     /// given (what an import of that version compares with): an import's time and memory then
     /// do not grow with the number of releases stored. Every release file is still read.
@@ -325,6 +375,15 @@ impl FeedStore {
         data_dir: &Path,
         feed: &str,
         version: Option<&str>,
+    ) -> (Self, Vec<PersistError>) {
+        Self::open_with(data_dir, feed, version, false)
+    }
+
+    fn open_with(
+        data_dir: &Path,
+        feed: &str,
+        version: Option<&str>,
+        lazy: bool,
     ) -> (Self, Vec<PersistError>) {
         let mut errors = Vec::new();
         let mut store = Self {
@@ -336,9 +395,27 @@ impl FeedStore {
         };
         let mut read = Vec::new();
         for path in feed_release_files(data_dir, feed) {
-            match read_release(&path) {
+            let result = if lazy {
+                read_release_head(&path)
+            } else {
+                read_release(&path)
+            };
+            match result {
                 Ok(r) => read.push((path, r)),
                 Err(e) => errors.push(e),
+            }
+        }
+        // Serving: the newest release (by version) is read whole now.
+        let newest = (0..read.len())
+            .max_by(|&a, &b| compare_versions(&read[a].1.info.version, &read[b].1.info.version))
+            .filter(|_| lazy);
+        if let Some(k) = newest {
+            match read_release(&read[k].0) {
+                Ok(whole) => read[k].1 = whole,
+                Err(e) => {
+                    errors.push(e);
+                    read.remove(k);
+                }
             }
         }
         let largest = read.iter().map(|(_, r)| r.info.concepts).max().unwrap_or(0);
@@ -365,6 +442,7 @@ impl FeedStore {
                     None => ok = false,
                 }
             }
+            // A release read head-only is checked when its runs are read (on first use).
             let in_bounds = release.runs.iter().all(|r| {
                 release
                     .segments
@@ -404,7 +482,7 @@ impl FeedStore {
         } else {
             None
         };
-        let (store, errors) = Self::open(data_dir, feed);
+        let (store, errors) = Self::open_for_serving(data_dir, feed);
         if lock.is_some() {
             store.collect_garbage();
         }
@@ -422,6 +500,39 @@ impl FeedStore {
 
     /// A stored release with its indexes, over the shared segments.
     pub fn indexed(&self, release: &StoredRelease) -> IndexedRelease {
+        if release.head_only {
+            let path = release_path(&self.data_dir, &self.feed, &release.info.version);
+            let names = release.segments.clone();
+            return IndexedRelease::lazy(
+                release.info.clone(),
+                self.segments_of(release),
+                Box::new(move |segments: &[Arc<Segment>]| {
+                    let whole = read_release(&path)?;
+                    if whole.segments != names {
+                        return Err(PersistError::Corrupt {
+                            path: path.display().to_string(),
+                            message: "names other records than when it was opened".into(),
+                        });
+                    }
+                    let in_bounds = whole.runs.iter().all(|r| {
+                        segments
+                            .get(r.segment as usize)
+                            .is_some_and(|s| (r.start as usize + r.len as usize) <= s.len())
+                    });
+                    if !in_bounds {
+                        return Err(PersistError::Corrupt {
+                            path: path.display().to_string(),
+                            message: "refers to records its segments do not have".into(),
+                        });
+                    }
+                    Ok(whole
+                        .runs
+                        .iter()
+                        .map(|r| (r.segment, r.start, r.len))
+                        .collect())
+                }),
+            );
+        }
         IndexedRelease::from_segments(
             release.info.clone(),
             self.segments_of(release),
@@ -628,6 +739,7 @@ impl FeedStore {
             info: info.clone(),
             segments: segment_names,
             runs,
+            head_only: false,
         };
         let release_bytes = write_postcard(&path, RELEASE_MAGIC, &stored)?;
         bytes += release_bytes;

@@ -116,6 +116,15 @@ fn history() -> &'static (Vec<Month>, Arc<AppState>) {
         assert_eq!(months.len(), 12);
         let only = MappingSet::from_mappings(vec![m.clone()]).expect("set");
         let registry = registers::build_registry(&only, &data, &[]).expect("registry");
+        // Served, only the newest release's code order is read; the others are read when asked.
+        let loaded: Vec<bool> = registry
+            .code_system_versions(POSTCODE)
+            .iter()
+            .map(|v| v.parts[0].is_loaded())
+            .collect();
+        assert_eq!(loaded.len(), 12);
+        assert_eq!(loaded.iter().filter(|l| **l).count(), 1, "{loaded:?}");
+        assert!(loaded[11], "the newest is read at once");
         (months, Arc::new(AppState::new(registry)))
     })
 }
