@@ -213,10 +213,24 @@ impl Order {
 
     /// The record at position `i` and how many positions from `i` on hold consecutive records.
     fn run_at(&self, i: u32) -> (u32, u32) {
+        self.run_from(i, &mut 0)
+    }
+
+    /// [`Order::run_at`], trying run `*hint` and the one after it first (a walk through the
+    /// order in code order then finds each run without a search); `*hint` becomes the run of `i`.
+    fn run_from(&self, i: u32, hint: &mut usize) -> (u32, u32) {
         match self {
             Order::Dense(d) => (d[i as usize], 1),
             Order::Runs { at, first } => {
-                let k = at.partition_point(|&a| a <= i) - 1;
+                let within = |k: usize| k + 1 < at.len() && at[k] <= i && i < at[k + 1];
+                let k = if within(*hint) {
+                    *hint
+                } else if within(*hint + 1) {
+                    *hint + 1
+                } else {
+                    at.partition_point(|&a| a <= i) - 1
+                };
+                *hint = k;
                 (first[k] + (i - at[k]), at[k + 1] - i)
             }
         }
@@ -326,8 +340,20 @@ impl IndexedRelease {
     /// one after another (0 when the records at `i` and `j` differ): an unchanged stretch of the
     /// register is skipped whole, without reading a code.
     pub fn same_records(&self, i: u32, other: &IndexedRelease, j: u32) -> u32 {
-        let (ga, na) = self.order().run_at(i);
-        let (gb, nb) = other.order().run_at(j);
+        self.same_records_from(i, other, j, &mut [0, 0])
+    }
+
+    /// [`IndexedRelease::same_records`] for a walk through both releases in code order: `hints`
+    /// keeps the runs last found in each, so that the next ones are found without a search.
+    pub fn same_records_from(
+        &self,
+        i: u32,
+        other: &IndexedRelease,
+        j: u32,
+        hints: &mut [usize; 2],
+    ) -> u32 {
+        let (ga, na) = self.order().run_from(i, &mut hints[0]);
+        let (gb, nb) = other.order().run_from(j, &mut hints[1]);
         let sa = self.segment_start.partition_point(|&st| st <= ga) - 1;
         let sb = other.segment_start.partition_point(|&st| st <= gb) - 1;
         let same = std::ptr::eq(&*self.segments[sa], &*other.segments[sb])
@@ -863,6 +889,22 @@ mod tests {
         assert_eq!(whole.same_records(10, &long, 10), 390);
         assert_eq!(whole.same_records(500, &long, 400), 500);
         assert_eq!(whole.same_records(400, &long, 400), 0);
+        // Walking forward with hints finds what a fresh search finds.
+        let mut hints = [0, 0];
+        for (i, j) in [
+            (0, 0),
+            (10, 10),
+            (399, 399),
+            (400, 400),
+            (500, 400),
+            (950, 850),
+        ] {
+            assert_eq!(
+                whole.same_records_from(i, &long, j, &mut hints),
+                whole.same_records(i, &long, j),
+                "at {i}, {j}"
+            );
+        }
         // Short runs are one number a concept.
         let short = IndexedRelease::from_segments(
             release(&[]).info,

@@ -460,6 +460,7 @@ pub fn diff<'a>(
             (Some(a), Some(b)) => {
                 let (mut i, mut j) = (0u32, 0u32);
                 let (na, nb) = (a.len() as u32, b.len() as u32);
+                let mut hints = [0, 0];
                 while i < na || j < nb {
                     // Out of time: stop here; `diff_versions` reports it.
                     if super::budget::tick().is_err() {
@@ -467,7 +468,7 @@ pub fn diff<'a>(
                     }
                     // A stretch of the very same records in both: unchanged, no code read.
                     if i < na && j < nb {
-                        let same = a.same_records(i, b, j);
+                        let same = a.same_records_from(i, b, j, &mut hints);
                         if same > 0 {
                             d.unchanged += same as usize;
                             i += same;
