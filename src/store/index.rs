@@ -211,12 +211,8 @@ impl Order {
         }
     }
 
-    /// The record at position `i` and how many positions from `i` on hold consecutive records.
-    fn run_at(&self, i: u32) -> (u32, u32) {
-        self.run_from(i, &mut 0)
-    }
-
-    /// [`Order::run_at`], trying run `*hint` and the one after it first (a walk through the
+    /// The record at position `i` and how many positions from `i` on hold consecutive records,
+    /// trying run `*hint` and the one after it first (a walk through the
     /// order in code order then finds each run without a search); `*hint` becomes the run of `i`.
     fn run_from(&self, i: u32, hint: &mut usize) -> (u32, u32) {
         match self {
