@@ -9,6 +9,7 @@ mod errors;
 mod expand;
 mod fuzz_corpus;
 mod history;
+mod hot_path;
 mod icd10_hes;
 mod lookup;
 mod loopback;
@@ -30,3 +31,7 @@ mod validate;
 mod versions;
 mod workload;
 mod xml_limits;
+
+// jemalloc, as in the server binary: `hot_path` reads its per-thread allocation counter.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
