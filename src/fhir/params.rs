@@ -84,9 +84,35 @@ pub enum ParamValue {
 pub struct OperationParams {
     /// (name, value) pairs.
     pub params: Vec<(String, ParamValue)>,
-    /// The parameters as received (`{name, value[x]}` objects, query values as `valueString`),
-    /// for operations that echo them with their original types.
-    pub original: Vec<Json>,
+    /// The parameters as received, for operations that echo them with their original types
+    /// ([`OperationParams::echo`]).
+    pub original: Vec<Original>,
+}
+
+/// One parameter as received, kept for echoing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Original {
+    /// A `{name, value[x]}` object of a `Parameters` body (or one made as if sent).
+    Sent(Json),
+    /// A query (or form) pair, echoed as a `valueString`. Kept as text: most operations never
+    /// echo, and a JSON object per parameter would cost every request.
+    Query(String, String),
+}
+
+impl Original {
+    fn name(&self) -> Option<&str> {
+        match self {
+            Self::Sent(p) => p.get("name").and_then(Json::as_str),
+            Self::Query(name, _) => Some(name),
+        }
+    }
+
+    fn to_json(&self) -> Json {
+        match self {
+            Self::Sent(p) => p.clone(),
+            Self::Query(name, value) => json!({ "name": name, "valueString": value }),
+        }
+    }
 }
 
 /// Query parameters that control the HTTP exchange, not the operation.
@@ -95,32 +121,27 @@ const TRANSPORT_PARAMS: [&str; 3] = ["_format", "_pretty", "_summary"];
 impl OperationParams {
     /// From a query string's pairs (already percent-decoded). Transport parameters are dropped.
     pub fn from_query(pairs: &[(String, String)]) -> Self {
-        let kept: Vec<&(String, String)> = pairs
-            .iter()
-            .filter(|(k, _)| !TRANSPORT_PARAMS.contains(&k.as_str()))
-            .collect();
-        Self {
-            params: kept
-                .iter()
-                .map(|(k, v)| (k.clone(), ParamValue::Text(v.clone())))
-                .collect(),
-            original: kept
-                .iter()
-                .map(|(k, v)| json!({ "name": k, "valueString": v }))
-                .collect(),
-        }
+        Self::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// From query (or form) pairs, already percent-decoded, owned or borrowed. Transport
+    /// parameters are dropped.
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: AsRef<str> + Into<String>,
+        V: Into<String>,
+    {
+        let mut p = Self::default();
+        p.extend_from_pairs(pairs);
+        p
     }
 
     /// The parameters as received whose names are listed, in the order received.
     pub fn echo(&self, names: &[&str]) -> Vec<Json> {
         self.original
             .iter()
-            .filter(|p| {
-                p.get("name")
-                    .and_then(Json::as_str)
-                    .is_some_and(|n| names.contains(&n))
-            })
-            .cloned()
+            .filter(|p| p.name().is_some_and(|n| names.contains(&n)))
+            .map(Original::to_json)
             .collect()
     }
 
@@ -144,7 +165,10 @@ impl OperationParams {
         }
         let (params, original) = match obj.get("parameter") {
             None => (Vec::new(), Vec::new()),
-            Some(Json::Array(items)) => (parse_items(items)?, items.clone()),
+            Some(Json::Array(items)) => (
+                parse_items(items)?,
+                items.iter().cloned().map(Original::Sent).collect(),
+            ),
             Some(_) => {
                 return Err(FhirError::Invalid(
                     "Parameters.parameter must be an array".into(),
@@ -156,9 +180,23 @@ impl OperationParams {
 
     /// Adds parameters from the query string (e.g. a POST with `?url=` as well as a body).
     pub fn extend_from_query(&mut self, pairs: &[(String, String)]) {
-        let q = Self::from_query(pairs);
-        self.params.extend(q.params);
-        self.original.extend(q.original);
+        self.extend_from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    }
+
+    /// Adds query (or form) pairs, owned or borrowed. Transport parameters are dropped.
+    pub fn extend_from_pairs<K, V>(&mut self, pairs: impl IntoIterator<Item = (K, V)>)
+    where
+        K: AsRef<str> + Into<String>,
+        V: Into<String>,
+    {
+        for (k, v) in pairs {
+            if TRANSPORT_PARAMS.contains(&k.as_ref()) {
+                continue;
+            }
+            let (k, v): (String, String) = (k.into(), v.into());
+            self.original.push(Original::Query(k.clone(), v.clone()));
+            self.params.push((k, ParamValue::Text(v)));
+        }
     }
 
     /// Every value of a parameter.
@@ -554,8 +592,14 @@ mod tests {
         .expect("parses");
         assert_eq!(q.params, p.params);
         assert_eq!(
-            p.original[1]["valueCode"], "J45.9",
+            p.echo(&["code"]),
+            vec![json!({"name": "code", "valueCode": "J45.9"})],
             "the original types are kept for echoing"
+        );
+        assert_eq!(
+            q.echo(&["code"]),
+            vec![json!({"name": "code", "valueString": "J45.9"})],
+            "query values are echoed as strings"
         );
         assert_eq!(p.text("code").expect("ok").as_deref(), Some("J45.9"));
     }

@@ -64,7 +64,14 @@ pub async fn read_code_system(
     let result = registry
         .code_system_by_id(&id)
         .ok_or_else(|| FhirError::NotFound(format!("CodeSystem/{id} is not known to this server")))
-        .and_then(|cs| render(&state, &registry, &cs, req.query_value("_summary")));
+        .and_then(|cs| {
+            render(
+                &state,
+                &registry,
+                &cs,
+                req.query_value("_summary").as_deref(),
+            )
+        });
     respond(&req, result)
 }
 
@@ -95,7 +102,8 @@ pub async fn search_code_systems(
                 search_matches(&req, &get)
             })
             .collect();
-        let summary = req.query_value("_summary").or(Some("true"));
+        let summary = req.query_value("_summary");
+        let summary = summary.as_deref().or(Some("true"));
         searchset(&req, &address, controls, matches, |cs| {
             render(&state, &registry, cs, summary)
         })

@@ -196,7 +196,7 @@ pub fn terminology_capabilities(registry: &Registry) -> Json {
 
 /// `GET /metadata` (`?mode=terminology` for TerminologyCapabilities).
 pub async fn capabilities(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
-    let result = match req.query_value("mode") {
+    let result = match req.query_value("mode").as_deref() {
         None | Some("full") | Some("normative") => Ok(capability_statement()),
         Some("terminology") => Ok(terminology_capabilities(&state.registry())),
         Some(other) => Err(FhirError::Invalid(format!(

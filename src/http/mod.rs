@@ -9,6 +9,7 @@ mod batch;
 mod code_system;
 mod concept_map;
 mod connection;
+mod cors;
 pub mod edge;
 pub mod metadata;
 mod observe;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::response::Response;
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, any, get};
 
 use crate::error::FhirError;
 use crate::fhir::params::{Answer, OperationParams};
@@ -99,34 +100,14 @@ impl CorsOrigins {
         }
     }
 
-    fn layer(&self) -> Option<tower_http::cors::CorsLayer> {
-        use axum::http::{Method, header};
-        use tower_http::cors::{AllowOrigin, CorsLayer};
-        let origin = match self {
-            Self::Off => return None,
-            Self::Any => AllowOrigin::any(),
-            Self::List(list) => AllowOrigin::list(list.clone()),
-        };
-        Some(
-            CorsLayer::new()
-                .allow_origin(origin)
-                .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-                .allow_headers([
-                    header::ACCEPT,
-                    header::ACCEPT_LANGUAGE,
-                    header::CONTENT_TYPE,
-                    header::AUTHORIZATION,
-                    header::HeaderName::from_static("x-cache-id"),
-                    header::HeaderName::from_static("x-request-id"),
-                ])
-                .expose_headers([
-                    header::CONTENT_TYPE,
-                    header::LOCATION,
-                    header::RETRY_AFTER,
-                    header::HeaderName::from_static("x-request-id"),
-                ])
-                .max_age(Duration::from_secs(3600)),
-        )
+    fn layer(&self) -> Option<cors::CorsLayer> {
+        match self {
+            Self::Off => None,
+            Self::Any => Some(cors::CorsLayer::new(cors::Allowed::Any)),
+            Self::List(list) => Some(cors::CorsLayer::new(cors::Allowed::List(
+                list.as_slice().into(),
+            ))),
+        }
     }
 }
 
@@ -334,171 +315,200 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 /// The router with the FHIR base at `base_path`.
+///
+/// The FHIR routes are registered with the base in their paths rather than nested under it:
+/// a nested router strips the prefix from every request's URI (a new URI, parsed again) and
+/// routes it a second time.
 pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
+    let base = base_path.trim_end_matches('/');
+    // `/` is the base itself.
+    let at = |path: &str| match path {
+        "/" if !base.is_empty() => base.to_string(),
+        _ => format!("{base}{path}"),
+    };
     let fhir = Router::new()
-        .route("/", with_405(axum::routing::post(batch::run_batch)))
-        .route("/$versions", with_405(get(batch::versions)))
+        .route(&at("/"), with_405(axum::routing::post(batch::run_batch)))
+        .route(&at("/$versions"), with_405(get(batch::versions)))
         .route(
-            "/$cache-control",
+            &at("/$cache-control"),
             with_405(get(batch::cache_control).post(batch::cache_control)),
         )
         .route(
-            "/ValueSet/$batch-validate-code",
+            &at("/ValueSet/$batch-validate-code"),
             with_405(get(batch::batch_validate_codes).post(batch::batch_validate_codes)),
         )
-        .route("/metadata", with_405(get(metadata::capabilities)))
+        .route(&at("/metadata"), with_405(get(metadata::capabilities)))
         .route(
-            "/CodeSystem",
+            &at("/CodeSystem"),
             with_405(get(code_system::search_code_systems)),
         )
         .route(
-            "/CodeSystem/$lookup",
+            &at("/CodeSystem/$lookup"),
             with_405(get(code_system::lookup_code).post(code_system::lookup_code)),
         )
         .route(
-            "/CodeSystem/$validate-code",
+            &at("/CodeSystem/$validate-code"),
             with_405(
                 get(code_system::validate_code_in_code_system)
                     .post(code_system::validate_code_in_code_system),
             ),
         )
         .route(
-            "/CodeSystem/$subsumes",
+            &at("/CodeSystem/$subsumes"),
             with_405(get(code_system::subsumes_codes).post(code_system::subsumes_codes)),
         )
         .route(
-            "/CodeSystem/$concept-history",
+            &at("/CodeSystem/$concept-history"),
             with_405(get(code_system::concept_history_of).post(code_system::concept_history_of)),
         )
         .route(
-            "/CodeSystem/$diff",
+            &at("/CodeSystem/$diff"),
             with_405(get(code_system::diff_of).post(code_system::diff_of)),
         )
         .route(
-            "/CodeSystem/{id}",
+            &at("/CodeSystem/{id}"),
             with_405(get(code_system::read_code_system)),
         )
         .route(
-            "/CodeSystem/{id}/$concept-history",
+            &at("/CodeSystem/{id}/$concept-history"),
             with_405(get(code_system::concept_history_in).post(code_system::concept_history_in)),
         )
         .route(
-            "/CodeSystem/{id}/$diff",
+            &at("/CodeSystem/{id}/$diff"),
             with_405(get(code_system::diff_in).post(code_system::diff_in)),
         )
         .route(
-            "/CodeSystem/{id}/$lookup",
+            &at("/CodeSystem/{id}/$lookup"),
             with_405(get(code_system::lookup_code_in).post(code_system::lookup_code_in)),
         )
         .route(
-            "/CodeSystem/{id}/$validate-code",
+            &at("/CodeSystem/{id}/$validate-code"),
             with_405(
                 get(code_system::validate_code_in_code_system_in)
                     .post(code_system::validate_code_in_code_system_in),
             ),
         )
         .route(
-            "/CodeSystem/{id}/$subsumes",
+            &at("/CodeSystem/{id}/$subsumes"),
             with_405(get(code_system::subsumes_codes_in).post(code_system::subsumes_codes_in)),
         )
-        .route("/ValueSet", with_405(get(value_set::search_value_sets)))
         .route(
-            "/ValueSet/$expand",
+            &at("/ValueSet"),
+            with_405(get(value_set::search_value_sets)),
+        )
+        .route(
+            &at("/ValueSet/$expand"),
             with_405(get(value_set::expand_value_set).post(value_set::expand_value_set)),
         )
         .route(
-            "/ValueSet/$validate-code",
+            &at("/ValueSet/$validate-code"),
             with_405(
                 get(value_set::validate_code_in_value_set)
                     .post(value_set::validate_code_in_value_set),
             ),
         )
-        .route("/ValueSet/{id}", with_405(get(value_set::read_value_set)))
         .route(
-            "/ValueSet/{id}/$expand",
+            &at("/ValueSet/{id}"),
+            with_405(get(value_set::read_value_set)),
+        )
+        .route(
+            &at("/ValueSet/{id}/$expand"),
             with_405(get(value_set::expand_value_set_in).post(value_set::expand_value_set_in)),
         )
         .route(
-            "/ValueSet/{id}/$validate-code",
+            &at("/ValueSet/{id}/$validate-code"),
             with_405(
                 get(value_set::validate_code_in_value_set_in)
                     .post(value_set::validate_code_in_value_set_in),
             ),
         )
         .route(
-            "/ConceptMap",
+            &at("/ConceptMap"),
             with_405(get(concept_map::search_concept_maps)),
         )
         .route(
-            "/ConceptMap/$translate",
+            &at("/ConceptMap/$translate"),
             with_405(get(concept_map::translate_code).post(concept_map::translate_code)),
         )
         .route(
-            "/ConceptMap/{id}",
+            &at("/ConceptMap/{id}"),
             with_405(get(concept_map::read_concept_map)),
         )
         .route(
-            "/ConceptMap/{id}/$translate",
+            &at("/ConceptMap/{id}/$translate"),
             with_405(get(concept_map::translate_code_in).post(concept_map::translate_code_in)),
-        )
-        .fallback(|req: FhirRequest| async move {
+        );
+    // CORS headers on the FHIR base only; the route each request matched is copied onto its
+    // response for the metrics and the access log (one layer, so one more boxed service per
+    // route, not two).
+    let cors = state.cors.layer();
+    // At the root, whatever matches no route is a FHIR path.
+    let fhir = if base.is_empty() {
+        fhir.fallback(fhir_not_found)
+    } else {
+        fhir
+    };
+    let fhir = match &cors {
+        Some(cors) => fhir.layer(
+            tower::ServiceBuilder::new()
+                .layer(observe::TagRouteLayer)
+                .layer(cors.clone()),
+        ),
+        None => fhir.layer(observe::TagRouteLayer),
+    };
+    // Under the base, a path that names nothing. Not tagged: it matched no route, and is
+    // counted and logged as such.
+    let fhir = if base.is_empty() {
+        fhir
+    } else {
+        let not_found = any(fhir_not_found);
+        let not_found = match cors {
+            Some(cors) => not_found.layer(cors),
+            None => not_found,
+        };
+        fhir.route(&format!("{base}/{{*path}}"), not_found)
+    };
+    let others = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(observe::render_metrics));
+    let others = if state.admin.is_some() {
+        others.merge(admin::routes())
+    } else {
+        others
+    };
+    let router = fhir.merge(others.layer(observe::TagRouteLayer));
+    let router = if base.is_empty() {
+        router
+    } else {
+        router.fallback(|req: FhirRequest| async move {
             respond(
                 &req,
                 Err(FhirError::NotFound(
-                    "no such resource type or operation on this server (see /metadata)".into(),
+                    "not a FHIR endpoint of this server".into(),
                 )),
             )
-        });
-    let fhir = match state.cors.layer() {
-        Some(cors) => fhir.layer(cors),
-        None => fhir,
-    };
-    let base = base_path.trim_end_matches('/');
-    let router = if base.is_empty() {
-        fhir
-    } else {
-        Router::new()
-            .nest(base, fhir)
-            .fallback(|req: FhirRequest| async move {
-                respond(
-                    &req,
-                    Err(FhirError::NotFound(
-                        "not a FHIR endpoint of this server".into(),
-                    )),
-                )
-            })
-    };
-    let router = if state.admin.is_some() {
-        router.merge(admin::routes())
-    } else {
-        router
+        })
     };
     let observer = observe::Observer::new(state.metrics.clone(), base);
-    let router = router
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(observe::render_metrics))
-        .layer(axum::middleware::from_fn(observe::tag_route))
-        .with_state(state)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ));
     // Every answer carries the request's `X-Request-Id`, made up (a UUID) when the client sent
     // none, so a client and the server's operators can name one request; the access log line
     // and the metrics see every request, including those the edge refuses.
-    edge::in_front_of(router)
-        .layer(axum::middleware::from_fn_with_state(
-            observer,
-            observe::observe,
-        ))
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-            tower_http::request_id::MakeRequestUuid,
-        ))
+    edge::in_front_of(router.with_state(state), observer, panic_response)
+}
+
+/// Under the FHIR base, a path that names no resource type or operation.
+async fn fhir_not_found(req: FhirRequest) -> Response {
+    respond(
+        &req,
+        Err(FhirError::NotFound(
+            "no such resource type or operation on this server (see /metadata)".into(),
+        )),
+    )
 }
 
 /// A panic in a handler is a bug: log it and answer 500 with an OperationOutcome.
-fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+fn panic_response(err: Box<dyn std::any::Any + Send>) -> axum::response::Response {
     let detail = err
         .downcast_ref::<String>()
         .cloned()

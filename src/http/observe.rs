@@ -1,24 +1,34 @@
 //! Watching the server from outside: every request is timed, counted in [`Metrics`] under a
 //! short operation name taken from its matched route, and logged once when answered (target
 //! `fhir_registers::access`); `GET /metrics` renders the metrics. Handlers know nothing of
-//! this: the route a request matched travels back on its response (see [`tag_route`]).
+//! this: the edge (`super::edge`) calls the [`Observer`] around each request, and the route a
+//! request matched travels back on its response (see [`TagRouteLayer`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::metrics::{self, Metrics};
 
-/// What [`observe`] needs: where to count, and the FHIR base the routes are under.
+/// What the edge needs to observe requests: where to count, and the FHIR base the routes are
+/// under.
 #[derive(Clone)]
 pub(super) struct Observer {
     metrics: Arc<Metrics>,
     base: Arc<str>,
+}
+
+/// One request being observed: when it arrived and, only while access lines are logged, what
+/// its line names.
+pub(super) struct Observation {
+    started: Instant,
+    logged: Option<(Method, Uri)>,
 }
 
 impl Observer {
@@ -29,50 +39,107 @@ impl Observer {
             base: base.trim_end_matches('/').into(),
         }
     }
-}
 
-/// Inside the router: copies the route the request matched onto its response, for [`observe`]
-/// outside it (which runs before routing, so cannot read it from the request). Requests that
-/// matched no route carry none.
-pub(super) async fn tag_route(req: Request, next: Next) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(req).await;
-    if let Some(matched) = matched {
-        response.extensions_mut().insert(matched);
+    /// A request arrives (before routing).
+    pub(super) fn start(&self, req: &Request) -> Observation {
+        let logged = tracing::enabled!(target: ACCESS, tracing::Level::INFO)
+            .then(|| (req.method().clone(), req.uri().clone()));
+        Observation {
+            started: Instant::now(),
+            logged,
+        }
     }
-    response
+
+    /// Its response head is ready: counts it under its operation and status, with its latency,
+    /// and logs one access line (`method`, `route`, `status`, `latency_ms`, `request_id`).
+    pub(super) fn finish(
+        &self,
+        observation: &Observation,
+        response: &Response,
+        request_id: &HeaderValue,
+    ) {
+        let elapsed = observation.started.elapsed();
+        let status = response.status().as_u16();
+        let matched = response.extensions().get::<MatchedPath>();
+        let operation = operation(matched.map(MatchedPath::as_str), &self.base);
+        self.metrics.record_request(operation, status, elapsed);
+        if let Some((method, uri)) = &observation.logged {
+            tracing::info!(
+                target: ACCESS,
+                method = method.as_str(),
+                route = matched.map_or(uri.path(), MatchedPath::as_str),
+                status,
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                request_id = request_id.to_str().unwrap_or("-"),
+                "answered"
+            );
+        }
+    }
 }
 
-/// Outermost but for the request id: times the request, counts it, and logs one access line
-/// (`method`, `route`, `status`, `latency_ms`, `request_id`) when its response head is ready.
-pub(super) async fn observe(
-    State(observer): State<Observer>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let request_id = req.headers().get("x-request-id").cloned();
-    let response = next.run(req).await;
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    let matched = response.extensions().get::<MatchedPath>();
-    let operation = operation(matched.map(MatchedPath::as_str), &observer.base);
-    observer.metrics.record_request(operation, status, elapsed);
-    tracing::info!(
-        target: "fhir_registers::access",
-        method = method.as_str(),
-        route = matched.map_or(uri.path(), MatchedPath::as_str),
-        status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        request_id = request_id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-"),
-        "answered"
-    );
-    response
+/// The target of the access lines.
+const ACCESS: &str = "fhir_registers::access";
+
+/// Inside the router: copies the route the request matched onto its response, for the edge
+/// outside it (which runs before routing, so cannot read it from the request). Requests that
+/// matched no route carry none. A plain layer rather than `from_fn`, which would clone and box
+/// the route and box a future per request.
+#[derive(Clone, Copy)]
+pub(super) struct TagRouteLayer;
+
+impl<S> tower::Layer<S> for TagRouteLayer {
+    type Service = TagRoute<S>;
+
+    fn layer(&self, inner: S) -> TagRoute<S> {
+        TagRoute(inner)
+    }
+}
+
+/// See [`TagRouteLayer`].
+#[derive(Clone)]
+pub(super) struct TagRoute<S>(S);
+
+impl<S> tower::Service<Request> for TagRoute<S>
+where
+    S: tower::Service<Request, Response = Response>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tagged<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let matched = req.extensions().get::<MatchedPath>().cloned();
+        Tagged {
+            inner: self.0.call(req),
+            matched,
+        }
+    }
+}
+
+/// A response on its way, to be tagged with the matched route.
+pub(super) struct Tagged<F> {
+    inner: F,
+    matched: Option<MatchedPath>,
+}
+
+impl<F, E> Future for Tagged<F>
+where
+    F: Future<Output = Result<Response, E>> + Unpin,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut response = std::task::ready!(Pin::new(&mut self.inner).poll(cx))?;
+        if let Some(matched) = self.matched.take() {
+            response.extensions_mut().insert(matched);
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The short name a matched route is counted under: one per operation (`$validate-code` on

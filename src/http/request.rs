@@ -2,15 +2,18 @@
 //! (never rejecting — problems surface as OperationOutcomes), and the renderer for results and
 //! errors.
 
+use std::borrow::Cow;
+
 use axum::body::Body as HttpBody;
 use axum::extract::FromRequest;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value as Json;
 
 use crate::error::FhirError;
 use crate::fhir::format::{self, Body, Format};
-use crate::fhir::params::{Answer, OperationParams};
+use crate::fhir::params::{Answer, OperationParams, Original};
+use url::form_urlencoded;
 
 /// Limits on what one request may carry, read by the [`FhirRequest`] extractor from the state.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +47,8 @@ impl axum::extract::FromRef<std::sync::Arc<super::AppState>> for BodyLimits {
 /// Everything a handler needs from an HTTP request.
 #[derive(Debug)]
 pub struct FhirRequest {
-    /// Decoded query pairs (including `_format` etc.).
-    pub query: Vec<(String, String)>,
+    /// The request target; its query pairs are read from it as borrowed views ([`Self::query`]).
+    uri: Uri,
     /// The negotiated response format (or why none fits).
     pub format: Result<Format, FhirError>,
     /// `_pretty=true`.
@@ -71,8 +74,9 @@ impl FhirRequest {
                 "displayLanguage".into(),
                 crate::fhir::params::ParamValue::Text(lang.clone()),
             ));
-            p.original
-                .push(serde_json::json!({ "name": "displayLanguage", "valueCode": lang }));
+            p.original.push(Original::Sent(
+                serde_json::json!({ "name": "displayLanguage", "valueCode": lang }),
+            ));
         }
         Ok(p)
     }
@@ -91,27 +95,30 @@ impl FhirRequest {
 
     fn params_unchecked(&self) -> Result<OperationParams, FhirError> {
         match &self.body {
-            None => Ok(OperationParams::from_query(&self.query)),
+            None => Ok(OperationParams::from_pairs(self.query())),
             Some(Err(e)) => Err(e.clone()),
             Some(Ok(Body::Form(form))) => {
                 let mut p = OperationParams::from_query(form);
-                p.extend_from_query(&self.query);
+                p.extend_from_pairs(self.query());
                 Ok(p)
             }
             Some(Ok(Body::Resource(r))) => {
                 let mut p = OperationParams::from_parameters(r)?;
-                p.extend_from_query(&self.query);
+                p.extend_from_pairs(self.query());
                 Ok(p)
             }
         }
     }
 
+    /// The query pairs (including `_format` etc.), percent-decoded, in the order sent: views of
+    /// the request target, copied only where decoding changed them.
+    pub fn query(&self) -> form_urlencoded::Parse<'_> {
+        query_pairs(&self.uri)
+    }
+
     /// The first value of a query parameter.
-    pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+    pub fn query_value(&self, name: &str) -> Option<Cow<'_, str>> {
+        query_value(&self.uri, name)
     }
 }
 
@@ -125,8 +132,7 @@ where
     async fn from_request(req: Request<HttpBody>, state: &S) -> Result<Self, Self::Rejection> {
         let limits = <BodyLimits as axum::extract::FromRef<S>>::from_ref(state);
         let (parts, body) = req.into_parts();
-        let query = query_pairs(&parts.uri);
-        let (format, pretty) = negotiated(&query, &parts.headers);
+        let (format, pretty) = negotiated(&parts.uri, &parts.headers);
         let accept_language = parts
             .headers
             .get(header::ACCEPT_LANGUAGE)
@@ -159,6 +165,9 @@ where
         };
         let body = if declared.is_some_and(|n| n > max as u64) {
             too_large()
+        } else if http_body::Body::is_end_stream(&body) {
+            // No body (a GET): nothing to wait for.
+            None
         } else {
             let timeout = limits.body_read_timeout;
             match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
@@ -175,7 +184,7 @@ where
             }
         };
         Ok(Self {
-            query,
+            uri: parts.uri,
             format,
             pretty,
             body,
@@ -198,38 +207,42 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
-    uri.query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
+/// The query pairs of a request target, percent-decoded as they are read.
+fn query_pairs(uri: &Uri) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+}
+
+/// The first value of a query parameter. Only names are decoded on the way to it (and only
+/// those with escapes), not the values of other parameters.
+fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<Cow<'a, str>> {
+    uri.query()?.split('&').find_map(|pair| {
+        let raw_name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        let named = if raw_name.contains(['%', '+']) {
+            form_urlencoded::parse(raw_name.as_bytes()).any(|(n, _)| n == name)
+        } else {
+            raw_name == name
+        };
+        // One pair (no `&` in it) parses as itself.
+        named
+            .then(|| form_urlencoded::parse(pair.as_bytes()).next())
+            .flatten()
+            .map(|(_, v)| v)
+    })
 }
 
 /// The response format (`_format` wins over `Accept`) and `_pretty` a request asks for.
-fn negotiated(
-    query: &[(String, String)],
-    headers: &HeaderMap,
-) -> (Result<Format, FhirError>, bool) {
-    let find = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+fn negotiated(uri: &Uri, headers: &HeaderMap) -> (Result<Format, FhirError>, bool) {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     (
-        format::negotiate(find("_format"), accept),
-        find("_pretty") == Some("true"),
+        format::negotiate(query_value(uri, "_format").as_deref(), accept),
+        query_value(uri, "_pretty").as_deref() == Some("true"),
     )
 }
 
 /// Renders an error for a request no handler sees (refused at the edge: limits, undecodable
 /// paths) as an OperationOutcome in the format the request negotiates.
 pub fn refuse(uri: &Uri, headers: &HeaderMap, error: FhirError) -> Response {
-    let (format, pretty) = negotiated(&query_pairs(uri), headers);
+    let (format, pretty) = negotiated(uri, headers);
     respond_with(format, pretty, Err(error))
 }
 
@@ -281,7 +294,8 @@ pub fn respond_with(
 }
 
 fn fhir_response(status: StatusCode, format: Format, bytes: Vec<u8>) -> Response {
-    let mut resp = (status, bytes).into_response();
+    let mut resp = Response::new(HttpBody::from(bytes));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
@@ -350,5 +364,46 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestAddress {
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
         Ok(Self::of(parts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_value_is_the_first_decoded_value_of_its_decoded_name() {
+        let queries = [
+            "_format=xml&_pretty=true",
+            "code=a&_format=json&_format=xml",
+            "%5Fformat=xml",
+            "_form%61t=application%2Ffhir%2Bxml",
+            "x=1&&_format&y",
+            "_format=a=b&_pretty=tr%75e",
+            "url=http%3A%2F%2Fx&name=a+b&name%3Acontains=c",
+            "na+me=1&na%20me=2",
+            "",
+        ];
+        for q in queries {
+            let uri: Uri = format!("/fhir/x?{q}").parse().expect("uri");
+            let pairs: Vec<_> = form_urlencoded::parse(q.as_bytes()).collect();
+            for name in [
+                "_format",
+                "_pretty",
+                "url",
+                "name",
+                "name:contains",
+                "na me",
+                "y",
+            ] {
+                let expected = pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone());
+                assert_eq!(query_value(&uri, name), expected, "{name} in {q}");
+            }
+        }
+        let none: Uri = "/fhir/x".parse().expect("uri");
+        assert_eq!(query_value(&none, "_format"), None);
     }
 }

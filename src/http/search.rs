@@ -33,7 +33,7 @@ pub fn search_controls(req: &FhirRequest) -> Result<SearchControls, FhirError> {
     let count = non_negative(req, "_count")?;
     let offset = non_negative(req, "_offset")?.unwrap_or(0);
     if let Some(s) = req.query_value("_summary")
-        && !["true", "false", "count", "text", "data"].contains(&s)
+        && !["true", "false", "count", "text", "data"].contains(&&*s)
     {
         return Err(FhirError::Invalid(format!(
             "_summary must be true, false, count, text or data, not '{s}'"
@@ -46,17 +46,17 @@ pub fn search_controls(req: &FhirRequest) -> Result<SearchControls, FhirError> {
 /// `status`, `_id` and `system`, case-insensitive starts-with on `name`, `title` and `publisher`
 /// (`:contains` and `:exact` modifiers on `name` and `title`).
 pub fn search_matches(req: &FhirRequest, get: &dyn Fn(&str) -> Option<String>) -> bool {
-    req.query.iter().all(|(k, v)| {
-        let field = get(k.split(':').next().unwrap_or(k));
-        match k.as_str() {
-            "url" | "version" | "status" | "_id" | "system" => field.as_deref() == Some(v.as_str()),
+    req.query().all(|(k, v)| {
+        let field = get(k.split(':').next().unwrap_or(&k));
+        match &*k {
+            "url" | "version" | "status" | "_id" | "system" => field.as_deref() == Some(&*v),
             "name" | "title" | "publisher" => {
                 field.is_some_and(|f| f.to_lowercase().starts_with(&v.to_lowercase()))
             }
             "name:contains" | "title:contains" => {
                 field.is_some_and(|f| f.to_lowercase().contains(&v.to_lowercase()))
             }
-            "name:exact" | "title:exact" => field.as_deref() == Some(v.as_str()),
+            "name:exact" | "title:exact" => field.as_deref() == Some(&*v),
             _ => true,
         }
     })
@@ -66,9 +66,9 @@ pub fn search_matches(req: &FhirRequest, get: &dyn Fn(&str) -> Option<String>) -
 /// parameter is kept in the order sent. Absolute when the request named its host.
 fn page_url(req: &FhirRequest, address: &RequestAddress, offset: Option<usize>) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in &req.query {
+    for (k, v) in req.query() {
         if offset.is_none() || k != "_offset" {
-            query.append_pair(k, v);
+            query.append_pair(&k, &v);
         }
     }
     if let Some(offset) = offset.filter(|o| *o > 0) {
@@ -123,7 +123,7 @@ pub fn searchset<T>(
     mut render: impl FnMut(T) -> Result<Json, FhirError>,
 ) -> Result<Json, FhirError> {
     let total = matches.len();
-    let counting = req.query_value("_summary") == Some("count");
+    let counting = req.query_value("_summary").as_deref() == Some("count");
     let controls = if counting {
         SearchControls {
             count: Some(0),

@@ -159,7 +159,7 @@ pub fn lookup_parameters(
             out.parts("designation", parts);
         }
     }
-    for parts in concept_property_parts(&cs, r, &wants) {
+    for parts in concept_property_parts(&cs, &c, &wants) {
         out.parts("property", parts);
     }
     for (code, v) in cs.supplement_properties(&c.code) {

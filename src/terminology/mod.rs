@@ -25,7 +25,7 @@ use serde_json::{Value as Json, json};
 
 use crate::error::FhirError;
 use crate::fhir::params::{Part, part};
-use crate::store::{CodeSystemVersion, ConceptRef, Registry, Value};
+use crate::store::{CodeSystemVersion, Concept, Registry, Value};
 
 /// Finds a CodeSystem version, with the messages clients expect when it is missing.
 pub fn resolve_code_system(
@@ -78,14 +78,14 @@ pub fn value_json(v: &Value) -> (&'static str, Json) {
     }
 }
 
-/// The `property` parts of a concept (for `$lookup`), filtered by `wants(code)`: `parent`,
-/// `child`, `inactive`, `status`, `notSelectable` and every mapped property.
+/// The `property` parts of a concept of `cs` (for `$lookup`, which has decoded it already),
+/// filtered by `wants(code)`: `parent`, `child`, `inactive`, `status`, `notSelectable` and every
+/// mapped property.
 pub fn concept_property_parts(
     cs: &CodeSystemVersion,
-    r: ConceptRef,
+    c: &Concept,
     wants: &dyn Fn(&str) -> bool,
 ) -> Vec<Vec<Part>> {
-    let c = cs.concept(r);
     let mut out = Vec::new();
     let coded = |code: &str, value: &str, description: Option<&str>| {
         let mut parts = vec![

@@ -10,6 +10,7 @@ mod expand;
 mod fuzz_corpus;
 mod history;
 mod history_scale;
+mod hot_path;
 mod icd10_hes;
 mod lookup;
 mod loopback;
@@ -31,3 +32,7 @@ mod validate;
 mod versions;
 mod workload;
 mod xml_limits;
+
+// jemalloc, as in the server binary: `hot_path` reads its per-thread allocation counter.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

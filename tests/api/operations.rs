@@ -139,3 +139,45 @@ async fn every_answer_carries_a_request_id_echoed_or_made_up() {
     }
     assert_ne!(ids[0], ids[1], "each request gets its own id");
 }
+
+#[tokio::test]
+async fn the_fhir_base_can_be_the_root_or_a_path() {
+    async fn ask(base: &str, path: &str) -> axum::response::Response {
+        let req = Request::get(path)
+            .header(header::ORIGIN, "https://forms.example.org")
+            .body(Body::empty())
+            .expect("request");
+        fhir_registers::http::app_at(state(), base)
+            .oneshot(req)
+            .await
+            .expect("router answers")
+    }
+    let lookup = "/CodeSystem/$lookup?system=http://hl7.org/fhir/sid/icd-10&code=J45.9";
+    for (base, prefix) in [("/", ""), ("", ""), ("/r4", "/r4"), ("/r4/", "/r4")] {
+        let found = ask(base, &format!("{prefix}{lookup}")).await;
+        assert_eq!(found.status(), StatusCode::OK, "{base}");
+        assert_eq!(header_of(&found, "access-control-allow-origin"), Some("*"));
+        // Under the base, a path naming nothing is a FHIR 404 with CORS headers.
+        let missing = ask(base, &format!("{prefix}/Patient/1")).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{base}");
+        assert_eq!(
+            header_of(&missing, "access-control-allow-origin"),
+            Some("*")
+        );
+        let health = ask(base, "/health").await;
+        assert_eq!(health.status(), StatusCode::OK, "{base}");
+        assert_eq!(header_of(&health, "access-control-allow-origin"), None);
+    }
+    // Outside a base path: not a FHIR endpoint, and no CORS headers.
+    let outside = ask("/r4", "/fhir/metadata").await;
+    assert_eq!(outside.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header_of(&outside, "access-control-allow-origin"), None);
+    let body = axum::body::to_bytes(outside.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    assert!(
+        String::from_utf8_lossy(&body).contains("not a FHIR endpoint"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
