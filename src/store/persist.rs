@@ -394,8 +394,12 @@ impl FeedStore {
             damaged: false,
         };
         let mut read = Vec::new();
+        // Serving or importing, every release file's head is read (its checksum checked), and
+        // only the releases needed now are read whole: the newest (serving), the neighbours of
+        // the version imported; otherwise all of them.
+        let heads = lazy || version.is_some();
         for path in feed_release_files(data_dir, feed) {
-            let result = if lazy {
+            let result = if heads {
                 read_release_head(&path)
             } else {
                 read_release(&path)
@@ -405,19 +409,29 @@ impl FeedStore {
                 Err(e) => errors.push(e),
             }
         }
-        // Serving: the newest release (by version) is read whole now.
-        let newest = (0..read.len())
-            .max_by(|&a, &b| compare_versions(&read[a].1.info.version, &read[b].1.info.version))
-            .filter(|_| lazy);
-        if let Some(k) = newest {
+        let whole: Vec<usize> = match version {
+            Some(v) => neighbours(read.iter().map(|(_, r)| r.info.version.as_str()), v),
+            None if lazy => (0..read.len())
+                .max_by(|&a, &b| compare_versions(&read[a].1.info.version, &read[b].1.info.version))
+                .into_iter()
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut unreadable = Vec::new();
+        for &k in &whole {
             match read_release(&read[k].0) {
-                Ok(whole) => read[k].1 = whole,
+                Ok(r) => read[k].1 = r,
                 Err(e) => {
                     errors.push(e);
-                    read.remove(k);
+                    unreadable.push(k);
                 }
             }
         }
+        let mut at = 0;
+        read.retain(|_| {
+            at += 1;
+            !unreadable.contains(&(at - 1))
+        });
         let largest = read.iter().map(|(_, r)| r.info.concepts).max().unwrap_or(0);
         let mut loader = SegmentLoader {
             data_dir,
@@ -426,10 +440,9 @@ impl FeedStore {
             errors: Vec::new(),
             may_decode: largest <= super::segment::decode_limit() as u64,
         };
-        let wanted: Option<Vec<usize>> =
-            version.map(|v| neighbours(read.iter().map(|(_, r)| r.info.version.as_str()), v));
-        for (k, (path, release)) in read.into_iter().enumerate() {
-            if wanted.as_ref().is_some_and(|w| !w.contains(&k)) {
+        for (path, release) in read {
+            // Importing, only the neighbours (read whole) have their records loaded.
+            if version.is_some() && release.head_only {
                 store.releases.push(release);
                 continue;
             }
