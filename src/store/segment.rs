@@ -169,30 +169,13 @@ impl Segment {
     /// alone (for deciding which files are in use without loading them).
     pub fn read_bases(path: &Path) -> Result<Vec<String>, PersistError> {
         let shown = path.display().to_string();
-        let corrupt = |message: String| PersistError::Corrupt {
-            path: shown.clone(),
-            message,
-        };
         let io = |source| PersistError::Io {
             path: shown.clone(),
             source,
         };
-        let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-        let size = f.get_ref().metadata().map_err(io)?.len();
-        let mut start = [0u8; 12];
-        f.read_exact(&mut start).map_err(io)?;
-        if &start[..8] != RECORDS_MAGIC {
-            return Err(corrupt("not a records file of this format".into()));
-        }
-        let header_len = u64::from(u32::from_le_bytes([
-            start[8], start[9], start[10], start[11],
-        ]));
-        if header_len > size {
-            return Err(corrupt("its header is longer than the file".into()));
-        }
-        let header_bytes = read_vec(&mut f, header_len).map_err(io)?;
-        let header: Header = postcard::from_bytes(&header_bytes)
-            .map_err(|e| corrupt(format!("damaged header: {e}")))?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let (_, header) = read_header(&mut std::io::BufReader::new(file), size, &shown)?;
         Ok(header.bases)
     }
 
@@ -221,29 +204,7 @@ impl Segment {
             inner: std::io::BufReader::new(file),
             crc: crc32fast::Hasher::new(),
         };
-        let mut magic = [0u8; 8];
-        f.read_exact(&mut magic).map_err(io)?;
-        if &magic != RECORDS_MAGIC {
-            return Err(corrupt(match magic.strip_prefix(b"FHIRREC") {
-                Some(_) => format!(
-                    "records format {} is not this server's ({}): re-import the release",
-                    String::from_utf8_lossy(&magic),
-                    String::from_utf8_lossy(RECORDS_MAGIC)
-                ),
-                None => "not a records file".into(),
-            }));
-        }
-        let mut len = [0u8; 4];
-        f.read_exact(&mut len).map_err(io)?;
-        let header_len = u64::from(u32::from_le_bytes(len));
-        if header_len > size {
-            return Err(corrupt(format!(
-                "its header is {header_len} bytes long in a file of {size}: the file is damaged"
-            )));
-        }
-        let header_bytes = read_vec(&mut f, header_len).map_err(io)?;
-        let header: Header = postcard::from_bytes(&header_bytes)
-            .map_err(|e| corrupt(format!("damaged header: {e}")))?;
+        let (header_len, header) = read_header(&mut f, size, &shown)?;
         let n = header.count as u64;
         // The sizes the header gives must add up to the file's: nothing is allocated for a
         // damaged count or length.
@@ -365,6 +326,42 @@ impl Write for Crc32Writer<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Reads a records file's magic, header length and header (the start of the file).
+fn read_header(r: &mut impl Read, size: u64, shown: &str) -> Result<(u64, Header), PersistError> {
+    let corrupt = |message: String| PersistError::Corrupt {
+        path: shown.to_string(),
+        message,
+    };
+    let io = |source| PersistError::Io {
+        path: shown.to_string(),
+        source,
+    };
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(io)?;
+    if &magic != RECORDS_MAGIC {
+        return Err(corrupt(match magic.strip_prefix(b"FHIRREC") {
+            Some(_) => format!(
+                "records format {} is not this server's ({}): re-import the release",
+                String::from_utf8_lossy(&magic),
+                String::from_utf8_lossy(RECORDS_MAGIC)
+            ),
+            None => "not a records file".into(),
+        }));
+    }
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).map_err(io)?;
+    let header_len = u64::from(u32::from_le_bytes(len));
+    if header_len > size {
+        return Err(corrupt(format!(
+            "its header is {header_len} bytes long in a file of {size}: the file is damaged"
+        )));
+    }
+    let header_bytes = read_vec(r, header_len).map_err(io)?;
+    let header: Header =
+        postcard::from_bytes(&header_bytes).map_err(|e| corrupt(format!("damaged header: {e}")))?;
+    Ok((header_len, header))
 }
 
 fn read_vec(r: &mut impl Read, len: u64) -> std::io::Result<Vec<u8>> {
