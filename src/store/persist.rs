@@ -553,9 +553,8 @@ impl FeedStore {
         )
     }
 
-    /// The releases next to `version` whose records are loaded (see [`neighbours`]), and
-    /// whether the first is earlier.
-    fn neighbours(&self, version: &str) -> (Vec<usize>, bool) {
+    /// The releases next to `version` whose records are loaded (see [`neighbours`]).
+    fn neighbours(&self, version: &str) -> Vec<usize> {
         let loaded: Vec<usize> = (0..self.releases.len())
             .filter(|&k| {
                 self.releases[k]
@@ -564,28 +563,26 @@ impl FeedStore {
                     .all(|n| self.segments.contains_key(n))
             })
             .collect();
-        let picked = neighbours(
+        neighbours(
             loaded
                 .iter()
                 .map(|&k| self.releases[k].info.version.as_str()),
             version,
-        );
-        let earlier = picked.first().is_some_and(|&p| {
-            compare_versions(&self.releases[loaded[p]].info.version, version).is_lt()
-        });
-        (picked.into_iter().map(|p| loaded[p]).collect(), earlier)
+        )
+        .into_iter()
+        .map(|p| loaded[p])
+        .collect()
     }
 
     /// Which rows of a release of `version`, read with the mapping of `mapping_hash`, this store
     /// already has: those of the nearest release (earlier, else later) made with that mapping.
     pub fn known(&self, version: &str, mapping_hash: &str) -> Option<Known> {
-        let (nearest, _) = self.neighbours(version);
-        let r = &self.releases[*nearest.first()?];
+        let r = &self.releases[*self.neighbours(version).first()?];
         if r.info.mapping_hash != mapping_hash {
             return None;
         }
-        let mut rows = RowHashes::new(feed_dir(&self.data_dir, &self.feed).join("records"));
-        Some(Known::new(self.indexed(r), &mut rows))
+        let rows = RowHashes::new(feed_dir(&self.data_dir, &self.feed).join("records"));
+        Some(Known::new(self.indexed(r), rows))
     }
 
     /// Adds a release to a store opened under the feed's lock (see [`save_release`]).
@@ -626,7 +623,7 @@ impl FeedStore {
         // change), is that record; a changed one is stored as a patch of its code's record in
         // the nearest earlier release (the later one when importing an older file), made with
         // any mapping. Rows `known` found are records of its release already.
-        let (nearest, _) = self.neighbours(&info.version);
+        let nearest = self.neighbours(&info.version);
         let others: Vec<&StoredRelease> = nearest.iter().map(|&k| &self.releases[k]).collect();
         let indexed: Vec<IndexedRelease> = others.iter().map(|r| self.indexed(r)).collect();
         let name = format!(
@@ -650,7 +647,11 @@ impl FeedStore {
                 }
             }
         };
-        let mut rows = RowHashes::new(feed_dir(&self.data_dir, &self.feed).join("records"));
+        // The row hashes `known` read already are not read again.
+        let mut rows = known.map_or_else(
+            || RowHashes::new(feed_dir(&self.data_dir, &self.feed).join("records")),
+            Known::row_hashes,
+        );
         let mut bases: Vec<String> = Vec::new();
         // New records: (position in the release, the record to patch: base, index).
         let mut pending: Vec<(u32, Option<(u16, u32)>)> = Vec::new();

@@ -71,8 +71,9 @@ pub fn read(path: &Path, len: usize) -> Option<Vec<u64>> {
     )
 }
 
-/// Row hashes of the segments of one feed, read from disk on first use.
-#[derive(Default)]
+/// Row hashes of the segments of one feed, read from disk on first use (a clone shares what
+/// was read).
+#[derive(Default, Clone)]
 pub struct RowHashes {
     dir: PathBuf,
     loaded: HashMap<String, Option<Arc<[u64]>>>,
@@ -114,12 +115,14 @@ pub struct Known {
     release: IndexedRelease,
     /// Row hashes of the release's segments, by segment (pointer).
     hashes: Vec<(*const Segment, Option<Arc<[u64]>>)>,
+    /// Every row hash read.
+    rows: RowHashes,
     cursor: u32,
 }
 
 impl Known {
     /// Over a stored release, with the row hashes of its segments.
-    pub fn new(release: IndexedRelease, rows: &mut RowHashes) -> Self {
+    pub fn new(release: IndexedRelease, mut rows: RowHashes) -> Self {
         let hashes = release
             .segments()
             .iter()
@@ -128,8 +131,14 @@ impl Known {
         Self {
             release,
             hashes,
+            rows,
             cursor: 0,
         }
+    }
+
+    /// The row hashes read so far (to go on reading others without reading these again).
+    pub fn row_hashes(&self) -> RowHashes {
+        self.rows.clone()
     }
 
     /// The release the tokens refer to (a token is a position in it).
