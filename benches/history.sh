@@ -30,10 +30,6 @@ SYSTEM="https://digital.nhs.uk/services/organisation-data-service/CodeSystem/pos
 ENC_SYSTEM="https%3A%2F%2Fdigital.nhs.uk%2Fservices%2Forganisation-data-service%2FCodeSystem%2Fpostcode"
 BASE="http://127.0.0.1:$PORT"
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
-fi
 [ -f "$SOURCE" ] || { echo "missing $SOURCE (../shared/data beside the repository)" >&2; exit 2; }
 
 cd "$ROOT"
@@ -43,24 +39,12 @@ WORK="$(mktemp -d)"
 SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+need_wrk
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# Starts the server on the data imported so far; sets SERVER, READY (seconds) and RSS_READY (MiB).
-start_server() {
-  local start
-  start=$(date +%s.%N)
-  "$BIN" serve --no-default-imports --data-dir "$WORK/data" --mappings "$ROOT/mappings" \
-    --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
-  SERVER=$!
-  until curl -sf "$BASE/health" >/dev/null; do
-    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-    sleep 0.01
-  done
-  READY=$(echo "$(date +%s.%N) - $start" | bc)
-  RSS_READY=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
-}
-stop_server() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; SERVER=""; }
 
 echo "generating $HISTORY monthly releases of $TARGET postcodes" >&2
 gen_start=$(date +%s)
@@ -93,7 +77,7 @@ while IFS=$'\t' read -r file version rows introduced terminated changed kind; do
   if [ "$n" = 1 ] || [ "$n" = 12 ] || [ "$n" = "$HISTORY" ]; then
     start_server
     # Then once the latest version's indexes are built in the background (what a warm server holds).
-    for _ in $(seq 600); do grep -q "indexes built" "$WORK/serve.log" && break; sleep 0.1; done
+    wait_indexes
     RSS_WARM=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
     READY_ROWS+=("$(printf '| %d | %.2f s | %d MiB | %d MiB |' "$n" "$READY" "$RSS_READY" "$RSS_WARM")")
     [ "$n" = 1 ] && RSS_ONE=$RSS_READY && WARM_ONE=$RSS_WARM
@@ -104,31 +88,8 @@ done < "$WORK/releases"
 DISK=$(du -sb "$WORK/data/feeds" | cut -f1)
 
 start_server
-for _ in $(seq 600); do grep -q "indexes built" "$WORK/serve.log" && break; sleep 0.1; done
+wait_indexes
 
-cat > "$WORK/random.lua" <<'LUA'
-local items = {}
-for line in io.lines(os.getenv("ITEMS")) do items[#items + 1] = line end
-local prefix, suffix = os.getenv("PREFIX"), os.getenv("SUFFIX") or ""
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", prefix .. items[(n * 7919) % #items + 1] .. suffix)
-end
-LUA
-run() { # name items prefix [suffix] [connections]
-  local out conns="${5:-$CONNECTIONS}" threads="$THREADS"
-  [ "$conns" -lt "$threads" ] && threads="$conns"
-  out=$(ITEMS="$2" PREFIX="$3" SUFFIX="${4:-}" wrk -t"$threads" -c"$conns" -d"$DURATION" --latency \
-    -s "$WORK/random.lua" "$BASE" 2>&1)
-  local rps p50 p99 non2xx
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
-  echo "$rps" > "$WORK/rps-$1"
-}
 
 # Dated lookups: each code on a random day of a random month.
 cut -f2 "$WORK/releases" > "$WORK/versions"
@@ -152,11 +113,11 @@ ROWS+=("$(run "expand-filter date=$MID, $(nproc) connections" "$WORK/filters" "/
 RSS_AFTER=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
 
 # $diff: consecutive months spread over the history (the third month of each year: not a
-# refresh), then the first and the last (three times).
+# refresh; the second with fewer than three months), then the first and the last (three times).
 diff_time() { curl -s -o "$WORK/diff.json" -w '%{time_total}\n' "$BASE/fhir/CodeSystem/\$diff?url=$ENC_SYSTEM&fromVersion=$1&toVersion=$2&count=1"; }
 diff_counts() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); p={x["name"]: x.get("valueInteger") for x in d.get("parameter", [])}; print("+%s −%s ~%s" % (p.get("added"), p.get("removed"), p.get("changed")))' "$WORK/diff.json"; }
 : > "$WORK/diff-consecutive"
-for k in $(seq 3 12 "$HISTORY"); do
+for k in $(seq $(( HISTORY < 3 ? 2 : 3 )) 12 "$HISTORY"); do
   a=$(sed -n "$((k - 1))p" "$WORK/versions"); b=$(sed -n "${k}p" "$WORK/versions")
   diff_time "$a" "$b" >> "$WORK/diff-consecutive"
 done

@@ -29,10 +29,6 @@ SOURCE="$SHARED/postcodes/codepoint_open_gb_2014-08.csv.gz"
 SYSTEM="https://digital.nhs.uk/services/organisation-data-service/CodeSystem/postcode"
 BASE="http://127.0.0.1:$PORT"
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
-fi
 [ -f "$SOURCE" ] || { echo "missing $SOURCE (../shared/data beside the repository)" >&2; exit 2; }
 
 cd "$ROOT"
@@ -42,6 +38,9 @@ WORK="$(mktemp -d)"
 SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+need_wrk
 
 # Releases to import: file<TAB>version per line.
 if [ "$SCALE" = "2.7m" ]; then
@@ -51,21 +50,6 @@ else
   printf '%s\t%s\n' "$SOURCE" "2014-08-01" > "$WORK/releases"
 fi
 
-# Starts the server on the data imported so far; sets SERVER, READY (seconds) and RSS_READY (MiB).
-start_server() {
-  local start
-  start=$(date +%s.%N)
-  "$BIN" serve --no-default-imports --data-dir "$WORK/data" --mappings "$ROOT/mappings" \
-    --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
-  SERVER=$!
-  until curl -sf "$BASE/health" >/dev/null; do
-    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-    sleep 0.02
-  done
-  READY=$(echo "$(date +%s.%N) - $start" | bc)
-  RSS_READY=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
-}
-stop_server() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; SERVER=""; }
 
 declare -a IMPORTS=()
 while IFS=$'\t' read -r file version; do
@@ -85,7 +69,7 @@ done < "$WORK/releases"
 
 start_server
 # The runs start once the background index build is over, so it does not share them.
-for _ in $(seq 600); do grep -q "indexes built" "$WORK/serve.log" && break; sleep 0.1; done
+wait_indexes
 
 # Random existing codes and 1–2 word prefixes of their displays (`TS`, `TS18`, `TS18 1`).
 LAST=$(tail -1 "$WORK/releases" | cut -f1)
@@ -94,31 +78,7 @@ awk '{ o = substr($0, 1, length($0) - 3); i = substr($0, length($0) - 2, 1);
        print substr(o, 1, 2); print o; print o "%20" i }' "$WORK/codes" | shuf -n 20000 --random-source=<(yes) > "$WORK/filters"
 ENC_SYSTEM=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$SYSTEM" 2>/dev/null \
   || echo "https%3A%2F%2Fdigital.nhs.uk%2Fservices%2Forganisation-data-service%2FCodeSystem%2Fpostcode")
-cat > "$WORK/random.lua" <<'LUA'
-local items = {}
-for line in io.lines(os.getenv("ITEMS")) do items[#items + 1] = line end
-local prefix, suffix = os.getenv("PREFIX"), os.getenv("SUFFIX") or ""
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", prefix .. items[(n * 7919) % #items + 1] .. suffix)
-end
-LUA
 
-run() { # name items prefix [suffix] [connections]
-  local out
-  local conns="${5:-$CONNECTIONS}" threads="$THREADS"
-  [ "$conns" -lt "$threads" ] && threads="$conns"
-  out=$(ITEMS="$2" PREFIX="$3" SUFFIX="${4:-}" wrk -t"$threads" -c"$conns" -d"$DURATION" --latency \
-    -s "$WORK/random.lua" "$BASE" 2>&1)
-  local rps p50 p99 non2xx
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
-  echo "$rps" > "$WORK/rps-$1"
-}
 
 ROWS=()
 ROWS+=("$(run health "$WORK/codes" "/health?x=")")

@@ -1,0 +1,59 @@
+# Shared by benches/load.sh and benches/history.sh (sourced, not run). Expects ROOT, BIN, WORK,
+# PORT, BASE, CONNECTIONS, THREADS and DURATION to be set.
+
+# Installs wrk with apt-get when it is missing.
+need_wrk() {
+  command -v wrk >/dev/null && return
+  echo "installing wrk" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
+}
+
+# Starts the server on the data imported so far; sets SERVER, READY (seconds) and RSS_READY (MiB).
+start_server() {
+  local start
+  start=$(date +%s.%N)
+  "$BIN" serve --no-default-imports --data-dir "$WORK/data" --mappings "$ROOT/mappings" \
+    --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
+  SERVER=$!
+  until curl -sf "$BASE/health" >/dev/null; do
+    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
+    sleep 0.01
+  done
+  READY=$(echo "$(date +%s.%N) - $start" | bc)
+  RSS_READY=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
+}
+stop_server() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; SERVER=""; }
+
+# Waits (up to a minute) for the background build of the latest versions' indexes.
+wait_indexes() {
+  for _ in $(seq 600); do grep -q "indexes built" "$WORK/serve.log" && break; sleep 0.1; done
+}
+
+# The wrk script: GET PREFIX .. (an item of the file ITEMS, spread) .. SUFFIX.
+cat > "$WORK/random.lua" <<'LUA'
+local items = {}
+for line in io.lines(os.getenv("ITEMS")) do items[#items + 1] = line end
+local prefix, suffix = os.getenv("PREFIX"), os.getenv("SUFFIX") or ""
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", prefix .. items[(n * 7919) % #items + 1] .. suffix)
+end
+LUA
+
+# One wrk run: prints a table row (requests/s, p50, p99, non-2xx) and keeps requests/s in
+# $WORK/rps-NAME.
+run() { # name items prefix [suffix] [connections]
+  local out
+  local conns="${5:-$CONNECTIONS}" threads="$THREADS"
+  [ "$conns" -lt "$threads" ] && threads="$conns"
+  out=$(ITEMS="$2" PREFIX="$3" SUFFIX="${4:-}" wrk -t"$threads" -c"$conns" -d"$DURATION" --latency \
+    -s "$WORK/random.lua" "$BASE" 2>&1)
+  local rps p50 p99 non2xx
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
+  echo "$rps" > "$WORK/rps-$1"
+}
