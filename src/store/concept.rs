@@ -120,4 +120,19 @@ impl Concept {
             .filter(move |(c, _)| &**c == code)
             .map(|(_, v)| v)
     }
+
+    /// Whether the register's business dates cover `day` (`YYYY-MM-DD`): not before
+    /// [`valid_from`](Self::valid_from) and not after [`valid_to`](Self::valid_to) (both
+    /// inclusive; a month or year stands for its first day). A concept without dates is always
+    /// valid.
+    pub fn valid_on(&self, day: &str) -> bool {
+        let norm = |d: &str| super::date_param(d).unwrap_or_else(|| d.to_string());
+        self.valid_from
+            .as_deref()
+            .is_none_or(|f| day >= norm(f).as_str())
+            && self
+                .valid_to
+                .as_deref()
+                .is_none_or(|t| day <= norm(t).as_str())
+    }
 }

@@ -537,6 +537,19 @@ impl Registry {
         all_later.then(|| list.first().map(|v| v.version.as_str()))?
     }
 
+    /// The version of a CodeSystem that describes `day` (`YYYY-MM-DD`) best: the newest release
+    /// in force on that day or, when the day precedes every release, the first release (the
+    /// earliest account of a register that records its own history, such as ODS memberships
+    /// with join and left dates or postcodes with introduction and termination dates).
+    pub fn code_system_describing(&self, url: &str, day: &str) -> Option<Arc<CodeSystemVersion>> {
+        let list = self.code_systems.get(url)?;
+        list.iter()
+            .rev()
+            .find(|v| version_start(&v.version).is_none_or(|d| d.as_str() <= day))
+            .or_else(|| list.first())
+            .cloned()
+    }
+
     /// Every version of a CodeSystem, oldest first.
     pub fn code_system_versions(&self, url: &str) -> &[Arc<CodeSystemVersion>] {
         self.code_systems.get(url).map(Vec::as_slice).unwrap_or(&[])

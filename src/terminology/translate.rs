@@ -25,6 +25,10 @@ pub struct TranslateRequest {
     pub reverse: bool,
     /// System of the other side, if given.
     pub other_system: Option<String>,
+    /// `date` (as `YYYY-MM-DD`): translate as the mappings stood that day. A map derived from a
+    /// register reads the release that describes the day (the one in force then, or the first
+    /// release for a day before it) and only its concepts whose business dates cover the day.
+    pub date: Option<String>,
 }
 
 impl TranslateRequest {
@@ -94,12 +98,21 @@ impl TranslateRequest {
         if coding.code.as_deref().is_none_or(str::is_empty) {
             return Err(FhirError::Invalid("the code to translate is empty".into()));
         }
+        let date = match p.text("date")? {
+            None => None,
+            Some(d) => Some(crate::store::date_param(&d).ok_or_else(|| {
+                FhirError::Invalid(format!(
+                    "The parameter 'date' value '{d}' is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)"
+                ))
+            })?),
+        };
         Ok(Self {
             url: p.text("url")?,
             map_version: p.text("conceptMapVersion")?,
             coding,
             reverse,
             other_system,
+            date,
         })
     }
 }
@@ -234,7 +247,11 @@ fn derived_matches(
     if req.other_system.as_deref().is_some_and(|s| s != to_system) {
         return;
     }
-    let Some(cs) = registry.code_system(&d.code_system, None) else {
+    let cs = match &req.date {
+        None => registry.code_system(&d.code_system, None),
+        Some(day) => registry.code_system_describing(&d.code_system, day),
+    };
+    let Some(cs) = cs else {
         return;
     };
     let code = req.coding.code.as_deref().unwrap_or_default();
@@ -254,13 +271,24 @@ fn derived_matches(
             .map(|r| cs.concept(r))
             .collect(),
     };
-    for c in &concepts {
+    let on_the_day = |c: &crate::store::Concept| req.date.as_deref().is_none_or(|d| c.valid_on(d));
+    // A property's codes take their display from their own CodeSystem when the server has it
+    // (a practice's parent organisation from the ODS CodeSystem).
+    let other = match to {
+        MapSide::Code => None,
+        MapSide::Property(_) => registry.code_system(to_system, None),
+    };
+    for c in concepts.iter().filter(|c| on_the_day(c)) {
         for target in value_of(c, to) {
-            let display = matches!(to, MapSide::Code)
-                .then(|| c.display.as_deref())
-                .flatten();
+            let display: Option<String> = match (to, &other) {
+                (MapSide::Code, _) => c.display.as_deref().map(str::to_string),
+                (_, Some(cs)) => cs
+                    .find(&target)
+                    .and_then(|r| cs.concept(r).display.as_deref().map(str::to_string)),
+                _ => None,
+            };
             out.push(Match {
-                concept: coding_json(to_system, &target, display),
+                concept: coding_json(to_system, &target, display.as_deref()),
                 source: req.reverse.then(|| coding_json(from_system, code, None)),
                 relationship: d.relationship.clone(),
                 origin: origin.clone(),

@@ -5,6 +5,7 @@ mod batch_limits;
 mod datadictionary;
 mod default_run;
 mod edge;
+mod epcmem;
 mod errors;
 mod expand;
 mod fuzz_corpus;

@@ -163,11 +163,54 @@ async fn postcodes_translate_to_their_lsoa_and_icb_footprint_as_of_a_date() {
         assert_eq!(param(&t, "result"), Some(&json!(true)), "{t}");
         assert!(t.to_string().contains(&row[column]), "{map}: {t}");
     }
-    // Before the first release there is nothing to translate from.
-    let (status, t) = ask(format!(
-        "/fhir/ConceptMap/postcode-to-lsoa/$translate?system={}&code={code}&date=2019-01-01",
-        enc(NSPL)
-    ))
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{t}");
+}
+
+/// `date` is the day the mappings should hold on: the release that describes it (the first, for
+/// a day before it: NSPL records its postcodes' history), and only postcodes live that day.
+#[tokio::test]
+async fn translation_on_a_date_follows_the_postcodes_introduction_and_termination() {
+    let translates_on = |row: &HashMap<String, String>, d: &'static str| {
+        let code = row["pcd"].replace(' ', "");
+        async move {
+            let (status, t) = ask(format!(
+                "/fhir/ConceptMap/postcode-to-lsoa/$translate?system={}&code={code}&date={d}",
+                enc(NSPL)
+            ))
+            .await;
+            assert_eq!(status, StatusCode::OK, "{t}");
+            param(&t, "result") == Some(&json!(true))
+        }
+    };
+    let english = |r: &&HashMap<String, String>| r["lsoa11"].starts_with("E01");
+    let old = rows()
+        .iter()
+        .filter(english)
+        .find(|r| r["doterm"].is_empty() && r["dointr"].as_str() < "201801")
+        .expect("a postcode live since before 2018");
+    assert!(translates_on(old, "2019-01-01").await, "before the release");
+    let new = rows()
+        .iter()
+        .filter(english)
+        .find(|r| r["dointr"].as_str() > "201902")
+        .expect("a postcode introduced after January 2019");
+    assert!(
+        !translates_on(new, "2019-01-01").await,
+        "not yet introduced"
+    );
+    assert!(translates_on(new, "2021-11-30").await, "introduced by then");
+    let gone = rows()
+        .iter()
+        .filter(english)
+        .find(|r| !r["doterm"].is_empty() && r["doterm"].as_str() < "201801")
+        .expect("a postcode terminated before 2018");
+    assert!(
+        !translates_on(gone, "2019-01-01").await,
+        "terminated by then"
+    );
+    let introduced: &'static str =
+        Box::leak(format!("{}-{}-01", &gone["dointr"][..4], &gone["dointr"][4..]).into_boxed_str());
+    assert!(
+        translates_on(gone, introduced).await,
+        "live when introduced"
+    );
 }
