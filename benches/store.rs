@@ -91,6 +91,9 @@ fn benches(c: &mut Criterion) {
         data.path(),
         &mut registry,
     );
+    // ICD-10 read in place too (it is small enough to be decoded otherwise), so the hierarchy
+    // filters below run on packed records as a national-scale register's would.
+    persist::set_decode_limit(0);
     load(
         &set,
         "icd10-who",
@@ -201,6 +204,89 @@ fn benches(c: &mut Criterion) {
         let req = ExpandRequest::from_params(&p).expect("ok");
         b.iter(|| black_box(expand(&registry, &req, limits).expect("expands")))
     });
+    g.finish();
+
+    // Property and hierarchy filters on packed releases (issue: the same results as decoded ones,
+    // tested in tests/api/packed_filters.rs): the first page and the total of each.
+    let mut g = c.benchmark_group("expand_filter");
+    g.sample_size(10);
+    let district = registry
+        .code_system(POSTCODE, None)
+        .and_then(|cs| {
+            let r = cs.find(picks[0])?;
+            cs.concept(r)
+                .property("adminDistrict")
+                .next()
+                .map(|v| v.as_text().into_owned())
+        })
+        .expect("a district");
+    let filters: [(&str, &str, &str, &str, &str); 9] = [
+        (
+            "postcode_eq_district",
+            POSTCODE,
+            "adminDistrict",
+            "=",
+            &district,
+        ),
+        (
+            "postcode_in_two_districts",
+            POSTCODE,
+            "adminDistrict",
+            "in",
+            "E06000004,E06000005",
+        ),
+        (
+            "postcode_exists_county",
+            POSTCODE,
+            "adminCounty",
+            "exists",
+            "true",
+        ),
+        (
+            "postcode_regex_ward",
+            POSTCODE,
+            "EW",
+            "regex",
+            "E0500154[0-9]",
+        ),
+        ("postcode_regex_code", POSTCODE, "code", "regex", "TS18.*"),
+        ("icd10_is_a_chapter_x", ICD10, "concept", "is-a", "X"),
+        (
+            "icd10_descendent_of_j40_j47",
+            ICD10,
+            "concept",
+            "descendent-of",
+            "J40-J47",
+        ),
+        ("icd10_child_of_j45", ICD10, "concept", "child-of", "J45"),
+        (
+            "icd10_is_not_a_chapter_x",
+            ICD10,
+            "concept",
+            "is-not-a",
+            "X",
+        ),
+    ];
+    for (name, system, property, op, value) in filters {
+        let vs = serde_json::json!({
+            "resourceType": "ValueSet",
+            "status": "active",
+            "compose": { "include": [{ "system": system,
+                "filter": [{ "property": property, "op": op, "value": value }] }] }
+        });
+        let p = OperationParams::from_parameters(&serde_json::json!({
+            "resourceType": "Parameters",
+            "parameter": [{ "name": "valueSet", "resource": vs },
+                          { "name": "count", "valueInteger": 20 }]
+        }))
+        .expect("parameters");
+        let req = ExpandRequest::from_params(&p).expect("ok");
+        let total = expand(&registry, &req, limits).expect("expands")["expansion"]["total"].clone();
+        eprintln!("expand_filter/{name}: total {total}");
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(expand(&registry, &req, limits).expect("expands")))
+        });
+    }
     g.finish();
 }
 

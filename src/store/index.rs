@@ -366,31 +366,46 @@ impl IndexedRelease {
     /// time a filter asks for it (one pass decoding every concept), then kept: a filtered
     /// expansion of a national register reads only its matches.
     pub fn with_property(&self, property: &str, values: &[String]) -> Vec<u32> {
-        let index = {
-            let mut all = self
-                .by_property
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            all.entry(property.to_string())
-                .or_insert_with(|| {
-                    let mut index = PropertyIndex::new();
-                    for i in 0..self.order().len() as u32 {
-                        for v in self.concept(i).property(property) {
-                            let list = index.entry(v.as_text().into()).or_default();
-                            if list.last() != Some(&i) {
-                                list.push(i);
-                            }
-                        }
-                    }
-                    Arc::new(index)
-                })
-                .clone()
-        };
+        let index = self.property_index(property);
         let lists: Vec<&[u32]> = values
             .iter()
             .filter_map(|v| index.get(v.as_str()).map(Vec::as_slice))
             .collect();
         merge_sorted(lists)
+    }
+
+    /// Concepts with a value of `property` that `keep` accepts (every value, for `exists`), by
+    /// the same index: `keep` runs once per distinct value, not once per concept.
+    pub fn with_property_where(&self, property: &str, keep: &dyn Fn(&str) -> bool) -> Vec<u32> {
+        let index = self.property_index(property);
+        let lists: Vec<&[u32]> = index
+            .iter()
+            .filter(|(v, _)| keep(v))
+            .map(|(_, l)| l.as_slice())
+            .collect();
+        merge_sorted(lists)
+    }
+
+    /// The value → concepts index of one property, built on first use.
+    fn property_index(&self, property: &str) -> Arc<PropertyIndex> {
+        let mut all = self
+            .by_property
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.entry(property.to_string())
+            .or_insert_with(|| {
+                let mut index = PropertyIndex::new();
+                for i in 0..self.order().len() as u32 {
+                    for v in self.concept(i).property(property) {
+                        let list = index.entry(v.as_text().into()).or_default();
+                        if list.last() != Some(&i) {
+                            list.push(i);
+                        }
+                    }
+                }
+                Arc::new(index)
+            })
+            .clone()
     }
 
     /// Builds the indexes otherwise built on first use.

@@ -337,6 +337,32 @@ impl CodeSystemVersion {
         out
     }
 
+    /// Concepts with a value of `property` that `keep` accepts (see
+    /// [`IndexedRelease::with_property_where`]).
+    pub fn with_property_where(
+        &self,
+        property: &str,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Vec<ConceptRef> {
+        let mut out = Vec::new();
+        for (p, part) in self.parts.iter().enumerate() {
+            out.extend(
+                part.with_property_where(property, keep)
+                    .into_iter()
+                    .map(|index| ConceptRef {
+                        part: p as u16,
+                        index,
+                    }),
+            );
+        }
+        out
+    }
+
+    /// Concepts whose code `keep` accepts, read without decoding the concepts.
+    pub fn codes_where(&self, keep: &dyn Fn(&str) -> bool) -> Vec<ConceptRef> {
+        self.refs().filter(|&r| keep(self.code(r))).collect()
+    }
+
     /// Word-prefix text search: concepts whose code/display words start with every filter word.
     pub fn text_search(&self, filter_words: &[String]) -> Vec<ConceptRef> {
         let Some(driver) = filter_words.iter().max_by_key(|w| w.len()) else {

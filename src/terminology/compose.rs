@@ -417,8 +417,10 @@ fn holds(cs: &CodeSystemVersion, r: ConceptRef, c: &Concept, p: &Pred) -> bool {
 /// Candidate concepts for a set of predicates: a hierarchy walk or a property index when one applies,
 /// else `None` (meaning every concept).
 fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<Vec<ConceptRef>> {
-    for p in preds {
-        let mut out = match p {
+    // Narrow sources first (a hierarchy walk, an exact value); a regular expression or `exists`
+    // only when no filter gives one.
+    let narrow = preds.iter().find_map(|p| {
+        Some(match p {
             Pred::IsA(a) => {
                 let mut v = cs.descendants(a);
                 v.extend(cs.find(a));
@@ -438,13 +440,25 @@ fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<Vec<ConceptRef>>
                 values.sort_unstable();
                 cs.with_property(n, &values)
             }
-            _ => continue,
-        };
-        out.sort_unstable();
-        out.dedup();
-        return Some(out);
-    }
-    None
+            _ => return None,
+        })
+    });
+    // A regular expression runs once per distinct value of the property's index, or over the
+    // codes alone, rather than on every decoded concept.
+    let broad = || {
+        preds.iter().find_map(|p| {
+            Some(match p {
+                Pred::Regex(Field::Named(n), re) => cs.with_property_where(n, &|v| re.is_match(v)),
+                Pred::Regex(Field::Code, re) => cs.codes_where(&|c| re.is_match(c)),
+                Pred::Exists(Field::Named(n), true) => cs.with_property_where(n, &|_| true),
+                _ => return None,
+            })
+        })
+    };
+    let mut out = narrow.or_else(broad)?;
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
 }
 
 /// A membership hit: the CodeSystem version, the concept, and the display the ValueSet gives it.

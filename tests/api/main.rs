@@ -21,6 +21,7 @@ mod nspl;
 mod observability;
 mod opcs4;
 mod operations;
+mod packed_filters;
 mod r4;
 mod request_limits;
 mod resources;

@@ -130,6 +130,13 @@ pub fn state() -> Arc<AppState> {
         .clone()
 }
 
+/// The state over the same fixtures as [`state`], every record read in place (packed) rather than
+/// decoded: what `serve` does with large registers.
+pub fn packed_state() -> Arc<AppState> {
+    static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
+    STATE.get_or_init(|| build_state(&[&FIXTURES], 0)).clone()
+}
+
 /// The state over the fixtures and the history fixtures (several releases of ODS and postcodes),
 /// every record read in place, as the server reads large registers.
 pub fn history_state() -> Arc<AppState> {
