@@ -416,49 +416,68 @@ fn holds(cs: &CodeSystemVersion, r: ConceptRef, c: &Concept, p: &Pred) -> bool {
 
 /// Candidate concepts for a set of predicates: a hierarchy walk or a property index when one applies,
 /// else `None` (meaning every concept).
-fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<Vec<ConceptRef>> {
+/// With the candidates, the predicate they satisfy exactly when one does (an index lookup gives
+/// precisely the concepts the predicate holds for, so it need not be tested again).
+fn candidates(cs: &CodeSystemVersion, preds: &[Pred]) -> Option<(Vec<ConceptRef>, Option<usize>)> {
     // Narrow sources first (a hierarchy walk, an exact value); a regular expression or `exists`
     // only when no filter gives one.
-    let narrow = preds.iter().find_map(|p| {
-        Some(match p {
-            Pred::IsA(a) => {
-                let mut v = cs.descendants(a);
-                v.extend(cs.find(a));
-                v
-            }
-            Pred::DescendentOf(a) | Pred::DescendentLeaf(a) => cs.descendants(a),
-            Pred::Among {
-                set,
-                negated: false,
-                ..
-            } => set.iter().copied().collect(),
-            Pred::ChildOf(a) => cs.children(a).to_vec(),
-            Pred::Eq(Field::Code, v) => cs.find(v).into_iter().collect(),
-            Pred::Eq(Field::Named(n), v) => cs.with_property(n, std::slice::from_ref(v)),
-            Pred::In(Field::Named(n), vs) => {
-                let mut values: Vec<String> = vs.iter().cloned().collect();
-                values.sort_unstable();
-                cs.with_property(n, &values)
-            }
-            _ => return None,
-        })
+    let exact = |p: &Pred| {
+        matches!(
+            p,
+            Pred::Eq(Field::Named(_), _)
+                | Pred::In(Field::Named(_), _)
+                | Pred::Regex(Field::Code | Field::Named(_), _)
+                | Pred::Exists(Field::Named(_), true)
+        )
+    };
+    let narrow = preds.iter().enumerate().find_map(|(i, p)| {
+        Some((
+            i,
+            match p {
+                Pred::IsA(a) => {
+                    let mut v = cs.descendants(a);
+                    v.extend(cs.find(a));
+                    v
+                }
+                Pred::DescendentOf(a) | Pred::DescendentLeaf(a) => cs.descendants(a),
+                Pred::Among {
+                    set,
+                    negated: false,
+                    ..
+                } => set.iter().copied().collect(),
+                Pred::ChildOf(a) => cs.children(a).to_vec(),
+                Pred::Eq(Field::Code, v) => cs.find(v).into_iter().collect(),
+                Pred::Eq(Field::Named(n), v) => cs.with_property(n, std::slice::from_ref(v)),
+                Pred::In(Field::Named(n), vs) => {
+                    let mut values: Vec<String> = vs.iter().cloned().collect();
+                    values.sort_unstable();
+                    cs.with_property(n, &values)
+                }
+                _ => return None,
+            },
+        ))
     });
     // A regular expression runs once per distinct value of the property's index, or over the
     // codes alone, rather than on every decoded concept.
     let broad = || {
-        preds.iter().find_map(|p| {
-            Some(match p {
-                Pred::Regex(Field::Named(n), re) => cs.with_property_where(n, &|v| re.is_match(v)),
-                Pred::Regex(Field::Code, re) => cs.codes_where(&|c| re.is_match(c)),
-                Pred::Exists(Field::Named(n), true) => cs.with_property_where(n, &|_| true),
-                _ => return None,
-            })
+        preds.iter().enumerate().find_map(|(i, p)| {
+            Some((
+                i,
+                match p {
+                    Pred::Regex(Field::Named(n), re) => {
+                        cs.with_property_where(n, &|v| re.is_match(v))
+                    }
+                    Pred::Regex(Field::Code, re) => cs.codes_where(&|c| re.is_match(c)),
+                    Pred::Exists(Field::Named(n), true) => cs.with_property_where(n, &|_| true),
+                    _ => return None,
+                },
+            ))
         })
     };
-    let mut out = narrow.or_else(broad)?;
+    let (i, mut out) = narrow.or_else(broad)?;
     out.sort_unstable();
     out.dedup();
-    Some(out)
+    Some((out, exact(&preds[i]).then_some(i)))
 }
 
 /// A membership hit: the CodeSystem version, the concept, and the display the ValueSet gives it.
@@ -810,20 +829,35 @@ impl Evaluator<'_> {
             return Ok(out);
         }
         // Candidates from the text index already match the text filter: it is not tested again.
+        let mut satisfied = None;
         let (refs, text_tested): (Box<dyn Iterator<Item = ConceptRef>>, bool) =
             match (candidates(&cs, &preds), text) {
-                (Some(c), _) => (Box::new(c.into_iter()), false),
+                (Some((c, exact)), _) => {
+                    satisfied = exact;
+                    (Box::new(c.into_iter()), false)
+                }
                 (None, Some(words)) => (Box::new(cs.text_search(words).into_iter()), true),
                 (None, None) => (Box::new(cs.refs().collect::<Vec<_>>().into_iter()), false),
             };
+        // The filters the candidates do not already satisfy.
+        let rest: Vec<&Pred> = preds
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != satisfied)
+            .map(|(_, p)| p)
+            .collect();
+        let keep_rest = |r: ConceptRef, c: &Concept| {
+            rest.iter().all(|p| holds(&cs, r, c, p))
+                && (imported.is_empty() || in_imports(&cs.meta.url, &c.code))
+        };
         // The text test reads code and display only; the concept is decoded only when a filter
         // or an import has to look at it.
-        let codes_only = preds.is_empty() && imported.is_empty();
+        let codes_only = rest.is_empty() && imported.is_empty();
         for r in refs {
             tick()?;
             let kept = (text_tested
                 || text.is_none_or(|w| matches_text(cs.code(r), cs.display(r), w)))
-                && (codes_only || keep_found(r, &cs.concept(r)));
+                && (codes_only || keep_rest(r, &cs.concept(r)));
             if kept {
                 out.members.push(Member {
                     system: s,
