@@ -196,6 +196,9 @@ enum Field {
     Status,
     Inactive,
     Parent,
+    /// The `notSelectable` property, under the CodeSystem's own code for it: `true`, `false`,
+    /// or no value when a concept does not state it (registers state it for every concept).
+    NotSelectable(String),
     Named(String),
 }
 
@@ -222,8 +225,25 @@ enum Pred {
 }
 
 fn field_values(cs: &CodeSystemVersion, c: &Concept, f: &Field) -> Vec<String> {
-    let _ = cs;
     match f {
+        Field::NotSelectable(own) => {
+            let stated: Vec<String> = c
+                .properties
+                .iter()
+                .filter(|(k, _)| super::is_not_selectable(k, own))
+                .map(|(_, v)| v.as_text().to_ascii_lowercase())
+                .collect();
+            if !stated.is_empty() {
+                stated
+            } else if c.not_selectable {
+                vec!["true".into()]
+            } else if cs.meta.feeds.iter().any(|f| !f.starts_with("resource:")) {
+                // A mapped register decides abstractness for every concept.
+                vec!["false".into()]
+            } else {
+                Vec::new()
+            }
+        }
         Field::Code => vec![c.code.to_string()],
         Field::Display => c.display.iter().map(|d| d.to_string()).collect(),
         Field::Status => c.status.iter().map(|s| s.to_string()).collect(),
@@ -235,8 +255,13 @@ fn field_values(cs: &CodeSystemVersion, c: &Concept, f: &Field) -> Vec<String> {
 
 fn compile_filter(cs: &CodeSystemVersion, f: &FilterRule) -> Result<Pred, FhirError> {
     let hierarchical = matches!(f.property.as_str(), "concept" | "code");
+    let abstract_code = super::not_selectable_code(&cs.meta.properties);
+    let is_abstract = super::is_not_selectable(&f.property, abstract_code);
     let field = || -> Result<Field, FhirError> {
         Ok(match f.property.as_str() {
+            p if super::is_not_selectable(p, abstract_code) => {
+                Field::NotSelectable(abstract_code.to_string())
+            }
             "concept" | "code" => Field::Code,
             "display" => Field::Display,
             "status" => Field::Status,
@@ -254,7 +279,12 @@ fn compile_filter(cs: &CodeSystemVersion, f: &FilterRule) -> Result<Pred, FhirEr
             }
         })
     };
-    let v = f.value.clone();
+    // Boolean values compare without case (`TRUE` is `true`).
+    let v = if is_abstract {
+        f.value.to_ascii_lowercase()
+    } else {
+        f.value.clone()
+    };
     let list = || {
         v.split(',')
             .map(|s| s.trim().to_string())
@@ -496,6 +526,8 @@ pub struct Evaluator<'a> {
     pub registry: &'a Registry,
     /// Leave inactive codes out.
     pub active_only: bool,
+    /// Leave abstract (`notSelectable`) codes out (`$expand`'s `excludeNotForUI`).
+    pub exclude_not_for_ui: bool,
     /// The request's version rules (`system-version`, `force-system-version`, …).
     pub versions: &'a VersionRules,
     /// Which of those rules were used.
@@ -635,6 +667,7 @@ impl Evaluator<'_> {
                     && rule.filters.is_empty()
                     && rule.value_sets.is_empty()
                     && !self.active_only
+                    && !self.exclude_not_for_ui
                     && compose.inactive != Some(false)
             }),
             _ => None,
@@ -698,8 +731,12 @@ impl Evaluator<'_> {
             for m in part.members {
                 tick()?;
                 let cs = &part.systems[m.system];
-                if active_only && cs.concept(m.concept).inactive {
-                    continue;
+                if active_only || self.exclude_not_for_ui {
+                    let c = cs.concept(m.concept);
+                    if (active_only && c.inactive) || (self.exclude_not_for_ui && c.not_selectable)
+                    {
+                        continue;
+                    }
                 }
                 if !excluded.is_empty()
                     && excluded.contains(&(cs.meta.url.clone(), cs.code(m.concept).to_string()))

@@ -110,6 +110,8 @@ pub struct ExpandRequest {
     pub include_definition: bool,
     /// Properties to add to each code.
     pub properties: Vec<String>,
+    /// `excludeNotForUI`: leave abstract (`notSelectable`) codes out.
+    pub exclude_not_for_ui: bool,
     /// `excludeNested` (expansions are always flat here; echoed).
     pub exclude_nested: Option<bool>,
     /// `displayLanguage`: the language(s) displays are wanted in.
@@ -138,6 +140,7 @@ impl ExpandRequest {
             include_definition: p.boolean("includeDefinition")?.unwrap_or(false),
             properties: p.texts("property"),
             exclude_nested: p.boolean("excludeNested")?,
+            exclude_not_for_ui: p.boolean("excludeNotForUI")?.unwrap_or(false),
             display_language: p.text("displayLanguage")?,
             designations: p
                 .all("designation")
@@ -231,6 +234,7 @@ pub fn expand(
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
+        exclude_not_for_ui: req.exclude_not_for_ui,
         versions: &req.versions,
         version_usage: Default::default(),
         pinned: Default::default(),

@@ -189,7 +189,7 @@ pub fn concept_json(c: &Concept) -> Json {
     if c.inactive {
         props.push(json!({ "code": "inactive", "valueBoolean": true }));
     }
-    if c.not_selectable {
+    if c.not_selectable && !c.properties.iter().any(|(k, _)| &**k == "notSelectable") {
         props.push(json!({ "code": "notSelectable", "valueBoolean": true }));
     }
     for p in &c.parents {
@@ -335,9 +335,10 @@ pub fn code_system_from_fhir(
         extra: (!extra.is_empty()).then_some(extra),
     };
     let mut concepts = Vec::new();
+    let abstract_code = super::not_selectable_code(&properties);
     if let Some(list) = resource.get("concept").and_then(Json::as_array) {
         for c in list {
-            read_concepts(c, None, &properties, &mut concepts, origin)?;
+            read_concepts(c, None, abstract_code, &mut concepts, origin)?;
         }
     }
     concepts.sort_by(|a, b| a.code.cmp(&b.code));
@@ -414,10 +415,13 @@ pub fn code_system_version_from_fhir(
     ))
 }
 
+/// Reads one concept and its nested ones. `abstract_code` is the CodeSystem's code for the
+/// `notSelectable` property: a concept stating it `true` is abstract, and the property is kept
+/// as stated (so that filters can tell `false` from absent).
 fn read_concepts(
     c: &Json,
     parent: Option<&str>,
-    decls: &[PropertyDecl],
+    abstract_code: &str,
     out: &mut Vec<Concept>,
     origin: &str,
 ) -> Result<(), FhirError> {
@@ -476,7 +480,10 @@ fn read_concepts(
             match pcode.as_str() {
                 "parent" => k.parents.push(value.as_text().as_ref().into()),
                 "inactive" => k.inactive = value == Value::Boolean(true),
-                "notSelectable" => k.not_selectable = value == Value::Boolean(true),
+                code if super::is_not_selectable(code, abstract_code) => {
+                    k.not_selectable |= value.as_text().eq_ignore_ascii_case("true");
+                    k.properties.push((pcode.into(), value));
+                }
                 "status" => {
                     let s = value.as_text().into_owned();
                     if matches!(s.as_str(), "retired" | "inactive") {
@@ -485,17 +492,14 @@ fn read_concepts(
                     k.status = Some(s.into());
                 }
                 "child" => {}
-                _ => {
-                    let _ = decls;
-                    k.properties.push((pcode.into(), value));
-                }
+                _ => k.properties.push((pcode.into(), value)),
             }
         }
     }
     out.push(k);
     if let Some(children) = c.get("concept").and_then(Json::as_array) {
         for ch in children {
-            read_concepts(ch, Some(&code), decls, out, origin)?;
+            read_concepts(ch, Some(&code), abstract_code, out, origin)?;
         }
     }
     Ok(())

@@ -46,6 +46,8 @@ pub struct ValidateRequest {
     pub display_language: Option<String>,
     /// `activeOnly`: inactive codes are not valid.
     pub active_only: bool,
+    /// `abstract` (default `true`): whether abstract (`notSelectable`) codes are valid here.
+    pub abstract_ok: bool,
     /// `date` (as `YYYY-MM-DD`): the code must have been valid then, by the register's business
     /// dates (an organisation open, a postcode introduced and not yet terminated).
     pub date: Option<String>,
@@ -121,6 +123,7 @@ impl ValidateRequest {
             lenient_display: p.boolean("lenient-display-validation")?.unwrap_or(false),
             display_language: p.text("displayLanguage")?,
             active_only: p.boolean("activeOnly")?.unwrap_or(false),
+            abstract_ok: p.boolean("abstract")?.unwrap_or(true),
             date: match p.text("date")? {
                 None => None,
                 Some(d) => Some(crate::store::date_param(&d).ok_or_else(|| {
@@ -388,6 +391,38 @@ fn check_business_dates(
     out.valid = false;
 }
 
+/// With `abstract=false`, an abstract (`notSelectable`) concept is not valid: the reference
+/// wording, and in a ValueSet also "not found in the value set" (FHIRsmith `tx/workers/validate.js`,
+/// `ABSTRACT_CODE_NOT_ALLOWED`).
+fn check_abstract(
+    cs: &CodeSystemVersion,
+    r: ConceptRef,
+    code: &str,
+    abstract_ok: bool,
+    value_set: Option<&str>,
+    path: &str,
+    out: &mut Outcome,
+) {
+    if abstract_ok || !cs.concept(r).not_selectable {
+        return;
+    }
+    out.issues.push(Issue {
+        severity: "error",
+        code: "business-rule",
+        tx: "code-rule",
+        text: format!(
+            "Code '{}#{code}' is abstract, and not allowed in this context",
+            cs.meta.url
+        ),
+        expression: Some(format!("{path}code")),
+    });
+    if let Some(label) = value_set {
+        out.issues
+            .push(not_in_vs(&cs.meta.url, code, label, path));
+    }
+    out.valid = false;
+}
+
 /// The warning that a concept is inactive.
 fn inactive_issue(c: &crate::store::Concept, path: &str) -> Issue {
     Issue {
@@ -465,6 +500,7 @@ pub fn validate_code_parameters(
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
+        exclude_not_for_ui: false,
         versions: &req.versions,
         version_usage: Default::default(),
         pinned: Default::default(),
@@ -565,6 +601,7 @@ pub fn validate_code_parameters(
                         out.valid = false;
                     }
                     check_business_dates(&cs.concept(r), req.date.as_deref(), path, &mut out);
+                    check_abstract(&cs, r, &code, req.abstract_ok, None, path, &mut out);
                     out.found = Some((cs, r));
                 }
                 None => out.issues.push(unknown_code(&cs, &code, path)),
@@ -609,6 +646,15 @@ pub fn validate_code_parameters(
                         check_business_dates(
                             &hit_cs.concept(r),
                             req.date.as_deref(),
+                            path,
+                            &mut out,
+                        );
+                        check_abstract(
+                            &hit_cs,
+                            r,
+                            &code,
+                            req.abstract_ok,
+                            Some(label),
                             path,
                             &mut out,
                         );

@@ -1,0 +1,291 @@
+//! Conformance, round 2 (issue 14): behaviours of the FHIR terminology specification that the
+//! reference server (tx.fhir.org, FHIRsmith) has and the 15 ecosystem suites do not exercise.
+//! Each test sends CodeSystems and ValueSets written for it (`tests/fixtures/conformance2/`, or
+//! inline) as `tx-resource` parameters through the real router.
+
+use serde_json::{Value as Json, json};
+
+use crate::support::{codes, fixture, param, post};
+
+/// A fixture resource of `tests/fixtures/conformance2/`.
+fn resource(name: &str) -> Json {
+    let path = fixture(&format!("conformance2/{name}"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON")
+}
+
+/// A `Parameters` of `params` plus one `tx-resource` per resource.
+fn with_resources(params: Vec<Json>, resources: &[Json]) -> Json {
+    let mut all = params;
+    for r in resources {
+        all.push(json!({"name": "tx-resource", "resource": r}));
+    }
+    json!({"resourceType": "Parameters", "parameter": all})
+}
+
+/// A ValueSet over the whole of `system` with these compose filters.
+fn filtered(system: &str, filters: Json) -> Json {
+    json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-filtered",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": system, "filter": filters}]}})
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The issues of a `$validate-code` answer as (severity, code, tx-issue-type, text).
+fn issues(p: &Json) -> Vec<(String, String, String, String)> {
+    param(p, "issues").and_then(|oo| oo["issue"].as_array()).into_iter().flatten()
+        .map(|i| {
+            (
+                i["severity"].as_str().unwrap_or("").to_string(),
+                i["code"].as_str().unwrap_or("").to_string(),
+                i["details"]["coding"][0]["code"].as_str().unwrap_or("").to_string(),
+                i["details"]["text"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+const RENAMED: &str = "http://example.org/fhir/CodeSystem/c2-abstract-renamed";
+const STANDARD: &str = "http://example.org/fhir/CodeSystem/c2-abstract-standard";
+const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
+
+// 1. Not-selectable concepts.
+
+#[tokio::test]
+async fn not_selectable_is_recognised_by_its_uri_or_its_code_and_marks_expansions_abstract() {
+    for (file, system) in [
+        ("codesystem-abstract-renamed.json", RENAMED),
+        ("codesystem-abstract-standard.json", STANDARD),
+    ] {
+        let cs = resource(file);
+        let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-all",
+            "status": "active", "compose": {"include": [{"system": system}]}});
+        let e = post(
+            "/fhir/ValueSet/$expand",
+            &with_resources(vec![json!({"name": "valueSet", "resource": vs.clone()})], &[cs.clone()]),
+        )
+        .await
+        .json();
+        let contains = e["expansion"]["contains"].as_array().expect("contains").clone();
+        let abstract_codes: Vec<&str> = contains
+            .iter()
+            .filter(|c| c["abstract"] == true)
+            .filter_map(|c| c["code"].as_str())
+            .collect();
+        assert_eq!(abstract_codes, vec!["group"], "{system}: {e}");
+        // excludeNotForUI leaves the abstract concept out (and the total says so).
+        let e = post(
+            "/fhir/ValueSet/$expand",
+            &with_resources(
+                vec![
+                    json!({"name": "valueSet", "resource": vs}),
+                    json!({"name": "excludeNotForUI", "valueBoolean": true}),
+                ],
+                &[cs],
+            ),
+        )
+        .await
+        .json();
+        assert_eq!(
+            sorted(codes(&e)),
+            vec!["member", "selectable", "unstated"],
+            "{system}: {e}"
+        );
+        assert_eq!(e["expansion"]["total"], 3, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn not_selectable_filters_work_with_equals_in_not_in_and_exists_for_true_and_false() {
+    // `false` matches only concepts that say so; `not-in true` also takes those that say nothing;
+    // `exists` tells stated from unstated (the reference's notSelectable suite).
+    let cases: [(&str, &str, &[&str]); 8] = [
+        ("=", "true", &["group"]),
+        ("=", "TRUE", &["group"]),
+        ("=", "false", &["selectable"]),
+        ("in", "true", &["group"]),
+        ("in", "false,true", &["group", "selectable"]),
+        ("not-in", "true", &["member", "selectable", "unstated"]),
+        ("exists", "true", &["group", "selectable"]),
+        ("exists", "false", &["member", "unstated"]),
+    ];
+    for (file, system) in [
+        ("codesystem-abstract-renamed.json", RENAMED),
+        ("codesystem-abstract-standard.json", STANDARD),
+    ] {
+        let cs = resource(file);
+        for (op, value, want) in cases {
+            let vs = filtered(
+                system,
+                json!([{"property": "notSelectable", "op": op, "value": value}]),
+            );
+            let e = post(
+                "/fhir/ValueSet/$expand",
+                &with_resources(vec![json!({"name": "valueSet", "resource": vs})], &[cs.clone()]),
+            )
+            .await
+            .json();
+            assert_eq!(sorted(codes(&e)), want, "{system} notSelectable {op} {value}: {e}");
+        }
+    }
+    // The CodeSystem's own code for the property works too.
+    let vs = filtered(
+        RENAMED,
+        json!([{"property": "grouper", "op": "=", "value": "true"}]),
+    );
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &[resource("codesystem-abstract-renamed.json")],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(codes(&e), vec!["group"], "{e}");
+}
+
+#[tokio::test]
+async fn validate_code_with_abstract_false_rejects_an_abstract_code_with_the_reference_message() {
+    let cs = resource("codesystem-abstract-renamed.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-all",
+        "version": "1", "status": "active", "compose": {"include": [{"system": RENAMED}]}});
+    let coding = json!({"name": "coding", "valueCoding": {"system": RENAMED, "code": "group"}});
+    // Abstract codes are allowed unless the client says otherwise.
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs.clone()}), coding.clone()],
+            &[cs.clone()],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs.clone()}),
+                coding.clone(),
+                json!({"name": "abstract", "valueBoolean": false}),
+            ],
+            &[cs.clone()],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let abstract_text = format!("Code '{RENAMED}#group' is abstract, and not allowed in this context");
+    let found = issues(&p);
+    assert!(
+        found.contains(&(
+            "error".into(),
+            "business-rule".into(),
+            "code-rule".into(),
+            abstract_text.clone()
+        )),
+        "{p}"
+    );
+    assert!(
+        found.iter().any(|i| i.2 == "not-in-vs"
+            && i.3 == format!("The provided code '{RENAMED}#group' was not found in the value set 'http://example.org/fhir/ValueSet/c2-all|1'")),
+        "{p}"
+    );
+    assert!(
+        param(&p, "message")
+            .and_then(Json::as_str)
+            .is_some_and(|m| m.contains(&abstract_text)),
+        "{p}"
+    );
+    // A selectable code is still valid with abstract=false.
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "coding", "valueCoding": {"system": RENAMED, "code": "member"}}),
+                json!({"name": "abstract", "valueBoolean": false}),
+            ],
+            &[cs.clone()],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    // CodeSystem/$validate-code: the same rule, without the value set issue.
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": RENAMED}),
+                json!({"name": "code", "valueCode": "group"}),
+                json!({"name": "abstract", "valueBoolean": false}),
+            ],
+            &[cs],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert_eq!(
+        issues(&p).iter().map(|i| i.3.as_str()).collect::<Vec<_>>(),
+        vec![abstract_text.as_str()],
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn not_selectable_rules_hold_for_a_mapped_register() {
+    // ICD-10's chapters and blocks are not selectable (the mapping's `not_selectable`).
+    let chapters_and_blocks = |filters: Json| async move {
+        let vs = filtered(ICD10, filters);
+        post(
+            "/fhir/ValueSet/$expand",
+            &json!({"resourceType": "Parameters", "parameter": [
+                {"name": "valueSet", "resource": vs}, {"name": "count", "valueInteger": 1000}]}),
+        )
+        .await
+        .json()
+    };
+    let e = chapters_and_blocks(json!([{"property": "notSelectable", "op": "=", "value": "true"}])).await;
+    let abstract_codes = codes(&e);
+    assert!(!abstract_codes.is_empty(), "{e}");
+    assert!(abstract_codes.contains(&"I".to_string()), "{e}");
+    assert!(abstract_codes.contains(&"A00-A09".to_string()), "{e}");
+    assert!(
+        e["expansion"]["contains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|c| c["abstract"] == true),
+        "{e}"
+    );
+    let selectable =
+        chapters_and_blocks(json!([{"property": "notSelectable", "op": "=", "value": "false"}])).await;
+    let not_in = chapters_and_blocks(json!([{"property": "notSelectable", "op": "not-in", "value": "true"}])).await;
+    assert_eq!(codes(&selectable), codes(&not_in));
+    assert!(codes(&selectable).contains(&"A00".to_string()), "{selectable}");
+    assert!(!codes(&selectable).iter().any(|c| abstract_codes.contains(c)));
+    // A register states the property for every concept: `exists false` is empty.
+    let none = chapters_and_blocks(json!([{"property": "notSelectable", "op": "exists", "value": "false"}])).await;
+    assert_eq!(none["expansion"]["total"], 0, "{none}");
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "url", "valueUri": ICD10}, {"name": "code", "valueCode": "I"},
+            {"name": "abstract", "valueBoolean": false}]}),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert!(
+        issues(&p)
+            .iter()
+            .any(|i| i.3 == format!("Code '{ICD10}#I' is abstract, and not allowed in this context")),
+        "{p}"
+    );
+}
