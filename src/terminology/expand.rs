@@ -350,6 +350,10 @@ pub fn expand(
     for cs in &expansion.systems {
         parameters.push(json!({ "name": "used-codesystem", "valueUri": cs.canonical() }));
     }
+    // A CodeSystem that holds only part of its codes is named again as a fragment.
+    for cs in expansion.systems.iter().filter(|cs| cs.meta.content == "fragment") {
+        parameters.push(json!({ "name": "used-fragment", "valueUri": cs.canonical() }));
+    }
     for cs in &expansion.systems {
         if let Some(note) = status::code_system_note(cs) {
             parameters

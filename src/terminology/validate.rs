@@ -197,6 +197,9 @@ struct Outcome {
     caused_by: Option<String>,
     /// Membership could not be tested (the ValueSet's version of the system is unknown).
     untested: bool,
+    /// A `content = fragment` CodeSystem that does not have the code: the code may be valid in
+    /// another fragment, so it is accepted with a warning.
+    fragment: Option<Arc<CodeSystemVersion>>,
 }
 
 fn check_concept(
@@ -604,6 +607,7 @@ pub fn validate_code_parameters(
                     check_abstract(&cs, r, &code, req.abstract_ok, None, path, &mut out);
                     out.found = Some((cs, r));
                 }
+                None if is_fragment(&cs) => accept_in_fragment(&cs, &code, path, &mut out),
                 None => out.issues.push(unknown_code(&cs, &code, path)),
             },
             Some(_) if !rec.testable => {
@@ -670,6 +674,12 @@ pub fn validate_code_parameters(
                             });
                         }
                         out.found = Some((hit_cs, r));
+                    }
+                    None if is_fragment(&cs)
+                        && cs.find(&code).is_none()
+                        && includes_whole_system(compose, &system) =>
+                    {
+                        accept_in_fragment(&cs, &code, path, &mut out);
                     }
                     None => {
                         out.issues.push(not_in_vs(&system, &code, label, path));
@@ -795,6 +805,9 @@ pub fn validate_code_parameters(
         let mut texts: Vec<&str> = all_issues
             .iter()
             .filter(|i| !i.text.starts_with(DEPRECATED_LISTING))
+            // A code a fragment does not have is noted, not reported (FHIRsmith leaves it out
+            // of the message: "it's not considered invalid if it's just a warning").
+            .filter(|i| !(i.severity == "warning" && i.tx == "invalid-code"))
             .filter(|i| {
                 i.severity == "error"
                     || (!has_error && i.severity == "warning")
@@ -838,7 +851,7 @@ pub fn validate_code_parameters(
     {
         params.value("system", "valueUri", json!(s));
     }
-    if let Some((cs, _)) = &o.found
+    if let Some(cs) = o.found.as_ref().map(|(cs, _)| cs).or(o.fragment.as_ref())
         && !cs.version.is_empty()
     {
         params.value("version", "valueString", json!(cs.version));
@@ -894,6 +907,41 @@ fn version_issues(rec: &Reconciled, path: &str, out: &mut Outcome) -> bool {
     }
     out.caused_by.clone_from(&rec.unknown);
     failed
+}
+
+/// Whether a CodeSystem says it holds only part of its codes (`content = fragment`).
+fn is_fragment(cs: &CodeSystemVersion) -> bool {
+    cs.meta.content == "fragment"
+}
+
+/// Whether a compose includes every code of `system` (an include of the system alone, with no
+/// concept list, filter or imported ValueSet) and excludes nothing: then a code a fragment of the
+/// system does not hold may still be in the ValueSet.
+fn includes_whole_system(compose: &Compose, system: &str) -> bool {
+    compose.exclude.is_empty()
+        && compose.include.iter().any(|r| {
+            r.system.as_deref() == Some(system)
+                && r.concepts.is_empty()
+                && r.filters.is_empty()
+                && r.value_sets.is_empty()
+        })
+}
+
+/// A code a fragment CodeSystem does not have: valid, with the reference's warning
+/// (`UNKNOWN_CODE_IN_FRAGMENT`, FHIRsmith `tx/workers/validate.js`).
+fn accept_in_fragment(cs: &Arc<CodeSystemVersion>, code: &str, path: &str, out: &mut Outcome) {
+    out.issues.push(Issue {
+        severity: "warning",
+        code: "code-invalid",
+        tx: "invalid-code",
+        text: format!(
+            "Unknown Code '{code}' in the CodeSystem '{}' version '{}' - note that the code system is labeled as a fragment, so the code may be valid in some other fragment",
+            cs.meta.url, cs.version
+        ),
+        expression: Some(format!("{path}code")),
+    });
+    out.valid = true;
+    out.fragment = Some(cs.clone());
 }
 
 fn unknown_code(cs: &CodeSystemVersion, code: &str, path: &str) -> Issue {

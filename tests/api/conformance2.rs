@@ -289,3 +289,120 @@ async fn not_selectable_rules_hold_for_a_mapped_register() {
         "{p}"
     );
 }
+
+// 5. Fragments.
+
+const FRAGMENT: &str = "http://example.org/fhir/CodeSystem/c2-fragment";
+
+fn fragment_warning(code: &str) -> String {
+    format!(
+        "Unknown Code '{code}' in the CodeSystem '{FRAGMENT}' version '2.0.0' - note that the code system is labeled as a fragment, so the code may be valid in some other fragment"
+    )
+}
+
+#[tokio::test]
+async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_fragment() {
+    let cs = resource("codesystem-fragment.json");
+    // CodeSystem/$validate-code.
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": FRAGMENT}),
+                json!({"name": "code", "valueCode": "elsewhere"}),
+            ],
+            &[cs.clone()],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    assert_eq!(
+        issues(&p),
+        vec![(
+            "warning".to_string(),
+            "code-invalid".to_string(),
+            "invalid-code".to_string(),
+            fragment_warning("elsewhere")
+        )],
+        "{p}"
+    );
+    assert_eq!(param(&p, "message"), None, "a warning only: {p}");
+    assert_eq!(param(&p, "system"), Some(&json!(FRAGMENT)), "{p}");
+    assert_eq!(param(&p, "version"), Some(&json!("2.0.0")), "{p}");
+    // ValueSet/$validate-code over the whole fragment: the same.
+    let all = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-fragment-all",
+        "version": "1", "status": "active", "compose": {"include": [{"system": FRAGMENT}]}});
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": all.clone()}),
+                json!({"name": "coding", "valueCoding": {"system": FRAGMENT, "code": "elsewhere"}}),
+            ],
+            &[cs.clone()],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    assert_eq!(
+        issues(&p).iter().map(|i| i.3.clone()).collect::<Vec<_>>(),
+        vec![fragment_warning("elsewhere")],
+        "{p}"
+    );
+    // A ValueSet that lists its codes does not hold an unlisted one, fragment or not.
+    let listed = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-fragment-listed",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": FRAGMENT, "concept": [{"code": "known1"}]}]}});
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": listed}),
+                json!({"name": "coding", "valueCoding": {"system": FRAGMENT, "code": "elsewhere"}}),
+            ],
+            &[cs.clone()],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    // The same CodeSystem said to be complete: an unknown code is an error again.
+    let mut complete = cs.clone();
+    complete["content"] = json!("complete");
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": FRAGMENT}),
+                json!({"name": "code", "valueCode": "elsewhere"}),
+            ],
+            &[complete],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    // $expand names the fragment it drew on.
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(vec![json!({"name": "valueSet", "resource": all})], &[cs]),
+    )
+    .await
+    .json();
+    let used: Vec<(&str, &str)> = e["expansion"]["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["name"].as_str()?, p["valueUri"].as_str()?)))
+        .collect();
+    assert!(
+        used.contains(&("used-fragment", "http://example.org/fhir/CodeSystem/c2-fragment|2.0.0")),
+        "{e}"
+    );
+    assert!(
+        used.contains(&("used-codesystem", "http://example.org/fhir/CodeSystem/c2-fragment|2.0.0")),
+        "{e}"
+    );
+}
