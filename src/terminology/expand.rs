@@ -141,7 +141,10 @@ impl ExpandRequest {
             properties: p.texts("property"),
             exclude_nested: p.boolean("excludeNested")?,
             exclude_not_for_ui: p.boolean("excludeNotForUI")?.unwrap_or(false),
-            display_language: p.text("displayLanguage")?,
+            display_language: p
+                .text("displayLanguage")?
+                .map(|l| language::check_display_language(&l).map(|()| l))
+                .transpose()?,
             designations: p
                 .all("designation")
                 .filter_map(|v| match v {

@@ -121,7 +121,10 @@ impl ValidateRequest {
             codings,
             codeable_concept,
             lenient_display: p.boolean("lenient-display-validation")?.unwrap_or(false),
-            display_language: p.text("displayLanguage")?,
+            display_language: p
+                .text("displayLanguage")?
+                .map(|l| language::check_display_language(&l).map(|()| l))
+                .transpose()?,
             active_only: p.boolean("activeOnly")?.unwrap_or(false),
             abstract_ok: p.boolean("abstract")?.unwrap_or(true),
             date: match p.text("date")? {
@@ -270,8 +273,10 @@ fn check_concept(
                                 valid_displays(&shown)
                             )
                         }
+                        // Without a language, the reference still says which were checked:
+                        // none ('--').
                         None => format!(
-                            "Wrong Display Name '{given}' for {id}. Valid display is '{default}'"
+                            "Wrong Display Name '{given}' for {id}. Valid display is '{default}' (for the language(s) '--')"
                         ),
                     });
                 }

@@ -406,3 +406,90 @@ async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_frag
         "{e}"
     );
 }
+
+// 7. Languages.
+
+const NO_LANGUAGE: &str = "http://example.org/fhir/CodeSystem/c2-no-language";
+
+#[tokio::test]
+async fn an_invalid_display_language_is_a_4xx_invalid_error() {
+    let cs = resource("codesystem-no-language.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-no-language",
+        "status": "active", "compose": {"include": [{"system": NO_LANGUAGE}]}});
+    for (path, first) in [
+        ("/fhir/ValueSet/$expand", json!({"name": "valueSet", "resource": vs.clone()})),
+        (
+            "/fhir/ValueSet/$validate-code",
+            json!({"name": "valueSet", "resource": vs.clone()}),
+        ),
+        ("/fhir/CodeSystem/$validate-code", json!({"name": "url", "valueUri": NO_LANGUAGE})),
+    ] {
+        for bad in ["-", "en_GB", "en;q=7"] {
+            let r = post(
+                path,
+                &with_resources(
+                    vec![
+                        first.clone(),
+                        json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}}),
+                        json!({"name": "displayLanguage", "valueCode": bad}),
+                    ],
+                    &[cs.clone()],
+                ),
+            )
+            .await;
+            assert!(r.status.is_client_error(), "{path} {bad}: {}", r.status);
+            let oo = r.json();
+            assert_eq!(oo["resourceType"], "OperationOutcome", "{oo}");
+            assert_eq!(oo["issue"][0]["code"], "invalid", "{oo}");
+            assert_eq!(
+                oo["issue"][0]["details"]["text"],
+                format!("Invalid displayLanguage: '{bad}'"),
+                "{oo}"
+            );
+        }
+        // A well-formed list is accepted.
+        let r = post(
+            path,
+            &with_resources(
+                vec![
+                    first.clone(),
+                    json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}}),
+                    json!({"name": "displayLanguage", "valueCode": "de-CH, en;q=0.5"}),
+                ],
+                &[cs.clone()],
+            ),
+        )
+        .await;
+        assert!(r.status.is_success(), "{path}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_display_for_a_code_system_without_a_language_says_which_languages_were_checked() {
+    let cs = resource("codesystem-no-language.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-no-language",
+        "status": "active", "compose": {"include": [{"system": NO_LANGUAGE}]}});
+    let coding = json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one", "display": "Wrong"}});
+    // No language asked for: '--'; one asked for: that one (the display counts for any language).
+    for (language, checked) in [(None, "--"), (Some("de"), "de")] {
+        let mut params = vec![json!({"name": "valueSet", "resource": vs.clone()}), coding.clone()];
+        if let Some(l) = language {
+            params.push(json!({"name": "displayLanguage", "valueCode": l}));
+        }
+        let p = post(
+            "/fhir/ValueSet/$validate-code",
+            &with_resources(params, &[cs.clone()]),
+        )
+        .await
+        .json();
+        let want = format!(
+            "Wrong Display Name 'Wrong' for {NO_LANGUAGE}#one. Valid display is 'First' (for the language(s) '{checked}')"
+        );
+        assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+        assert_eq!(param(&p, "message"), Some(&json!(want)), "{p}");
+        assert!(
+            issues(&p).iter().any(|i| i.2 == "invalid-display" && i.3 == want),
+            "{p}"
+        );
+    }
+}
