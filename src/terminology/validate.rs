@@ -426,7 +426,7 @@ fn check_abstract(
     });
     if let Some(label) = value_set {
         out.issues
-            .push(not_in_vs(&cs.meta.url, code, label, path));
+            .push(not_in_vs(&out.coding, &cs.meta.url, code, label, path));
     }
     out.valid = false;
 }
@@ -550,7 +550,7 @@ pub fn validate_code_parameters(
             if let Some((_, label, _)) = &vs_context
                 && !path.is_empty()
             {
-                out.issues.push(not_in_vs("", &code, label, path));
+                out.issues.push(not_in_vs(coding, "", &code, label, path));
                 out.issues.push(Issue {
                     severity: "warning",
                     code: "invalid",
@@ -583,7 +583,7 @@ pub fn validate_code_parameters(
                 expression: Some(format!("{path}system")),
             });
             if let Some((_, label, _)) = &vs_context {
-                out.issues.push(not_in_vs(&system, &code, label, path));
+                out.issues.push(not_in_vs(coding, &system, &code, label, path));
             }
             outcomes.push(out);
             continue;
@@ -687,7 +687,7 @@ pub fn validate_code_parameters(
                         accept_in_fragment(&cs, &code, path, &mut out);
                     }
                     None => {
-                        out.issues.push(not_in_vs(&system, &code, label, path));
+                        out.issues.push(not_in_vs(coding, &system, &code, label, path));
                         if cs.find(&code).is_none() {
                             // With a system the client did not give (implied by the ValueSet),
                             // "not in the value set" says it all.
@@ -750,7 +750,14 @@ pub fn validate_code_parameters(
         }
     }
     let chosen = outcomes.iter().position(|o| o.valid).unwrap_or(0);
-    let result = outcomes.iter().any(|o| o.valid);
+    // A CodeableConcept is valid when one coding is in the value set and no coding carries an
+    // error of its own (an unknown code in a known CodeSystem, a wrong display): the reference's
+    // `ok && !op.hasErrors()`. A coding whose CodeSystem is unknown does not veto the others.
+    let vetoed = req.codeable_concept.is_some()
+        && outcomes.iter().any(|o| {
+            o.unknown_system.is_none() && o.issues.iter().any(|i| i.severity == "error")
+        });
+    let result = outcomes.iter().any(|o| o.valid) && !vetoed;
     let o = &outcomes[chosen];
     let mut params = ParametersOut::new();
     // A CodeableConcept names the code it settled on only when its membership was tested.
@@ -843,8 +850,15 @@ pub fn validate_code_parameters(
             .filter_map(|o| o.unknown_system.as_deref())
             .collect();
         unknown.dedup();
+        // A coding in the value set, failed by another coding's error: the unknown system
+        // only contributed to the failure.
+        let name = if vetoed {
+            "x-caused-by-unknown-system"
+        } else {
+            "x-unknown-system"
+        };
         for u in unknown {
-            params.value("x-unknown-system", "valueCanonical", json!(u));
+            params.value(name, "valueCanonical", json!(u));
         }
     }
     if let Some(s) = o
@@ -962,13 +976,26 @@ fn unknown_code(cs: &CodeSystemVersion, code: &str, path: &str) -> Issue {
     }
 }
 
-fn not_in_vs(system: &str, code: &str, label: &str, path: &str) -> Issue {
+/// "Not in the value set", naming the code as it was submitted: with the coding's version and
+/// display when it has them (`'system|1.0#code ('Display')'`, the reference's
+/// `None_of_the_provided_codes_are_in_the_value_set_one`).
+fn not_in_vs(coding: &Coding, system: &str, code: &str, label: &str, path: &str) -> Issue {
+    let version = coding
+        .version
+        .as_deref()
+        .map(|v| format!("|{v}"))
+        .unwrap_or_default();
+    let display = coding
+        .display
+        .as_deref()
+        .map(|d| format!(" ('{d}')"))
+        .unwrap_or_default();
     Issue {
         severity: "error",
         code: "code-invalid",
         tx: "not-in-vs",
         text: format!(
-            "The provided code '{system}#{code}' was not found in the value set '{label}'"
+            "The provided code '{system}{version}#{code}{display}' was not found in the value set '{label}'"
         ),
         expression: Some(format!("{path}code")),
     }

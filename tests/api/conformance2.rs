@@ -493,3 +493,92 @@ async fn a_wrong_display_for_a_code_system_without_a_language_says_which_languag
         );
     }
 }
+
+// 2. CodeableConcept validation.
+
+#[tokio::test]
+async fn a_codeable_concept_with_an_unknown_code_in_a_known_code_system_is_not_valid() {
+    let cs = resource("codesystem-no-language.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-cc",
+        "version": "1", "status": "active", "compose": {"include": [{"system": NO_LANGUAGE}]}});
+    let validate = |codings: Json| {
+        let body = with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs.clone()}),
+                json!({"name": "codeableConcept", "valueCodeableConcept": {"coding": codings}}),
+            ],
+            &[cs.clone()],
+        );
+        async move { post("/fhir/ValueSet/$validate-code", &body).await.json() }
+    };
+    // One coding in the value set, one unknown in the same (known) CodeSystem.
+    let p = validate(json!([
+        {"system": NO_LANGUAGE, "code": "one"},
+        {"system": NO_LANGUAGE, "code": "zzz", "display": "Mystery"}
+    ]))
+    .await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let unknown = format!("Unknown code 'zzz' in the CodeSystem '{NO_LANGUAGE}' version '1.0.0'");
+    let found = issues(&p);
+    assert!(
+        found.contains(&(
+            "error".into(),
+            "code-invalid".into(),
+            "invalid-code".into(),
+            unknown.clone()
+        )),
+        "{p}"
+    );
+    // The code outside the value set is named with the display it was sent with.
+    assert!(
+        found.contains(&(
+            "information".into(),
+            "code-invalid".into(),
+            "this-code-not-in-vs".into(),
+            format!("The provided code '{NO_LANGUAGE}#zzz ('Mystery')' was not found in the value set 'http://example.org/fhir/ValueSet/c2-cc|1'")
+        )),
+        "{p}"
+    );
+    assert_eq!(param(&p, "message"), Some(&json!(unknown)), "{p}");
+    // The coding that was found is the one reported.
+    assert_eq!(param(&p, "code"), Some(&json!("one")), "{p}");
+    // Both in the value set: valid.
+    let p = validate(json!([
+        {"system": NO_LANGUAGE, "code": "one"},
+        {"system": NO_LANGUAGE, "code": "two"}
+    ]))
+    .await;
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    // A coding of an unknown CodeSystem does not veto one that is in the value set.
+    let p = validate(json!([
+        {"system": "http://example.org/fhir/CodeSystem/nobody-knows", "code": "x"},
+        {"system": NO_LANGUAGE, "code": "one"}
+    ]))
+    .await;
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+}
+
+#[tokio::test]
+async fn not_in_the_value_set_names_the_code_with_its_version_and_submitted_display() {
+    let cs = resource("codesystem-no-language.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-only-one",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": NO_LANGUAGE, "concept": [{"code": "one"}]}]}});
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "version": "1.0.0", "code": "two", "display": "Second"}}),
+            ],
+            &[cs],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let want = format!(
+        "The provided code '{NO_LANGUAGE}|1.0.0#two ('Second')' was not found in the value set 'http://example.org/fhir/ValueSet/c2-only-one|1'"
+    );
+    assert_eq!(param(&p, "message"), Some(&json!(want)), "{p}");
+}
