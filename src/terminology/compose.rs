@@ -539,9 +539,82 @@ pub struct Evaluator<'a> {
     pub extra_value_sets: &'a [Json],
     /// ValueSets imported while evaluating (for `used-valueset` and status warnings).
     pub imported: std::cell::RefCell<Vec<Json>>,
+    /// The ValueSets being evaluated, outermost first (the one asked for, then each import
+    /// being followed): a ValueSet met again is a circular import.
+    pub chain: std::cell::RefCell<Vec<String>>,
+}
+
+/// How a ValueSet is named in the import chain: `url|version`, its url, or the canonical it was
+/// imported by.
+pub fn chain_name(canonical: &str, vs: &Json) -> String {
+    match (
+        vs.get("url").and_then(Json::as_str),
+        vs.get("version").and_then(Json::as_str),
+    ) {
+        (Some(u), Some(v)) => format!("{u}|{v}"),
+        (Some(u), None) => u.to_string(),
+        _ => canonical.to_string(),
+    }
 }
 
 impl Evaluator<'_> {
+    /// Follows an import of `vs`: a ValueSet already in the chain is a circular import.
+    fn enter(&self, canonical: &str, vs: &Json) -> Result<(), FhirError> {
+        let name = chain_name(canonical, vs);
+        let url = name.split('|').next().unwrap_or(&name).to_string();
+        let mut chain = self.chain.borrow_mut();
+        if chain.contains(&name) {
+            return Err(FhirError::ValueSetImports(format!(
+                "Circular reference detected in the ValueSet '{url}': it imports itself through [{}]",
+                chain.join(", ")
+            )));
+        }
+        chain.push(name);
+        Ok(())
+    }
+
+    fn leave(&self) {
+        self.chain.borrow_mut().pop();
+    }
+
+    /// Follows every import of a compose, to any depth, before anything is evaluated (as the
+    /// reference server prepares a ValueSet): a circular or too deep import is an error even
+    /// where evaluation would stop early. Imports that cannot be found are left to evaluation.
+    pub fn check_imports(&self, compose: &Compose) -> Result<(), FhirError> {
+        self.check_imports_depth(compose, 0)
+    }
+
+    fn check_imports_depth(&self, compose: &Compose, depth: usize) -> Result<(), FhirError> {
+        if depth > MAX_IMPORT_DEPTH {
+            return Err(self.too_deep());
+        }
+        for rule in compose.include.iter().chain(&compose.exclude) {
+            for canonical in &rule.value_sets {
+                tick()?;
+                let Ok(vs) = self.find_value_set(canonical) else {
+                    continue;
+                };
+                let Ok(inner) = Compose::from_value_set(&vs) else {
+                    continue;
+                };
+                self.enter(canonical, &vs)?;
+                let checked = self.check_imports_depth(&inner, depth + 1);
+                self.leave();
+                checked?;
+            }
+        }
+        Ok(())
+    }
+
+    fn too_deep(&self) -> FhirError {
+        let chain = self.chain.borrow();
+        FhirError::ValueSetImports(format!(
+            "The imports of the ValueSet '{}' nest more than {MAX_IMPORT_DEPTH} deep: [{}]",
+            chain.first().map(String::as_str).unwrap_or("(unidentified)"),
+            chain.join(", ")
+        ))
+    }
+
     /// Resolves the CodeSystem version an include of `url` stating `version` uses, after the
     /// request's version rules; a version `check-system-version` does not allow is an error.
     pub fn code_system(
@@ -672,7 +745,16 @@ impl Evaluator<'_> {
             }),
             _ => None,
         };
-        let Some(system) = whole_system else {
+        // A CodeSystem with its own definition order is paged in that order, from the whole
+        // expansion; one in code order is paged without walking the codes before the page.
+        let whole = match whole_system {
+            Some(system) => {
+                let cs = self.code_system(system, compose.include[0].version.as_deref())?;
+                cs.meta.definition_rank.is_empty().then_some(cs)
+            }
+            None => None,
+        };
+        let Some(cs) = whole else {
             let mut all = self.expand(compose, text)?;
             let total = all.members.len();
             let start = offset.min(total);
@@ -681,7 +763,6 @@ impl Evaluator<'_> {
             all.members.drain(..start);
             return Ok((all, total));
         };
-        let cs = self.code_system(system, compose.include[0].version.as_deref())?;
         let mut out = Expansion::default();
         let s = out.system_index(&cs);
         let total = cs.len();
@@ -704,9 +785,7 @@ impl Evaluator<'_> {
         depth: usize,
     ) -> Result<Expansion, FhirError> {
         if depth > MAX_IMPORT_DEPTH {
-            return Err(FhirError::Unprocessable(
-                "ValueSet imports nest too deeply (is there a cycle?)".into(),
-            ));
+            return Err(self.too_deep());
         }
         let active_only = self.active_only || compose.inactive == Some(false);
         let mut out = Expansion::default();
@@ -768,7 +847,10 @@ impl Evaluator<'_> {
         for canonical in &rule.value_sets {
             let vs = self.value_set(canonical)?;
             let compose = Compose::from_value_set(&vs)?;
-            imported.push(self.expand_depth(&compose, text, depth + 1)?);
+            self.enter(canonical, &vs)?;
+            let part = self.expand_depth(&compose, text, depth + 1);
+            self.leave();
+            imported.push(part?);
         }
         // Each import's members by (system, code), so that testing a concept against the
         // imports is a lookup, not a scan.
@@ -855,6 +937,10 @@ impl Evaluator<'_> {
                 });
             }
         }
+        // In the CodeSystem's own order (the reference lists concepts as they are defined).
+        if !cs.meta.definition_rank.is_empty() {
+            out.members.sort_by_key(|m| cs.definition_rank(m.concept));
+        }
         Ok(out)
     }
 
@@ -877,9 +963,7 @@ impl Evaluator<'_> {
         depth: usize,
     ) -> Result<Option<Hit>, FhirError> {
         if depth > MAX_IMPORT_DEPTH {
-            return Err(FhirError::Unprocessable(
-                "ValueSet imports nest too deeply (is there a cycle?)".into(),
-            ));
+            return Err(self.too_deep());
         }
         for rule in &compose.exclude {
             if self.rule_contains(rule, system, code, depth)?.is_some() {
@@ -909,7 +993,10 @@ impl Evaluator<'_> {
         for canonical in &rule.value_sets {
             let vs = self.value_set(canonical)?;
             let compose = Compose::from_value_set(&vs)?;
-            match self.contains_depth(&compose, system, code, depth + 1)? {
+            self.enter(canonical, &vs)?;
+            let found = self.contains_depth(&compose, system, code, depth + 1);
+            self.leave();
+            match found? {
                 Some(hit) => imported_hit = Some(hit),
                 None => return Ok(None),
             }

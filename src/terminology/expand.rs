@@ -46,6 +46,9 @@ const ECHOED: [&str; 10] = [
 pub struct ExpandLimits {
     /// Largest expansion returned without `count` (larger is `too-costly`).
     pub max_unpaged: usize,
+    /// Largest expansion returned without `count` when it draws on a CodeSystem supplied with
+    /// the request (the reference server's default limit, 1,000).
+    pub max_unpaged_supplied: usize,
     /// Largest `count` accepted.
     pub max_count: usize,
     /// Longest text `filter`, in characters (longer is a 400).
@@ -58,6 +61,7 @@ impl Default for ExpandLimits {
     fn default() -> Self {
         Self {
             max_unpaged: 50_000,
+            max_unpaged_supplied: 1_000,
             max_count: 50_000,
             max_filter_chars: 512,
             max_filter_words: 32,
@@ -243,7 +247,9 @@ pub fn expand(
         pinned: Default::default(),
         extra_value_sets: &contained,
         imported: Default::default(),
+        chain: std::cell::RefCell::new(vec![super::compose::chain_name("(inline)", &vs)]),
     };
+    evaluator.check_imports(&compose)?;
     let (expansion, total) = evaluator.expand_page(
         &compose,
         filter_words.as_deref().filter(|w| !w.is_empty()),
@@ -254,6 +260,19 @@ pub fn expand(
         return Err(FhirError::TooCostly(format!(
             "The value set expansion has {total} codes, more than the limit of {} for an expansion without paging; use 'count' and 'offset', or 'filter'",
             limits.max_unpaged
+        )));
+    }
+    // Content supplied with the request gets the reference server's default limit, in its
+    // wording (`VALUESET_TOO_COSTLY`).
+    let supplied = expansion.systems.iter().any(|cs| cs.is_supplied());
+    if req.count.is_none()
+        && supplied
+        && total.saturating_sub(req.offset) > limits.max_unpaged_supplied
+    {
+        let url = vs.get("url").and_then(Json::as_str).unwrap_or("(unidentified)");
+        return Err(FhirError::TooCostly(format!(
+            "The value set '{url}' expansion has too many codes to display (>{})",
+            limits.max_unpaged_supplied
         )));
     }
     // `contains.version` only where one expansion draws on several versions of a system; the

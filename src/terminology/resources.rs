@@ -333,6 +333,7 @@ pub fn code_system_from_fhir(
         filters,
         feeds: vec![format!("resource:{id}")],
         extra: (!extra.is_empty()).then_some(extra),
+        definition_rank: Vec::new(),
     };
     let mut concepts = Vec::new();
     let abstract_code = super::not_selectable_code(&properties);
@@ -341,8 +342,26 @@ pub fn code_system_from_fhir(
             read_concepts(c, None, abstract_code, &mut concepts, origin)?;
         }
     }
-    concepts.sort_by(|a, b| a.code.cmp(&b.code));
-    concepts.dedup_by(|a, b| a.code == b.code);
+    // Stored in code order; the definition order is kept beside it (expansions list concepts
+    // as the resource does).
+    let mut ranked: Vec<(usize, Concept)> = concepts.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| a.1.code.cmp(&b.1.code).then(a.0.cmp(&b.0)));
+    ranked.dedup_by(|a, b| a.1.code == b.1.code);
+    let mut order: Vec<(usize, u32)> = ranked
+        .iter()
+        .enumerate()
+        .map(|(sorted, (defined, _))| (*defined, sorted as u32))
+        .collect();
+    order.sort_unstable();
+    let mut definition_rank = vec![0u32; ranked.len()];
+    for (rank, (_, sorted)) in order.iter().enumerate() {
+        definition_rank[*sorted as usize] = rank as u32;
+    }
+    let concepts: Vec<Concept> = ranked.into_iter().map(|(_, c)| c).collect();
+    let meta = CodeSystemMeta {
+        definition_rank,
+        ..meta
+    };
     let release = Release {
         info: ReleaseInfo {
             feed: format!("resource:{id}"),

@@ -514,7 +514,16 @@ pub fn validate_code_parameters(
         pinned: Default::default(),
         extra_value_sets: &contained,
         imported: Default::default(),
+        chain: std::cell::RefCell::new(
+            vs_context
+                .iter()
+                .map(|v| super::compose::chain_name(&v.1, &v.2))
+                .collect(),
+        ),
     };
+    if let Some((compose, _, _)) = &vs_context {
+        evaluator.check_imports(compose)?;
+    }
     let display_language = req.display_language.clone().or_else(|| {
         let vs = &vs_context.as_ref()?.2;
         language::value_set_display_language(vs).or_else(|| {

@@ -582,3 +582,151 @@ async fn not_in_the_value_set_names_the_code_with_its_version_and_submitted_disp
     );
     assert_eq!(param(&p, "message"), Some(&json!(want)), "{p}");
 }
+
+// 6. Expansion limits and paging.
+
+/// A supplied CodeSystem of `n` concepts, `c0001` … (defined in that order).
+fn numbered_code_system(n: usize) -> Json {
+    let concepts: Vec<Json> = (1..=n)
+        .map(|i| json!({"code": format!("c{i:04}"), "display": format!("Concept {i}")}))
+        .collect();
+    json!({"resourceType": "CodeSystem", "url": "http://example.org/fhir/CodeSystem/c2-numbered",
+        "version": "1", "status": "active", "content": "complete", "concept": concepts})
+}
+
+#[tokio::test]
+async fn supplied_content_gets_the_reference_default_limit_and_registers_keep_theirs() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use fhir_registers::AppState;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("dir").keep();
+    let set = crate::support::shipped();
+    crate::support::import_fixtures(&set, &dir);
+    let mut state = AppState::new(
+        fhir_registers::registers::build_registry(&set, &dir, &[]).expect("registry"),
+    );
+    state.limits.max_unpaged_supplied = 20;
+    let state = Arc::new(state);
+    let send = |body: Json| {
+        let state = state.clone();
+        async move {
+            let req = Request::post("/fhir/ValueSet/$expand")
+                .header("content-type", "application/fhir+json")
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            crate::support::send_to(state, req).await
+        }
+    };
+    let cs = numbered_code_system(30);
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-numbered",
+        "status": "active", "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-numbered"}]}});
+    let r = send(with_resources(
+        vec![json!({"name": "valueSet", "resource": vs.clone()})],
+        &[cs.clone()],
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    let oo = r.json();
+    assert_eq!(oo["issue"][0]["code"], "too-costly", "{oo}");
+    assert_eq!(
+        oo["issue"][0]["details"]["text"],
+        "The value set 'http://example.org/fhir/ValueSet/c2-numbered' expansion has too many codes to display (>20)",
+        "{oo}"
+    );
+    // Paged, it is answered.
+    let r = send(with_resources(
+        vec![
+            json!({"name": "valueSet", "resource": vs}),
+            json!({"name": "count", "valueInteger": 10}),
+            json!({"name": "offset", "valueInteger": 20}),
+        ],
+        &[cs],
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let e = r.json();
+    assert_eq!(codes(&e).len(), 10, "{e}");
+    assert_eq!(e["expansion"]["total"], 30, "{e}");
+    // A register's ValueSet larger than the supplied-content limit is still answered whole.
+    let icd = json!({"resourceType": "ValueSet", "status": "active",
+        "compose": {"include": [{"system": ICD10}]}});
+    let r = send(json!({"resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": icd}]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(codes(&r.json()).len() > 20);
+}
+
+#[tokio::test]
+async fn pages_are_cut_from_the_code_system_definition_order() {
+    // Defined out of code order, with a nested concept.
+    let cs = json!({"resourceType": "CodeSystem", "url": "http://example.org/fhir/CodeSystem/c2-ordered",
+        "version": "1", "status": "active", "content": "complete", "hierarchyMeaning": "is-a",
+        "concept": [
+            {"code": "zulu", "display": "Zulu"},
+            {"code": "alpha", "display": "Alpha", "concept": [{"code": "mike", "display": "Mike"}]},
+            {"code": "bravo", "display": "Bravo"}
+        ]});
+    let all = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-ordered",
+        "status": "active", "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-ordered"}]}});
+    let expand = |extra: Vec<Json>, vs: Json| {
+        let mut params = vec![json!({"name": "valueSet", "resource": vs})];
+        params.extend(extra);
+        let body = with_resources(params, &[cs.clone()]);
+        async move { post("/fhir/ValueSet/$expand", &body).await.json() }
+    };
+    let e = expand(vec![], all.clone()).await;
+    assert_eq!(codes(&e), vec!["zulu", "alpha", "mike", "bravo"], "{e}");
+    let e = expand(
+        vec![
+            json!({"name": "offset", "valueInteger": 1}),
+            json!({"name": "count", "valueInteger": 2}),
+        ],
+        all,
+    )
+    .await;
+    assert_eq!(codes(&e), vec!["alpha", "mike"], "{e}");
+    assert_eq!(e["expansion"]["offset"], 1, "{e}");
+    assert_eq!(e["expansion"]["total"], 4, "{e}");
+    // A filtered include keeps the same order.
+    let not_alpha = json!({"resourceType": "ValueSet", "status": "active",
+        "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-ordered",
+            "filter": [{"property": "concept", "op": "is-not-a", "value": "alpha"}]}]}});
+    let e = expand(vec![], not_alpha).await;
+    assert_eq!(codes(&e), vec!["zulu", "bravo"], "{e}");
+}
+
+#[tokio::test]
+async fn a_circular_value_set_import_is_a_vs_invalid_error_naming_the_value_set() {
+    let cs = resource("codesystem-no-language.json");
+    let a = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-circle-a",
+        "status": "active", "compose": {"include": [{"valueSet": ["http://example.org/fhir/ValueSet/c2-circle-b"]}]}});
+    let b = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-circle-b",
+        "status": "active", "compose": {"include": [
+            {"system": NO_LANGUAGE},
+            {"valueSet": ["http://example.org/fhir/ValueSet/c2-circle-a"]}]}});
+    for (path, extra) in [
+        ("/fhir/ValueSet/$expand", None),
+        (
+            "/fhir/ValueSet/$validate-code",
+            Some(json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}})),
+        ),
+    ] {
+        let mut params = vec![json!({"name": "url", "valueUri": "http://example.org/fhir/ValueSet/c2-circle-a"})];
+        params.extend(extra);
+        let r = post(path, &with_resources(params, &[cs.clone(), a.clone(), b.clone()])).await;
+        assert_eq!(r.status.as_u16(), 400, "{path}: {}", r.text());
+        let oo = r.json();
+        assert_eq!(oo["issue"][0]["code"], "processing", "{oo}");
+        assert_eq!(
+            oo["issue"][0]["details"]["coding"][0]["code"],
+            "vs-invalid",
+            "{oo}"
+        );
+        let text = oo["issue"][0]["details"]["text"].as_str().unwrap_or("");
+        assert!(
+            text.contains("Circular reference") && text.contains("http://example.org/fhir/ValueSet/c2-circle-a"),
+            "{oo}"
+        );
+    }
+}
