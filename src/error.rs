@@ -90,9 +90,7 @@ impl FhirError {
             Self::InvalidValueSet { .. } => {
                 (StatusCode::BAD_REQUEST, "invalid", Some("vs-invalid"))
             }
-            Self::ValueSetImports(_) => {
-                (StatusCode::BAD_REQUEST, "processing", Some("vs-invalid"))
-            }
+            Self::ValueSetImports(_) => (StatusCode::BAD_REQUEST, "processing", Some("vs-invalid")),
             Self::VersionNotAllowed(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "exception",

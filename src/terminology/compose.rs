@@ -610,7 +610,10 @@ impl Evaluator<'_> {
         let chain = self.chain.borrow();
         FhirError::ValueSetImports(format!(
             "The imports of the ValueSet '{}' nest more than {MAX_IMPORT_DEPTH} deep: [{}]",
-            chain.first().map(String::as_str).unwrap_or("(unidentified)"),
+            chain
+                .first()
+                .map(String::as_str)
+                .unwrap_or("(unidentified)"),
             chain.join(", ")
         ))
     }
@@ -791,13 +794,17 @@ impl Evaluator<'_> {
         let mut out = Expansion::default();
         let single = compose.include.len() == 1 && compose.exclude.is_empty();
         let mut seen: HashSet<(usize, ConceptRef)> = HashSet::new();
-        let mut excluded: HashSet<(String, String)> = HashSet::new();
+        // (system, version when the exclude names one, code): an exclude of one version of a
+        // system leaves the other versions' codes in.
+        let mut excluded: HashSet<(String, Option<String>, String)> = HashSet::new();
         for rule in &compose.exclude {
             let part = self.eval_rule(rule, None, depth)?;
             for m in &part.members {
                 tick()?;
+                let cs = &part.systems[m.system];
                 excluded.insert((
-                    part.systems[m.system].meta.url.clone(),
+                    cs.meta.url.clone(),
+                    rule.version.is_some().then(|| cs.version.clone()),
                     part.code(m).to_string(),
                 ));
             }
@@ -817,10 +824,13 @@ impl Evaluator<'_> {
                         continue;
                     }
                 }
-                if !excluded.is_empty()
-                    && excluded.contains(&(cs.meta.url.clone(), cs.code(m.concept).to_string()))
-                {
-                    continue;
+                if !excluded.is_empty() {
+                    let (url, code) = (cs.meta.url.clone(), cs.code(m.concept).to_string());
+                    if excluded.contains(&(url.clone(), None, code.clone()))
+                        || excluded.contains(&(url, Some(cs.version.clone()), code))
+                    {
+                        continue;
+                    }
                 }
                 let system = out.system_index(cs);
                 if !single && !seen.insert((system, m.concept)) {
@@ -1005,6 +1015,19 @@ impl Evaluator<'_> {
             return Ok(imported_hit);
         };
         if rule_system != system {
+            return Ok(None);
+        }
+        // With the version decided for the coding, an include (or exclude) of another version
+        // of the system does not apply to it.
+        if let Some(pinned) = self.pinned.borrow().as_ref()
+            && pinned.meta.url == *rule_system
+            && let Some(p) = self
+                .versions
+                .for_include(rule_system, rule.version.as_deref())
+                .pattern
+            && p != pinned.version
+            && !versions::matches(&p, &pinned.version)
+        {
             return Ok(None);
         }
         let cs = self.code_system(rule_system, rule.version.as_deref())?;

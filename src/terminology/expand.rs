@@ -247,7 +247,7 @@ pub fn expand(
         pinned: Default::default(),
         extra_value_sets: &contained,
         imported: Default::default(),
-        chain: std::cell::RefCell::new(vec![super::compose::chain_name("(inline)", &vs)]),
+        chain: std::cell::RefCell::new(vec![super::compose::chain_name("(unidentified)", &vs)]),
     };
     evaluator.check_imports(&compose)?;
     let (expansion, total) = evaluator.expand_page(
@@ -269,7 +269,10 @@ pub fn expand(
         && supplied
         && total.saturating_sub(req.offset) > limits.max_unpaged_supplied
     {
-        let url = vs.get("url").and_then(Json::as_str).unwrap_or("(unidentified)");
+        let url = vs
+            .get("url")
+            .and_then(Json::as_str)
+            .unwrap_or("(unidentified)");
         return Err(FhirError::TooCostly(format!(
             "The value set '{url}' expansion has too many codes to display (>{})",
             limits.max_unpaged_supplied
@@ -372,8 +375,11 @@ pub fn expand(
     for cs in &expansion.systems {
         parameters.push(json!({ "name": "used-codesystem", "valueUri": cs.canonical() }));
     }
-    // A CodeSystem that holds only part of its codes is named again as a fragment.
-    for cs in expansion.systems.iter().filter(|cs| cs.meta.content == "fragment") {
+    // A CodeSystem resource that holds only part of its codes is named again as a fragment
+    // (a mapped register's content mode describes its release files; see `validate`).
+    for cs in expansion.systems.iter().filter(|cs| {
+        cs.meta.content == "fragment" && cs.meta.feeds.iter().all(|f| f.starts_with("resource:"))
+    }) {
         parameters.push(json!({ "name": "used-fragment", "valueUri": cs.canonical() }));
     }
     for cs in &expansion.systems {

@@ -68,11 +68,7 @@ pub fn check_display_language(text: &str) -> Result<(), crate::error::FhirError>
     let range = |part: &str| {
         let mut bits = part.split(';');
         let tag = bits.next().unwrap_or("").trim();
-        let tag_ok = tag == "*"
-            || tag
-                .split('-')
-                .enumerate()
-                .all(|(i, s)| subtag(s, i == 0));
+        let tag_ok = tag == "*" || tag.split('-').enumerate().all(|(i, s)| subtag(s, i == 0));
         tag_ok
             && bits.all(|b| {
                 b.trim()
@@ -230,7 +226,15 @@ mod tests {
         for ok in ["en", "de-CH", "en, en-AU;q=0.4", "*;q=0", "zh-Hant-TW", ""] {
             assert!(check_display_language(ok).is_ok(), "{ok}");
         }
-        for bad in ["-", "en_GB", "en;q=2", "en;x", "toolonglanguage", "1en", "en,,de"] {
+        for bad in [
+            "-",
+            "en_GB",
+            "en;q=2",
+            "en;x",
+            "toolonglanguage",
+            "1en",
+            "en,,de",
+        ] {
             assert!(check_display_language(bad).is_err(), "{bad}");
         }
     }

@@ -490,7 +490,7 @@ pub fn validate_code_parameters(
                 let url = resource
                     .get("url")
                     .and_then(Json::as_str)
-                    .unwrap_or("(inline)");
+                    .unwrap_or("(unidentified)");
                 match resource.get("version").and_then(Json::as_str) {
                     Some(v) => format!("{url}|{v}"),
                     None => url.to_string(),
@@ -592,7 +592,8 @@ pub fn validate_code_parameters(
                 expression: Some(format!("{path}system")),
             });
             if let Some((_, label, _)) = &vs_context {
-                out.issues.push(not_in_vs(coding, &system, &code, label, path));
+                out.issues
+                    .push(not_in_vs(coding, &system, &code, label, path));
             }
             outcomes.push(out);
             continue;
@@ -604,6 +605,25 @@ pub fn validate_code_parameters(
             &system,
             coding.version.as_deref(),
         );
+        let mut rec = rec;
+        if coding.version.is_none()
+            && rec.testable
+            && let Some((compose, _, _)) = &vs_context
+        {
+            let candidates = versions::included_versions(registry, &req.versions, compose, &system);
+            if candidates.len() > 1 {
+                let mut picked = None;
+                for cs in &candidates {
+                    *evaluator.pinned.borrow_mut() = Some(cs.clone());
+                    if matches!(evaluator.contains(compose, &system, &code), Ok(Some(_))) {
+                        picked = Some(cs.clone());
+                        break;
+                    }
+                }
+                rec.used = picked.or_else(|| candidates.first().cloned());
+                rec.pin = true;
+            }
+        }
         let version_failed = version_issues(&rec, path, &mut out);
         let Some(cs) = rec.used.clone() else {
             outcomes.push(out);
@@ -696,7 +716,8 @@ pub fn validate_code_parameters(
                         accept_in_fragment(&cs, &code, path, &mut out);
                     }
                     None => {
-                        out.issues.push(not_in_vs(coding, &system, &code, label, path));
+                        out.issues
+                            .push(not_in_vs(coding, &system, &code, label, path));
                         if cs.find(&code).is_none() {
                             // With a system the client did not give (implied by the ValueSet),
                             // "not in the value set" says it all.
@@ -763,9 +784,9 @@ pub fn validate_code_parameters(
     // error of its own (an unknown code in a known CodeSystem, a wrong display): the reference's
     // `ok && !op.hasErrors()`. A coding whose CodeSystem is unknown does not veto the others.
     let vetoed = req.codeable_concept.is_some()
-        && outcomes.iter().any(|o| {
-            o.unknown_system.is_none() && o.issues.iter().any(|i| i.severity == "error")
-        });
+        && outcomes
+            .iter()
+            .any(|o| o.unknown_system.is_none() && o.issues.iter().any(|i| i.severity == "error"));
     let result = outcomes.iter().any(|o| o.valid) && !vetoed;
     let o = &outcomes[chosen];
     let mut params = ParametersOut::new();
@@ -937,9 +958,11 @@ fn version_issues(rec: &Reconciled, path: &str, out: &mut Outcome) -> bool {
     failed
 }
 
-/// Whether a CodeSystem says it holds only part of its codes (`content = fragment`).
+/// Whether a CodeSystem resource says it holds only part of its codes (`content = fragment`).
+/// A mapped register's content mode describes what its release files hold; the server is the
+/// source of its codes, so a code its release does not have is unknown, not "maybe elsewhere".
 fn is_fragment(cs: &CodeSystemVersion) -> bool {
-    cs.meta.content == "fragment"
+    cs.meta.content == "fragment" && cs.meta.feeds.iter().all(|f| f.starts_with("resource:"))
 }
 
 /// Whether a compose includes every code of `system` (an include of the system alone, with no

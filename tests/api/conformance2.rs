@@ -36,12 +36,18 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 /// The issues of a `$validate-code` answer as (severity, code, tx-issue-type, text).
 fn issues(p: &Json) -> Vec<(String, String, String, String)> {
-    param(p, "issues").and_then(|oo| oo["issue"].as_array()).into_iter().flatten()
+    param(p, "issues")
+        .and_then(|oo| oo["issue"].as_array())
+        .into_iter()
+        .flatten()
         .map(|i| {
             (
                 i["severity"].as_str().unwrap_or("").to_string(),
                 i["code"].as_str().unwrap_or("").to_string(),
-                i["details"]["coding"][0]["code"].as_str().unwrap_or("").to_string(),
+                i["details"]["coding"][0]["code"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
                 i["details"]["text"].as_str().unwrap_or("").to_string(),
             )
         })
@@ -65,11 +71,17 @@ async fn not_selectable_is_recognised_by_its_uri_or_its_code_and_marks_expansion
             "status": "active", "compose": {"include": [{"system": system}]}});
         let e = post(
             "/fhir/ValueSet/$expand",
-            &with_resources(vec![json!({"name": "valueSet", "resource": vs.clone()})], &[cs.clone()]),
+            &with_resources(
+                vec![json!({"name": "valueSet", "resource": vs.clone()})],
+                std::slice::from_ref(&cs),
+            ),
         )
         .await
         .json();
-        let contains = e["expansion"]["contains"].as_array().expect("contains").clone();
+        let contains = e["expansion"]["contains"]
+            .as_array()
+            .expect("contains")
+            .clone();
         let abstract_codes: Vec<&str> = contains
             .iter()
             .filter(|c| c["abstract"] == true)
@@ -124,11 +136,18 @@ async fn not_selectable_filters_work_with_equals_in_not_in_and_exists_for_true_a
             );
             let e = post(
                 "/fhir/ValueSet/$expand",
-                &with_resources(vec![json!({"name": "valueSet", "resource": vs})], &[cs.clone()]),
+                &with_resources(
+                    vec![json!({"name": "valueSet", "resource": vs})],
+                    std::slice::from_ref(&cs),
+                ),
             )
             .await
             .json();
-            assert_eq!(sorted(codes(&e)), want, "{system} notSelectable {op} {value}: {e}");
+            assert_eq!(
+                sorted(codes(&e)),
+                want,
+                "{system} notSelectable {op} {value}: {e}"
+            );
         }
     }
     // The CodeSystem's own code for the property works too.
@@ -158,8 +177,11 @@ async fn validate_code_with_abstract_false_rejects_an_abstract_code_with_the_ref
     let p = post(
         "/fhir/ValueSet/$validate-code",
         &with_resources(
-            vec![json!({"name": "valueSet", "resource": vs.clone()}), coding.clone()],
-            &[cs.clone()],
+            vec![
+                json!({"name": "valueSet", "resource": vs.clone()}),
+                coding.clone(),
+            ],
+            std::slice::from_ref(&cs),
         ),
     )
     .await
@@ -173,13 +195,14 @@ async fn validate_code_with_abstract_false_rejects_an_abstract_code_with_the_ref
                 coding.clone(),
                 json!({"name": "abstract", "valueBoolean": false}),
             ],
-            &[cs.clone()],
+            std::slice::from_ref(&cs),
         ),
     )
     .await
     .json();
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
-    let abstract_text = format!("Code '{RENAMED}#group' is abstract, and not allowed in this context");
+    let abstract_text =
+        format!("Code '{RENAMED}#group' is abstract, and not allowed in this context");
     let found = issues(&p);
     assert!(
         found.contains(&(
@@ -210,7 +233,7 @@ async fn validate_code_with_abstract_false_rejects_an_abstract_code_with_the_ref
                 json!({"name": "coding", "valueCoding": {"system": RENAMED, "code": "member"}}),
                 json!({"name": "abstract", "valueBoolean": false}),
             ],
-            &[cs.clone()],
+            std::slice::from_ref(&cs),
         ),
     )
     .await
@@ -251,7 +274,8 @@ async fn not_selectable_rules_hold_for_a_mapped_register() {
         .await
         .json()
     };
-    let e = chapters_and_blocks(json!([{"property": "notSelectable", "op": "=", "value": "true"}])).await;
+    let e = chapters_and_blocks(json!([{"property": "notSelectable", "op": "=", "value": "true"}]))
+        .await;
     let abstract_codes = codes(&e);
     assert!(!abstract_codes.is_empty(), "{e}");
     assert!(abstract_codes.contains(&"I".to_string()), "{e}");
@@ -265,13 +289,27 @@ async fn not_selectable_rules_hold_for_a_mapped_register() {
         "{e}"
     );
     let selectable =
-        chapters_and_blocks(json!([{"property": "notSelectable", "op": "=", "value": "false"}])).await;
-    let not_in = chapters_and_blocks(json!([{"property": "notSelectable", "op": "not-in", "value": "true"}])).await;
+        chapters_and_blocks(json!([{"property": "notSelectable", "op": "=", "value": "false"}]))
+            .await;
+    let not_in = chapters_and_blocks(
+        json!([{"property": "notSelectable", "op": "not-in", "value": "true"}]),
+    )
+    .await;
     assert_eq!(codes(&selectable), codes(&not_in));
-    assert!(codes(&selectable).contains(&"A00".to_string()), "{selectable}");
-    assert!(!codes(&selectable).iter().any(|c| abstract_codes.contains(c)));
+    assert!(
+        codes(&selectable).contains(&"A00".to_string()),
+        "{selectable}"
+    );
+    assert!(
+        !codes(&selectable)
+            .iter()
+            .any(|c| abstract_codes.contains(c))
+    );
     // A register states the property for every concept: `exists false` is empty.
-    let none = chapters_and_blocks(json!([{"property": "notSelectable", "op": "exists", "value": "false"}])).await;
+    let none = chapters_and_blocks(
+        json!([{"property": "notSelectable", "op": "exists", "value": "false"}]),
+    )
+    .await;
     assert_eq!(none["expansion"]["total"], 0, "{none}");
     let p = post(
         "/fhir/CodeSystem/$validate-code",
@@ -283,9 +321,9 @@ async fn not_selectable_rules_hold_for_a_mapped_register() {
     .json();
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
     assert!(
-        issues(&p)
-            .iter()
-            .any(|i| i.3 == format!("Code '{ICD10}#I' is abstract, and not allowed in this context")),
+        issues(&p).iter().any(
+            |i| i.3 == format!("Code '{ICD10}#I' is abstract, and not allowed in this context")
+        ),
         "{p}"
     );
 }
@@ -311,7 +349,7 @@ async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_frag
                 json!({"name": "url", "valueUri": FRAGMENT}),
                 json!({"name": "code", "valueCode": "elsewhere"}),
             ],
-            &[cs.clone()],
+            std::slice::from_ref(&cs),
         ),
     )
     .await
@@ -340,7 +378,7 @@ async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_frag
                 json!({"name": "valueSet", "resource": all.clone()}),
                 json!({"name": "coding", "valueCoding": {"system": FRAGMENT, "code": "elsewhere"}}),
             ],
-            &[cs.clone()],
+            std::slice::from_ref(&cs),
         ),
     )
     .await
@@ -362,7 +400,7 @@ async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_frag
                 json!({"name": "valueSet", "resource": listed}),
                 json!({"name": "coding", "valueCoding": {"system": FRAGMENT, "code": "elsewhere"}}),
             ],
-            &[cs.clone()],
+            std::slice::from_ref(&cs),
         ),
     )
     .await
@@ -398,11 +436,17 @@ async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_frag
         .filter_map(|p| Some((p["name"].as_str()?, p["valueUri"].as_str()?)))
         .collect();
     assert!(
-        used.contains(&("used-fragment", "http://example.org/fhir/CodeSystem/c2-fragment|2.0.0")),
+        used.contains(&(
+            "used-fragment",
+            "http://example.org/fhir/CodeSystem/c2-fragment|2.0.0"
+        )),
         "{e}"
     );
     assert!(
-        used.contains(&("used-codesystem", "http://example.org/fhir/CodeSystem/c2-fragment|2.0.0")),
+        used.contains(&(
+            "used-codesystem",
+            "http://example.org/fhir/CodeSystem/c2-fragment|2.0.0"
+        )),
         "{e}"
     );
 }
@@ -417,12 +461,18 @@ async fn an_invalid_display_language_is_a_4xx_invalid_error() {
     let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-no-language",
         "status": "active", "compose": {"include": [{"system": NO_LANGUAGE}]}});
     for (path, first) in [
-        ("/fhir/ValueSet/$expand", json!({"name": "valueSet", "resource": vs.clone()})),
+        (
+            "/fhir/ValueSet/$expand",
+            json!({"name": "valueSet", "resource": vs.clone()}),
+        ),
         (
             "/fhir/ValueSet/$validate-code",
             json!({"name": "valueSet", "resource": vs.clone()}),
         ),
-        ("/fhir/CodeSystem/$validate-code", json!({"name": "url", "valueUri": NO_LANGUAGE})),
+        (
+            "/fhir/CodeSystem/$validate-code",
+            json!({"name": "url", "valueUri": NO_LANGUAGE}),
+        ),
     ] {
         for bad in ["-", "en_GB", "en;q=7"] {
             let r = post(
@@ -433,7 +483,7 @@ async fn an_invalid_display_language_is_a_4xx_invalid_error() {
                         json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}}),
                         json!({"name": "displayLanguage", "valueCode": bad}),
                     ],
-                    &[cs.clone()],
+                    std::slice::from_ref(&cs),
                 ),
             )
             .await;
@@ -456,7 +506,7 @@ async fn an_invalid_display_language_is_a_4xx_invalid_error() {
                     json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}}),
                     json!({"name": "displayLanguage", "valueCode": "de-CH, en;q=0.5"}),
                 ],
-                &[cs.clone()],
+                std::slice::from_ref(&cs),
             ),
         )
         .await;
@@ -472,13 +522,16 @@ async fn a_wrong_display_for_a_code_system_without_a_language_says_which_languag
     let coding = json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one", "display": "Wrong"}});
     // No language asked for: '--'; one asked for: that one (the display counts for any language).
     for (language, checked) in [(None, "--"), (Some("de"), "de")] {
-        let mut params = vec![json!({"name": "valueSet", "resource": vs.clone()}), coding.clone()];
+        let mut params = vec![
+            json!({"name": "valueSet", "resource": vs.clone()}),
+            coding.clone(),
+        ];
         if let Some(l) = language {
             params.push(json!({"name": "displayLanguage", "valueCode": l}));
         }
         let p = post(
             "/fhir/ValueSet/$validate-code",
-            &with_resources(params, &[cs.clone()]),
+            &with_resources(params, std::slice::from_ref(&cs)),
         )
         .await
         .json();
@@ -488,7 +541,9 @@ async fn a_wrong_display_for_a_code_system_without_a_language_says_which_languag
         assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
         assert_eq!(param(&p, "message"), Some(&json!(want)), "{p}");
         assert!(
-            issues(&p).iter().any(|i| i.2 == "invalid-display" && i.3 == want),
+            issues(&p)
+                .iter()
+                .any(|i| i.2 == "invalid-display" && i.3 == want),
             "{p}"
         );
     }
@@ -507,7 +562,7 @@ async fn a_codeable_concept_with_an_unknown_code_in_a_known_code_system_is_not_v
                 json!({"name": "valueSet", "resource": vs.clone()}),
                 json!({"name": "codeableConcept", "valueCodeableConcept": {"coding": codings}}),
             ],
-            &[cs.clone()],
+            std::slice::from_ref(&cs),
         );
         async move { post("/fhir/ValueSet/$validate-code", &body).await.json() }
     };
@@ -624,7 +679,7 @@ async fn supplied_content_gets_the_reference_default_limit_and_registers_keep_th
         "status": "active", "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-numbered"}]}});
     let r = send(with_resources(
         vec![json!({"name": "valueSet", "resource": vs.clone()})],
-        &[cs.clone()],
+        std::slice::from_ref(&cs),
     ))
     .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
@@ -652,7 +707,10 @@ async fn supplied_content_gets_the_reference_default_limit_and_registers_keep_th
     // A register's ValueSet larger than the supplied-content limit is still answered whole.
     let icd = json!({"resourceType": "ValueSet", "status": "active",
         "compose": {"include": [{"system": ICD10}]}});
-    let r = send(json!({"resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": icd}]})).await;
+    let r = send(
+        json!({"resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": icd}]}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(codes(&r.json()).len() > 20);
 }
@@ -661,18 +719,18 @@ async fn supplied_content_gets_the_reference_default_limit_and_registers_keep_th
 async fn pages_are_cut_from_the_code_system_definition_order() {
     // Defined out of code order, with a nested concept.
     let cs = json!({"resourceType": "CodeSystem", "url": "http://example.org/fhir/CodeSystem/c2-ordered",
-        "version": "1", "status": "active", "content": "complete", "hierarchyMeaning": "is-a",
-        "concept": [
-            {"code": "zulu", "display": "Zulu"},
-            {"code": "alpha", "display": "Alpha", "concept": [{"code": "mike", "display": "Mike"}]},
-            {"code": "bravo", "display": "Bravo"}
-        ]});
+    "version": "1", "status": "active", "content": "complete", "hierarchyMeaning": "is-a",
+    "concept": [
+        {"code": "zulu", "display": "Zulu"},
+        {"code": "alpha", "display": "Alpha", "concept": [{"code": "mike", "display": "Mike"}]},
+        {"code": "bravo", "display": "Bravo"}
+    ]});
     let all = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-ordered",
         "status": "active", "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-ordered"}]}});
     let expand = |extra: Vec<Json>, vs: Json| {
         let mut params = vec![json!({"name": "valueSet", "resource": vs})];
         params.extend(extra);
-        let body = with_resources(params, &[cs.clone()]);
+        let body = with_resources(params, std::slice::from_ref(&cs));
         async move { post("/fhir/ValueSet/$expand", &body).await.json() }
     };
     let e = expand(vec![], all.clone()).await;
@@ -712,21 +770,153 @@ async fn a_circular_value_set_import_is_a_vs_invalid_error_naming_the_value_set(
             Some(json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}})),
         ),
     ] {
-        let mut params = vec![json!({"name": "url", "valueUri": "http://example.org/fhir/ValueSet/c2-circle-a"})];
+        let mut params = vec![
+            json!({"name": "url", "valueUri": "http://example.org/fhir/ValueSet/c2-circle-a"}),
+        ];
         params.extend(extra);
-        let r = post(path, &with_resources(params, &[cs.clone(), a.clone(), b.clone()])).await;
+        let r = post(
+            path,
+            &with_resources(params, &[cs.clone(), a.clone(), b.clone()]),
+        )
+        .await;
         assert_eq!(r.status.as_u16(), 400, "{path}: {}", r.text());
         let oo = r.json();
         assert_eq!(oo["issue"][0]["code"], "processing", "{oo}");
         assert_eq!(
-            oo["issue"][0]["details"]["coding"][0]["code"],
-            "vs-invalid",
+            oo["issue"][0]["details"]["coding"][0]["code"], "vs-invalid",
             "{oo}"
         );
         let text = oo["issue"][0]["details"]["text"].as_str().unwrap_or("");
         assert!(
-            text.contains("Circular reference") && text.contains("http://example.org/fhir/ValueSet/c2-circle-a"),
+            text.contains("Circular reference")
+                && text.contains("http://example.org/fhir/ValueSet/c2-circle-a"),
             "{oo}"
         );
     }
+}
+
+// 3. Several versions of one CodeSystem in one ValueSet.
+
+const VERSIONED: &str = "http://example.org/fhir/CodeSystem/c2-versioned";
+
+fn both_versions(exclude: Option<Json>) -> Json {
+    let mut vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-both-versions",
+        "version": "1", "status": "active", "compose": {"include": [
+            {"system": VERSIONED, "version": "1.0.0"},
+            {"system": VERSIONED, "version": "2.0.0"}]}});
+    if let Some(x) = exclude {
+        vs["compose"]["exclude"] = json!([x]);
+    }
+    vs
+}
+
+async fn validate_in(vs: &Json, coding: Json) -> Json {
+    post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "coding", "valueCoding": coding}),
+            ],
+            &[
+                resource("codesystem-versioned-1.json"),
+                resource("codesystem-versioned-2.json"),
+            ],
+        ),
+    )
+    .await
+    .json()
+}
+
+#[tokio::test]
+async fn an_unversioned_code_is_checked_against_the_newest_included_version_that_has_it() {
+    let vs = both_versions(None);
+    for (code, version) in [("a", "2.0.0"), ("b", "1.0.0"), ("c", "2.0.0")] {
+        let p = validate_in(&vs, json!({"system": VERSIONED, "code": code})).await;
+        assert_eq!(param(&p, "result"), Some(&json!(true)), "{code}: {p}");
+        assert_eq!(param(&p, "version"), Some(&json!(version)), "{code}: {p}");
+    }
+    // A code neither version has: reported against the newest, with its version.
+    let p = validate_in(&vs, json!({"system": VERSIONED, "code": "zz"})).await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert!(
+        issues(&p)
+            .iter()
+            .any(|i| i.3
+                == format!("Unknown code 'zz' in the CodeSystem '{VERSIONED}' version '2.0.0'")),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn an_expansion_lists_each_included_version_and_an_exclude_of_one_version_leaves_the_other() {
+    let expand = |vs: Json| async move {
+        post(
+            "/fhir/ValueSet/$expand",
+            &with_resources(
+                vec![json!({"name": "valueSet", "resource": vs})],
+                &[
+                    resource("codesystem-versioned-1.json"),
+                    resource("codesystem-versioned-2.json"),
+                ],
+            ),
+        )
+        .await
+        .json()
+    };
+    let members = |e: &Json| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = e["expansion"]["contains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["code"].as_str().unwrap_or("").to_string(),
+                    c["version"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let pair = |c: &str, v: &str| (c.to_string(), v.to_string());
+    let e = expand(both_versions(None)).await;
+    assert_eq!(
+        members(&e),
+        vec![
+            pair("a", "1.0.0"),
+            pair("a", "2.0.0"),
+            pair("b", "1.0.0"),
+            pair("c", "2.0.0")
+        ],
+        "{e}"
+    );
+    let used: Vec<&str> = e["expansion"]["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "used-codesystem")
+        .filter_map(|p| p["valueUri"].as_str())
+        .collect();
+    assert!(used.contains(&format!("{VERSIONED}|1.0.0").as_str()), "{e}");
+    assert!(used.contains(&format!("{VERSIONED}|2.0.0").as_str()), "{e}");
+    // Excluding `a` of 1.0.0 keeps `a` of 2.0.0.
+    let vs = both_versions(Some(
+        json!({"system": VERSIONED, "version": "1.0.0", "concept": [{"code": "a"}]}),
+    ));
+    let e = expand(vs.clone()).await;
+    assert_eq!(
+        members(&e),
+        vec![pair("a", "2.0.0"), pair("b", "1.0.0"), pair("c", "2.0.0")],
+        "{e}"
+    );
+    let p = validate_in(&vs, json!({"system": VERSIONED, "code": "a"})).await;
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    assert_eq!(param(&p, "version"), Some(&json!("2.0.0")), "{p}");
+    let p = validate_in(
+        &vs,
+        json!({"system": VERSIONED, "version": "1.0.0", "code": "a"}),
+    )
+    .await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
 }
