@@ -414,10 +414,81 @@ pub fn apply_supplements(registry: &mut Registry, canonicals: &[String]) -> Resu
             .cloned()
             .collect();
         for base in bases {
+            // Named twice (a `useSupplement` and the ValueSet's extension): applied once.
+            if base
+                .supplements
+                .iter()
+                .any(|s| s.canonical() == supplement.canonical())
+            {
+                continue;
+            }
             registry.add_code_system_arc(Arc::new(base.with_supplement(supplement.clone())));
         }
     }
     Ok(())
+}
+
+/// Concept extensions read as properties: (property code, extension url). The reference server
+/// returns them in expansions as the `label`, `order` and `weight` properties
+/// (`http://hl7.org/fhir/concept-properties#label`, `#order`, `#itemWeight`).
+pub const CONCEPT_EXTENSION_PROPERTIES: [(&str, &str); 3] = [
+    (
+        "label",
+        "http://hl7.org/fhir/StructureDefinition/codesystem-label",
+    ),
+    (
+        "order",
+        "http://hl7.org/fhir/StructureDefinition/codesystem-conceptOrder",
+    ),
+    (
+        "weight",
+        "http://hl7.org/fhir/StructureDefinition/itemWeight",
+    ),
+];
+
+/// The concept-properties URI of each property read from a concept extension.
+pub fn concept_extension_property_uri(code: &str) -> Option<&'static str> {
+    match code {
+        "label" => Some("http://hl7.org/fhir/concept-properties#label"),
+        "order" => Some("http://hl7.org/fhir/concept-properties#order"),
+        "weight" => Some("http://hl7.org/fhir/concept-properties#itemWeight"),
+        _ => None,
+    }
+}
+
+/// The extension by which a ValueSet names a CodeSystem supplement it needs.
+pub const VALUESET_SUPPLEMENT: &str = "http://hl7.org/fhir/StructureDefinition/valueset-supplement";
+
+/// The supplements a ValueSet names with the `valueset-supplement` extension (`url` or
+/// `url|version`).
+pub fn value_set_supplements(vs: &Json) -> Vec<String> {
+    vs.get("extension")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.get("url").and_then(Json::as_str) == Some(VALUESET_SUPPLEMENT))
+        .filter_map(|e| {
+            e.get("valueCanonical")
+                .or_else(|| e.get("valueUri"))
+                .and_then(Json::as_str)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// `registry` with the supplements a ValueSet names applied (`None` when it names none): an
+/// unknown one is a 404 (`Required supplement not found`), as for `useSupplement`.
+pub fn with_value_set_supplements(
+    registry: &Registry,
+    vs: &Json,
+) -> Result<Option<Registry>, FhirError> {
+    let named = value_set_supplements(vs);
+    if named.is_empty() {
+        return Ok(None);
+    }
+    let mut out = registry.overlay(Vec::new(), Vec::new(), Vec::new());
+    apply_supplements(&mut out, &named)?;
+    Ok(Some(out))
 }
 
 /// A plain FHIR CodeSystem as a servable CodeSystem version.
@@ -470,6 +541,35 @@ fn read_concepts(
                 value: value.into(),
             });
         }
+    }
+    // The concept extensions the reference returns as expansion properties (label, order,
+    // weight), kept as properties of those codes.
+    for e in c
+        .get("extension")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some((code, _)) = text(e, "url").and_then(|u| {
+            CONCEPT_EXTENSION_PROPERTIES
+                .iter()
+                .find(|(_, url)| *url == u)
+                .copied()
+        }) else {
+            continue;
+        };
+        let value = match (
+            e.get("valueString"),
+            e.get("valueDecimal"),
+            e.get("valueInteger"),
+        ) {
+            (Some(Json::String(s)), _, _) => Value::String(s.as_str().into()),
+            (_, Some(n), _) | (_, _, Some(n)) if n.is_number() => {
+                Value::Decimal(n.to_string().into())
+            }
+            _ => continue,
+        };
+        k.properties.push((code.into(), value));
     }
     if let Some(ps) = c.get("property").and_then(Json::as_array) {
         for p in ps {

@@ -218,6 +218,8 @@ fn check_concept(
     out.valid = true;
     let prefs = out.language.as_deref().map(Preferences::parse);
     let own = language::code_system_language(cs);
+    // Designations the applied supplements give the code count as the CodeSystem's own.
+    let supplemented = cs.supplement_designations(&c.code);
     // Displays in the languages asked for, best first, with their language.
     let mut in_languages: Vec<(&str, Option<&str>)> = Vec::new();
     if let Some(prefs) = &prefs {
@@ -230,7 +232,11 @@ fn check_concept(
             {
                 in_languages.push((d, own));
             }
-            for d in &c.designations {
+            for d in c
+                .designations
+                .iter()
+                .chain(supplemented.iter().map(|(d, _)| d))
+            {
                 if d.language
                     .as_deref()
                     .is_some_and(|l| language::matches(l, tag))
@@ -250,7 +256,6 @@ fn check_concept(
         let mut any: Vec<&str> = c.display.as_deref().into_iter().collect();
         any.extend(override_display);
         any.extend(c.designations.iter().map(|d| &*d.value));
-        let supplemented = cs.supplement_designations(&c.code);
         any.extend(supplemented.iter().map(|(d, _)| &*d.value));
         let mut problem = None;
         match &prefs {
@@ -505,6 +510,11 @@ pub fn validate_code_parameters(
         .and_then(Json::as_array)
         .cloned()
         .unwrap_or_default();
+    let supplemented = match &vs_context {
+        Some((_, _, vs)) => super::resources::with_value_set_supplements(registry, vs)?,
+        None => None,
+    };
+    let registry = supplemented.as_ref().unwrap_or(registry);
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
@@ -582,6 +592,29 @@ pub fn validate_code_parameters(
             outcomes.push(out);
             continue;
         };
+        if let Some(supplement) = registry
+            .code_system(&system, coding.version.as_deref())
+            .filter(|cs| cs.meta.content == "supplement")
+        {
+            // The reference's CODESYSTEM_CS_NO_SUPPLEMENT.
+            out.unknown_system = Some(system.clone());
+            out.issues.push(Issue {
+                severity: "error",
+                code: "invalid",
+                tx: "invalid-data",
+                text: format!(
+                    "CodeSystem {} is a supplement, so can't be used as a value in Coding.system",
+                    supplement.canonical()
+                ),
+                expression: Some(format!("{path}system")),
+            });
+            if let Some((_, label, _)) = &vs_context {
+                out.issues
+                    .push(not_in_vs(coding, &system, &code, label, path));
+            }
+            outcomes.push(out);
+            continue;
+        }
         if !registry.knows_code_system(&system) {
             out.unknown_system = Some(system.clone());
             out.issues.push(Issue {

@@ -920,3 +920,182 @@ async fn an_expansion_lists_each_included_version_and_an_exclude_of_one_version_
     .await;
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
 }
+
+// 4. Supplements.
+
+const SUPPLEMENTED: &str = "http://example.org/fhir/CodeSystem/c2-supplemented";
+const SUPPLEMENT: &str = "http://example.org/fhir/CodeSystem/c2-supplement";
+
+/// A ValueSet over the supplemented CodeSystem naming `supplement` with the standard extension.
+fn naming_supplement(supplement: &str) -> Json {
+    json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-supplemented",
+        "version": "1", "status": "active",
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/valueset-supplement", "valueCanonical": supplement}],
+        "compose": {"include": [{"system": SUPPLEMENTED}]}})
+}
+
+fn supplement_resources() -> [Json; 2] {
+    [
+        resource("codesystem-supplemented.json"),
+        resource("codesystem-supplement.json"),
+    ]
+}
+
+/// The R5 `contains.property` of one code (carried in R4 as the cross-version extension) as
+/// (code, value JSON).
+fn contains_properties(e: &Json, code: &str) -> Vec<(String, Json)> {
+    let c = e["expansion"]["contains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["code"] == code)
+        .cloned()
+        .unwrap_or_default();
+    c["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| {
+            x["url"] == "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property"
+        })
+        .filter_map(|x| {
+            let parts = x["extension"].as_array()?;
+            let code = parts.iter().find(|p| p["url"] == "code")?["valueCode"].as_str()?;
+            let value = parts.iter().find(|p| p["url"] == "value[x]")?;
+            let v = value.as_object()?.iter().find(|(k, _)| k.starts_with("value"))?.1;
+            Some((code.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_value_set_supplement_is_applied_echoed_and_its_properties_returned() {
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": naming_supplement(&format!("{SUPPLEMENT}|1"))})],
+            &supplement_resources(),
+        ),
+    )
+    .await
+    .json();
+    let parameters = e["expansion"]["parameter"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        parameters
+            .iter()
+            .any(|p| p["name"] == "used-supplement" && p["valueUri"] == format!("{SUPPLEMENT}|1")),
+        "{e}"
+    );
+    let x = contains_properties(&e, "x");
+    assert!(x.contains(&("label".into(), json!("(x)"))), "{e}");
+    assert!(x.contains(&("weight".into(), json!(2.5))), "{e}");
+    assert!(contains_properties(&e, "y").is_empty(), "{e}");
+    // The properties are declared with their concept-properties URIs.
+    let declared: Vec<(String, String)> = e["expansion"]["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let parts = d["extension"].as_array()?;
+            Some((
+                parts.iter().find(|p| p["url"] == "code")?["valueCode"]
+                    .as_str()?
+                    .to_string(),
+                parts.iter().find(|p| p["url"] == "uri")?["valueUri"]
+                    .as_str()?
+                    .to_string(),
+            ))
+        })
+        .collect();
+    assert!(
+        declared.contains(&(
+            "label".into(),
+            "http://hl7.org/fhir/concept-properties#label".into()
+        )),
+        "{e}"
+    );
+    assert!(
+        declared.contains(&(
+            "weight".into(),
+            "http://hl7.org/fhir/concept-properties#itemWeight".into()
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_supplement_named_by_a_value_set_is_a_404() {
+    for path in ["/fhir/ValueSet/$expand", "/fhir/ValueSet/$validate-code"] {
+        let r = post(
+            path,
+            &with_resources(
+                vec![
+                    json!({"name": "valueSet", "resource": naming_supplement("http://example.org/fhir/CodeSystem/nope")}),
+                    json!({"name": "coding", "valueCoding": {"system": SUPPLEMENTED, "code": "x"}}),
+                ],
+                &supplement_resources(),
+            ),
+        )
+        .await;
+        assert_eq!(r.status.as_u16(), 404, "{path}: {}", r.text());
+        let oo = r.json();
+        assert_eq!(oo["issue"][0]["code"], "not-found", "{oo}");
+        assert_eq!(
+            oo["issue"][0]["details"]["text"],
+            "Required supplement not found: http://example.org/fhir/CodeSystem/nope",
+            "{oo}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_supplement_is_not_a_coding_system_and_its_designations_count_for_displays() {
+    // The supplement's canonical as Coding.system.
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![json!({"name": "coding", "valueCoding": {"system": SUPPLEMENT, "code": "x"}})],
+            &supplement_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert_eq!(
+        issues(&p),
+        vec![(
+            "error".to_string(),
+            "invalid".to_string(),
+            "invalid-data".to_string(),
+            format!(
+                "CodeSystem {SUPPLEMENT}|1 is a supplement, so can't be used as a value in Coding.system"
+            )
+        )],
+        "{p}"
+    );
+    // A German display the supplement gives, checked in German.
+    let check = |vs: Json| {
+        let body = with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "coding", "valueCoding": {"system": SUPPLEMENTED, "code": "x", "display": "Iks"}}),
+                json!({"name": "displayLanguage", "valueCode": "de"}),
+            ],
+            &supplement_resources(),
+        );
+        async move { post("/fhir/ValueSet/$validate-code", &body).await.json() }
+    };
+    let p = check(naming_supplement(SUPPLEMENT)).await;
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    let mut plain = naming_supplement(SUPPLEMENT);
+    plain.as_object_mut().expect("object").remove("extension");
+    let p = check(plain).await;
+    assert_eq!(
+        param(&p, "result"),
+        Some(&json!(false)),
+        "without the supplement: {p}"
+    );
+}
