@@ -202,6 +202,93 @@ fn benches(c: &mut Criterion) {
         b.iter(|| black_box(expand(&registry, &req, limits).expect("expands")))
     });
     g.finish();
+
+    // Property and hierarchy filters in compose: each first checked against the same release
+    // decoded (every record in memory), then timed on the packed (read in place) one.
+    let decoded = decoded_postcodes(&set, &postcodes);
+    let mut g = c.benchmark_group("expand_filters");
+    g.sample_size(10);
+    for (name, system, filter) in FILTERS {
+        let vs = serde_json::json!({"resourceType": "ValueSet", "status": "active",
+            "compose": {"include": [{"system": system, "filter": [filter()]}]}});
+        let req = ExpandRequest {
+            value_set: Some(vs),
+            count: Some(20),
+            ..ExpandRequest::default()
+        };
+        let packed = expand(&registry, &req, limits).expect("expands");
+        if system == POSTCODE {
+            let other = expand(&decoded, &req, limits).expect("expands");
+            assert_eq!(
+                (
+                    &packed["expansion"]["total"],
+                    &packed["expansion"]["contains"]
+                ),
+                (
+                    &other["expansion"]["total"],
+                    &other["expansion"]["contains"]
+                ),
+                "{name}: packed and decoded differ"
+            );
+        }
+        eprintln!("{name}: total {}", packed["expansion"]["total"]);
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(expand(&registry, &req, limits).expect("expands")))
+        });
+    }
+    g.finish();
+}
+
+/// The filters timed by `expand_filters`: (name, system, filter).
+type FilterCase = (&'static str, &'static str, fn() -> serde_json::Value);
+
+const FILTERS: [FilterCase; 7] = [
+    (
+        "postcodes_eq_district",
+        POSTCODE,
+        || serde_json::json!({"property": "adminDistrict", "op": "=", "value": "E06000004"}),
+    ),
+    (
+        "postcodes_in_wards",
+        POSTCODE,
+        || serde_json::json!({"property": "EW", "op": "in", "value": "E05001549,E05001541"}),
+    ),
+    (
+        "postcodes_exists_county",
+        POSTCODE,
+        || serde_json::json!({"property": "adminCounty", "op": "exists", "value": "true"}),
+    ),
+    (
+        "postcodes_regex_ward",
+        POSTCODE,
+        || serde_json::json!({"property": "EW", "op": "regex", "value": "E0500154[19]"}),
+    ),
+    (
+        "icd10_is_a_chapter",
+        ICD10,
+        || serde_json::json!({"property": "concept", "op": "is-a", "value": "X"}),
+    ),
+    (
+        "icd10_descendent_of_block",
+        ICD10,
+        || serde_json::json!({"property": "concept", "op": "descendent-of", "value": "J40-J47"}),
+    ),
+    (
+        "icd10_child_of_category",
+        ICD10,
+        || serde_json::json!({"property": "concept", "op": "child-of", "value": "J45"}),
+    ),
+];
+
+/// The postcode release again, every record decoded when loaded (for comparing answers).
+fn decoded_postcodes(set: &MappingSet, file: &Path) -> Registry {
+    let data = tempfile::tempdir().expect("tempdir");
+    let default = persist::decode_limit();
+    persist::set_decode_limit(usize::MAX);
+    let mut decoded = Registry::default();
+    load(set, "postcodes-codepoint", file, data.path(), &mut decoded);
+    persist::set_decode_limit(default);
+    decoded
 }
 
 criterion_group! {

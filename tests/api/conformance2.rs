@@ -1099,3 +1099,90 @@ async fn a_supplement_is_not_a_coding_system_and_its_designations_count_for_disp
         "without the supplement: {p}"
     );
 }
+
+// 9. Property-filtered $expand on registers: packed (read in place) and decoded releases agree.
+
+const POSTCODE: &str =
+    "https://digital.nhs.uk/services/organisation-data-service/CodeSystem/postcode";
+
+#[tokio::test]
+async fn property_and_hierarchy_filters_give_the_same_expansion_on_packed_and_decoded_releases() {
+    use crate::support::{packed_state, send_to, state};
+    use axum::body::Body;
+    use axum::http::Request;
+
+    let cases: Vec<(&str, Json)> = vec![
+        (
+            POSTCODE,
+            json!([{"property": "adminDistrict", "op": "=", "value": "E06000004"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "EW", "op": "in", "value": "E05001541,E05001544"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "EW", "op": "exists", "value": "true"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "adminCounty", "op": "exists", "value": "false"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "EW", "op": "regex", "value": "E0500154[14]"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "code", "op": "regex", "value": "TS181A.*"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "concept", "op": "is-a", "value": "I"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "concept", "op": "descendent-of", "value": "A00-A09"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "concept", "op": "child-of", "value": "A00"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "kind", "op": "=", "value": "category"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "kind", "op": "in", "value": "chapter,block"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "notSelectable", "op": "=", "value": "true"}]),
+        ),
+    ];
+    for (system, filters) in cases {
+        let body = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "valueSet", "resource": filtered(system, filters.clone())},
+            {"name": "count", "valueInteger": 1000}]});
+        let mut answers = Vec::new();
+        for s in [state(), packed_state()] {
+            let req = Request::post("/fhir/ValueSet/$expand")
+                .header("content-type", "application/fhir+json")
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            let r = send_to(s, req).await;
+            assert!(r.status.is_success(), "{filters}: {}", r.text());
+            let e = r.json();
+            answers.push((e["expansion"]["total"].clone(), codes(&e)));
+        }
+        assert!(
+            !answers[0].1.is_empty(),
+            "{system} {filters}: nothing matched"
+        );
+        assert_eq!(
+            answers[0], answers[1],
+            "{system} {filters}: decoded and packed differ"
+        );
+    }
+}

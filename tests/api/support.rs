@@ -139,6 +139,13 @@ pub fn history_state() -> Arc<AppState> {
         .clone()
 }
 
+/// The state over the same fixtures as [`state`], every record read in place (packed) instead
+/// of decoded when loaded: the two must answer alike.
+pub fn packed_state() -> Arc<AppState> {
+    static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
+    STATE.get_or_init(|| build_state(&[&FIXTURES], 0)).clone()
+}
+
 /// A response: status, content type, body bytes.
 pub struct Reply {
     pub status: StatusCode,
