@@ -181,6 +181,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
     state.metrics = metrics;
     state.limits.max_unpaged = args.max_expansion;
     state.limits.max_count = args.max_expansion;
+    state.limits.max_unpaged_supplied = args.max_supplied_expansion;
     state.limits.max_filter_chars = args.max_filter_chars;
     state.limits.max_filter_words = args.max_filter_words;
     state.request_timeout = Duration::from_secs(args.request_timeout.max(1));

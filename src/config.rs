@@ -200,6 +200,15 @@ pub struct ServeArgs {
     /// Largest `$expand` answered without `count` (larger ones are 422 too-costly).
     #[arg(long, env = "FHIR_REGISTERS_MAX_EXPANSION", default_value_t = 50_000)]
     pub max_expansion: usize,
+    /// Largest `$expand` answered without `count` when it draws on a CodeSystem supplied with
+    /// the request (`tx-resource`): the reference server's default of 1,000 (larger ones are
+    /// 422 too-costly; `count`/`offset` still page them).
+    #[arg(
+        long,
+        env = "FHIR_REGISTERS_MAX_SUPPLIED_EXPANSION",
+        default_value_t = 1_000
+    )]
+    pub max_supplied_expansion: usize,
     /// Time budget of one operation, in seconds (then 422 `too-costly`).
     #[arg(long, env = "FHIR_REGISTERS_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
@@ -333,6 +342,7 @@ impl Default for ServeArgs {
             data_dir: PathBuf::from("data"),
             mappings: PathBuf::from("mappings"),
             max_expansion: 50_000,
+            max_supplied_expansion: 1_000,
             request_timeout: 30,
             no_default_imports: false,
             max_filter_chars: 512,

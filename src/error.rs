@@ -34,6 +34,11 @@ pub enum FhirError {
         /// FHIRPath of the broken element.
         location: String,
     },
+    /// A ValueSet imports itself, directly or through others, or its imports nest too deeply
+    /// (400, `processing`, tx-issue-type `vs-invalid`, as the reference server answers
+    /// `VALUESET_CIRCULAR_REFERENCE`).
+    #[error("{0}")]
+    ValueSetImports(String),
     /// The result would be too large or slow to produce (422, `too-costly`).
     #[error("{0}")]
     TooCostly(String),
@@ -85,6 +90,7 @@ impl FhirError {
             Self::InvalidValueSet { .. } => {
                 (StatusCode::BAD_REQUEST, "invalid", Some("vs-invalid"))
             }
+            Self::ValueSetImports(_) => (StatusCode::BAD_REQUEST, "processing", Some("vs-invalid")),
             Self::VersionNotAllowed(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "exception",

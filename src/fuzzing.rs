@@ -25,6 +25,7 @@ use crate::terminology::validate::{Target, ValidateRequest, validate_code};
 /// Limits for fuzzed expansions: small, so that one input stays cheap.
 const LIMITS: ExpandLimits = ExpandLimits {
     max_unpaged: 1_000,
+    max_unpaged_supplied: 1_000,
     max_count: 1_000,
     max_filter_chars: 512,
     max_filter_words: 32,

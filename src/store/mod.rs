@@ -95,6 +95,11 @@ pub struct CodeSystemMeta {
     pub feeds: Vec<String>,
     /// Other top-level elements of a plain FHIR CodeSystem (echoed on read).
     pub extra: Option<serde_json::Map<String, Json>>,
+    /// For a plain FHIR CodeSystem: each concept's place in the resource's own (definition,
+    /// depth-first) order, by its index in code order. Empty for registers, whose order is
+    /// code order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub definition_rank: Vec<u32>,
 }
 
 /// A concept's place in a CodeSystem version: which release, which index.
@@ -250,6 +255,27 @@ impl CodeSystemVersion {
                 index,
             })
         })
+    }
+
+    /// A concept's place in the CodeSystem's definition order (its place in code order when
+    /// the CodeSystem has no other).
+    pub fn definition_rank(&self, r: ConceptRef) -> usize {
+        match self.meta.definition_rank.get(r.index as usize) {
+            Some(rank) if r.part == 0 && self.parts.len() == 1 => *rank as usize,
+            _ => {
+                self.parts[..r.part as usize]
+                    .iter()
+                    .map(|p| p.len())
+                    .sum::<usize>()
+                    + r.index as usize
+            }
+        }
+    }
+
+    /// Whether this version was supplied with the request (`tx-resource`), not served by the
+    /// registry.
+    pub fn is_supplied(&self) -> bool {
+        self.parts.iter().any(|p| p.info.source == "tx-resource")
     }
 
     /// Every concept, part by part, each part in code order.

@@ -196,6 +196,9 @@ enum Field {
     Status,
     Inactive,
     Parent,
+    /// The `notSelectable` property, under the CodeSystem's own code for it: `true`, `false`,
+    /// or no value when a concept does not state it (registers state it for every concept).
+    NotSelectable(String),
     Named(String),
 }
 
@@ -222,8 +225,25 @@ enum Pred {
 }
 
 fn field_values(cs: &CodeSystemVersion, c: &Concept, f: &Field) -> Vec<String> {
-    let _ = cs;
     match f {
+        Field::NotSelectable(own) => {
+            let stated: Vec<String> = c
+                .properties
+                .iter()
+                .filter(|(k, _)| super::is_not_selectable(k, own))
+                .map(|(_, v)| v.as_text().to_ascii_lowercase())
+                .collect();
+            if !stated.is_empty() {
+                stated
+            } else if c.not_selectable {
+                vec!["true".into()]
+            } else if cs.meta.feeds.iter().any(|f| !f.starts_with("resource:")) {
+                // A mapped register decides abstractness for every concept.
+                vec!["false".into()]
+            } else {
+                Vec::new()
+            }
+        }
         Field::Code => vec![c.code.to_string()],
         Field::Display => c.display.iter().map(|d| d.to_string()).collect(),
         Field::Status => c.status.iter().map(|s| s.to_string()).collect(),
@@ -235,8 +255,13 @@ fn field_values(cs: &CodeSystemVersion, c: &Concept, f: &Field) -> Vec<String> {
 
 fn compile_filter(cs: &CodeSystemVersion, f: &FilterRule) -> Result<Pred, FhirError> {
     let hierarchical = matches!(f.property.as_str(), "concept" | "code");
+    let abstract_code = super::not_selectable_code(&cs.meta.properties);
+    let is_abstract = super::is_not_selectable(&f.property, abstract_code);
     let field = || -> Result<Field, FhirError> {
         Ok(match f.property.as_str() {
+            p if super::is_not_selectable(p, abstract_code) => {
+                Field::NotSelectable(abstract_code.to_string())
+            }
             "concept" | "code" => Field::Code,
             "display" => Field::Display,
             "status" => Field::Status,
@@ -254,7 +279,12 @@ fn compile_filter(cs: &CodeSystemVersion, f: &FilterRule) -> Result<Pred, FhirEr
             }
         })
     };
-    let v = f.value.clone();
+    // Boolean values compare without case (`TRUE` is `true`).
+    let v = if is_abstract {
+        f.value.to_ascii_lowercase()
+    } else {
+        f.value.clone()
+    };
     let list = || {
         v.split(',')
             .map(|s| s.trim().to_string())
@@ -529,6 +559,8 @@ pub struct Evaluator<'a> {
     pub registry: &'a Registry,
     /// Leave inactive codes out.
     pub active_only: bool,
+    /// Leave abstract (`notSelectable`) codes out (`$expand`'s `excludeNotForUI`).
+    pub exclude_not_for_ui: bool,
     /// The request's version rules (`system-version`, `force-system-version`, …).
     pub versions: &'a VersionRules,
     /// Which of those rules were used.
@@ -540,9 +572,85 @@ pub struct Evaluator<'a> {
     pub extra_value_sets: &'a [Json],
     /// ValueSets imported while evaluating (for `used-valueset` and status warnings).
     pub imported: std::cell::RefCell<Vec<Json>>,
+    /// The ValueSets being evaluated, outermost first (the one asked for, then each import
+    /// being followed): a ValueSet met again is a circular import.
+    pub chain: std::cell::RefCell<Vec<String>>,
+}
+
+/// How a ValueSet is named in the import chain: `url|version`, its url, or the canonical it was
+/// imported by.
+pub fn chain_name(canonical: &str, vs: &Json) -> String {
+    match (
+        vs.get("url").and_then(Json::as_str),
+        vs.get("version").and_then(Json::as_str),
+    ) {
+        (Some(u), Some(v)) => format!("{u}|{v}"),
+        (Some(u), None) => u.to_string(),
+        _ => canonical.to_string(),
+    }
 }
 
 impl Evaluator<'_> {
+    /// Follows an import of `vs`: a ValueSet already in the chain is a circular import.
+    fn enter(&self, canonical: &str, vs: &Json) -> Result<(), FhirError> {
+        let name = chain_name(canonical, vs);
+        let url = name.split('|').next().unwrap_or(&name).to_string();
+        let mut chain = self.chain.borrow_mut();
+        if chain.contains(&name) {
+            return Err(FhirError::ValueSetImports(format!(
+                "Circular reference detected in the ValueSet '{url}': it imports itself through [{}]",
+                chain.join(", ")
+            )));
+        }
+        chain.push(name);
+        Ok(())
+    }
+
+    fn leave(&self) {
+        self.chain.borrow_mut().pop();
+    }
+
+    /// Follows every import of a compose, to any depth, before anything is evaluated (as the
+    /// reference server prepares a ValueSet): a circular or too deep import is an error even
+    /// where evaluation would stop early. Imports that cannot be found are left to evaluation.
+    pub fn check_imports(&self, compose: &Compose) -> Result<(), FhirError> {
+        self.check_imports_depth(compose, 0)
+    }
+
+    fn check_imports_depth(&self, compose: &Compose, depth: usize) -> Result<(), FhirError> {
+        if depth > MAX_IMPORT_DEPTH {
+            return Err(self.too_deep());
+        }
+        for rule in compose.include.iter().chain(&compose.exclude) {
+            for canonical in &rule.value_sets {
+                tick()?;
+                let Ok(vs) = self.find_value_set(canonical) else {
+                    continue;
+                };
+                let Ok(inner) = Compose::from_value_set(&vs) else {
+                    continue;
+                };
+                self.enter(canonical, &vs)?;
+                let checked = self.check_imports_depth(&inner, depth + 1);
+                self.leave();
+                checked?;
+            }
+        }
+        Ok(())
+    }
+
+    fn too_deep(&self) -> FhirError {
+        let chain = self.chain.borrow();
+        FhirError::ValueSetImports(format!(
+            "The imports of the ValueSet '{}' nest more than {MAX_IMPORT_DEPTH} deep: [{}]",
+            chain
+                .first()
+                .map(String::as_str)
+                .unwrap_or("(unidentified)"),
+            chain.join(", ")
+        ))
+    }
+
     /// Resolves the CodeSystem version an include of `url` stating `version` uses, after the
     /// request's version rules; a version `check-system-version` does not allow is an error.
     pub fn code_system(
@@ -668,11 +776,21 @@ impl Evaluator<'_> {
                     && rule.filters.is_empty()
                     && rule.value_sets.is_empty()
                     && !self.active_only
+                    && !self.exclude_not_for_ui
                     && compose.inactive != Some(false)
             }),
             _ => None,
         };
-        let Some(system) = whole_system else {
+        // A CodeSystem with its own definition order is paged in that order, from the whole
+        // expansion; one in code order is paged without walking the codes before the page.
+        let whole = match whole_system {
+            Some(system) => {
+                let cs = self.code_system(system, compose.include[0].version.as_deref())?;
+                cs.meta.definition_rank.is_empty().then_some(cs)
+            }
+            None => None,
+        };
+        let Some(cs) = whole else {
             let mut all = self.expand(compose, text)?;
             let total = all.members.len();
             let start = offset.min(total);
@@ -681,7 +799,6 @@ impl Evaluator<'_> {
             all.members.drain(..start);
             return Ok((all, total));
         };
-        let cs = self.code_system(system, compose.include[0].version.as_deref())?;
         let mut out = Expansion::default();
         let s = out.system_index(&cs);
         let total = cs.len();
@@ -704,21 +821,23 @@ impl Evaluator<'_> {
         depth: usize,
     ) -> Result<Expansion, FhirError> {
         if depth > MAX_IMPORT_DEPTH {
-            return Err(FhirError::Unprocessable(
-                "ValueSet imports nest too deeply (is there a cycle?)".into(),
-            ));
+            return Err(self.too_deep());
         }
         let active_only = self.active_only || compose.inactive == Some(false);
         let mut out = Expansion::default();
         let single = compose.include.len() == 1 && compose.exclude.is_empty();
         let mut seen: HashSet<(usize, ConceptRef)> = HashSet::new();
-        let mut excluded: HashSet<(String, String)> = HashSet::new();
+        // (system, version when the exclude names one, code): an exclude of one version of a
+        // system leaves the other versions' codes in.
+        let mut excluded: HashSet<(String, Option<String>, String)> = HashSet::new();
         for rule in &compose.exclude {
             let part = self.eval_rule(rule, None, depth)?;
             for m in &part.members {
                 tick()?;
+                let cs = &part.systems[m.system];
                 excluded.insert((
-                    part.systems[m.system].meta.url.clone(),
+                    cs.meta.url.clone(),
+                    rule.version.is_some().then(|| cs.version.clone()),
                     part.code(m).to_string(),
                 ));
             }
@@ -731,13 +850,20 @@ impl Evaluator<'_> {
             for m in part.members {
                 tick()?;
                 let cs = &part.systems[m.system];
-                if active_only && cs.concept(m.concept).inactive {
-                    continue;
+                if active_only || self.exclude_not_for_ui {
+                    let c = cs.concept(m.concept);
+                    if (active_only && c.inactive) || (self.exclude_not_for_ui && c.not_selectable)
+                    {
+                        continue;
+                    }
                 }
-                if !excluded.is_empty()
-                    && excluded.contains(&(cs.meta.url.clone(), cs.code(m.concept).to_string()))
-                {
-                    continue;
+                if !excluded.is_empty() {
+                    let (url, code) = (cs.meta.url.clone(), cs.code(m.concept).to_string());
+                    if excluded.contains(&(url.clone(), None, code.clone()))
+                        || excluded.contains(&(url, Some(cs.version.clone()), code))
+                    {
+                        continue;
+                    }
                 }
                 let system = out.system_index(cs);
                 if !single && !seen.insert((system, m.concept)) {
@@ -764,7 +890,10 @@ impl Evaluator<'_> {
         for canonical in &rule.value_sets {
             let vs = self.value_set(canonical)?;
             let compose = Compose::from_value_set(&vs)?;
-            imported.push(self.expand_depth(&compose, text, depth + 1)?);
+            self.enter(canonical, &vs)?;
+            let part = self.expand_depth(&compose, text, depth + 1);
+            self.leave();
+            imported.push(part?);
         }
         // Each import's members by (system, code), so that testing a concept against the
         // imports is a lookup, not a scan.
@@ -866,6 +995,10 @@ impl Evaluator<'_> {
                 });
             }
         }
+        // In the CodeSystem's own order (the reference lists concepts as they are defined).
+        if !cs.meta.definition_rank.is_empty() {
+            out.members.sort_by_key(|m| cs.definition_rank(m.concept));
+        }
         Ok(out)
     }
 
@@ -888,9 +1021,7 @@ impl Evaluator<'_> {
         depth: usize,
     ) -> Result<Option<Hit>, FhirError> {
         if depth > MAX_IMPORT_DEPTH {
-            return Err(FhirError::Unprocessable(
-                "ValueSet imports nest too deeply (is there a cycle?)".into(),
-            ));
+            return Err(self.too_deep());
         }
         for rule in &compose.exclude {
             if self.rule_contains(rule, system, code, depth)?.is_some() {
@@ -920,7 +1051,10 @@ impl Evaluator<'_> {
         for canonical in &rule.value_sets {
             let vs = self.value_set(canonical)?;
             let compose = Compose::from_value_set(&vs)?;
-            match self.contains_depth(&compose, system, code, depth + 1)? {
+            self.enter(canonical, &vs)?;
+            let found = self.contains_depth(&compose, system, code, depth + 1);
+            self.leave();
+            match found? {
                 Some(hit) => imported_hit = Some(hit),
                 None => return Ok(None),
             }
@@ -929,6 +1063,19 @@ impl Evaluator<'_> {
             return Ok(imported_hit);
         };
         if rule_system != system {
+            return Ok(None);
+        }
+        // With the version decided for the coding, an include (or exclude) of another version
+        // of the system does not apply to it.
+        if let Some(pinned) = self.pinned.borrow().as_ref()
+            && pinned.meta.url == *rule_system
+            && let Some(p) = self
+                .versions
+                .for_include(rule_system, rule.version.as_deref())
+                .pattern
+            && p != pinned.version
+            && !versions::matches(&p, &pinned.version)
+        {
             return Ok(None);
         }
         let cs = self.code_system(rule_system, rule.version.as_deref())?;

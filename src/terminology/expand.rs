@@ -46,6 +46,9 @@ const ECHOED: [&str; 10] = [
 pub struct ExpandLimits {
     /// Largest expansion returned without `count` (larger is `too-costly`).
     pub max_unpaged: usize,
+    /// Largest expansion returned without `count` when it draws on a CodeSystem supplied with
+    /// the request (the reference server's default limit, 1,000).
+    pub max_unpaged_supplied: usize,
     /// Largest `count` accepted.
     pub max_count: usize,
     /// Longest text `filter`, in characters (longer is a 400).
@@ -58,6 +61,7 @@ impl Default for ExpandLimits {
     fn default() -> Self {
         Self {
             max_unpaged: 50_000,
+            max_unpaged_supplied: 1_000,
             max_count: 50_000,
             max_filter_chars: 512,
             max_filter_words: 32,
@@ -110,6 +114,8 @@ pub struct ExpandRequest {
     pub include_definition: bool,
     /// Properties to add to each code.
     pub properties: Vec<String>,
+    /// `excludeNotForUI`: leave abstract (`notSelectable`) codes out.
+    pub exclude_not_for_ui: bool,
     /// `excludeNested` (expansions are always flat here; echoed).
     pub exclude_nested: Option<bool>,
     /// `displayLanguage`: the language(s) displays are wanted in.
@@ -138,7 +144,11 @@ impl ExpandRequest {
             include_definition: p.boolean("includeDefinition")?.unwrap_or(false),
             properties: p.texts("property"),
             exclude_nested: p.boolean("excludeNested")?,
-            display_language: p.text("displayLanguage")?,
+            exclude_not_for_ui: p.boolean("excludeNotForUI")?.unwrap_or(false),
+            display_language: p
+                .text("displayLanguage")?
+                .map(|l| language::check_display_language(&l).map(|()| l))
+                .transpose()?,
             designations: p
                 .all("designation")
                 .filter_map(|v| match v {
@@ -210,6 +220,8 @@ pub fn expand(
     limits: ExpandLimits,
 ) -> Result<Json, FhirError> {
     let vs = resolve_value_set(registry, req)?;
+    let supplemented = super::resources::with_value_set_supplements(registry, &vs)?;
+    let registry = supplemented.as_ref().unwrap_or(registry);
     let compose = Compose::from_value_set(&vs)?;
     if req.count.is_some_and(|c| c > limits.max_count) {
         return Err(FhirError::TooCostly(format!(
@@ -231,12 +243,15 @@ pub fn expand(
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
+        exclude_not_for_ui: req.exclude_not_for_ui,
         versions: &req.versions,
         version_usage: Default::default(),
         pinned: Default::default(),
         extra_value_sets: &contained,
         imported: Default::default(),
+        chain: std::cell::RefCell::new(vec![super::compose::chain_name("(unidentified)", &vs)]),
     };
+    evaluator.check_imports(&compose)?;
     let (expansion, total) = evaluator.expand_page(
         &compose,
         filter_words.as_deref().filter(|w| !w.is_empty()),
@@ -247,6 +262,22 @@ pub fn expand(
         return Err(FhirError::TooCostly(format!(
             "The value set expansion has {total} codes, more than the limit of {} for an expansion without paging; use 'count' and 'offset', or 'filter'",
             limits.max_unpaged
+        )));
+    }
+    // Content supplied with the request gets the reference server's default limit, in its
+    // wording (`VALUESET_TOO_COSTLY`).
+    let supplied = expansion.systems.iter().any(|cs| cs.is_supplied());
+    if req.count.is_none()
+        && supplied
+        && total.saturating_sub(req.offset) > limits.max_unpaged_supplied
+    {
+        let url = vs
+            .get("url")
+            .and_then(Json::as_str)
+            .unwrap_or("(unidentified)");
+        return Err(FhirError::TooCostly(format!(
+            "The value set '{url}' expansion has too many codes to display (>{})",
+            limits.max_unpaged_supplied
         )));
     }
     // `contains.version` only where one expansion draws on several versions of a system; the
@@ -268,6 +299,8 @@ pub fn expand(
         .map(language::Preferences::parse);
     let listed = status::listed_concept_extensions_by_code(&vs);
     let mut contains = Vec::with_capacity(expansion.members.len());
+    // The properties returned without being asked for (label, order, weight).
+    let mut auto_properties: Vec<&str> = Vec::new();
     for m in &expansion.members {
         super::budget::tick()?;
         let cs = &expansion.systems[m.system];
@@ -306,6 +339,14 @@ pub fn expand(
             }
         }
         let mut ext = Vec::new();
+        let supplemented = cs.supplement_properties(&c.code);
+        let from_supplements = |code: &str| -> Vec<&crate::store::Value> {
+            supplemented
+                .iter()
+                .filter(|(k, _)| &**k == code)
+                .map(|(_, v)| v)
+                .collect()
+        };
         for p in &req.properties {
             let mut values: Vec<(&str, Json)> = Vec::new();
             match p.as_str() {
@@ -315,7 +356,12 @@ pub fn expand(
                 "definition" => {
                     values.extend(c.definition.as_ref().map(|d| ("valueString", json!(d))))
                 }
-                other => values.extend(c.property(other).map(value_json)),
+                other => {
+                    values.extend(c.property(other).map(value_json));
+                    if values.is_empty() {
+                        values.extend(from_supplements(other).into_iter().map(value_json));
+                    }
+                }
             }
             for (key, value) in values {
                 let mut v = Map::new();
@@ -327,8 +373,40 @@ pub fn expand(
                 }));
             }
         }
+        // A CodeSystem resource's (or its supplements') concept label, order and weight are
+        // returned whether asked for or not, as the reference does.
+        if cs.meta.feeds.iter().all(|f| f.starts_with("resource:")) {
+            for (code, _) in super::resources::CONCEPT_EXTENSION_PROPERTIES {
+                if req.properties.iter().any(|p| p == code) {
+                    continue;
+                }
+                let Some(v) = c
+                    .property(code)
+                    .next()
+                    .or_else(|| from_supplements(code).into_iter().next())
+                else {
+                    continue;
+                };
+                let (key, value) = value_json(v);
+                let mut v = Map::new();
+                v.insert("url".into(), json!("value[x]"));
+                v.insert(key.into(), value);
+                ext.push(json!({
+                    "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property",
+                    "extension": [{ "url": "code", "valueCode": code }, Json::Object(v)]
+                }));
+                if !auto_properties.contains(&code) {
+                    auto_properties.push(code);
+                }
+            }
+        }
         if !ext.is_empty() {
-            e.insert("extension".into(), Json::Array(ext));
+            match e.get_mut("extension").and_then(Json::as_array_mut) {
+                Some(listed) => listed.extend(ext),
+                None => {
+                    e.insert("extension".into(), Json::Array(ext));
+                }
+            }
         }
         contains.push(Json::Object(e));
     }
@@ -345,6 +423,22 @@ pub fn expand(
     }
     for cs in &expansion.systems {
         parameters.push(json!({ "name": "used-codesystem", "valueUri": cs.canonical() }));
+    }
+    let mut supplements: Vec<String> = expansion
+        .systems
+        .iter()
+        .flat_map(|cs| cs.supplements.iter().map(|s| s.canonical()))
+        .collect();
+    supplements.dedup();
+    for s in supplements {
+        parameters.push(json!({ "name": "used-supplement", "valueUri": s }));
+    }
+    // A CodeSystem resource that holds only part of its codes is named again as a fragment
+    // (a mapped register's content mode describes its release files; see `validate`).
+    for cs in expansion.systems.iter().filter(|cs| {
+        cs.meta.content == "fragment" && cs.meta.feeds.iter().all(|f| f.starts_with("resource:"))
+    }) {
+        parameters.push(json!({ "name": "used-fragment", "valueUri": cs.canonical() }));
     }
     for cs in &expansion.systems {
         if let Some(note) = status::code_system_note(cs) {
@@ -364,17 +458,32 @@ pub fn expand(
     let declared: Vec<Json> = req
         .properties
         .iter()
+        .map(String::as_str)
+        .chain(auto_properties.iter().copied())
         .map(|p| {
             let uri = expansion.systems.iter().find_map(|cs| {
                 cs.meta
                     .properties
                     .iter()
-                    .find(|d| d.code == *p)
+                    .find(|d| d.code == p)
                     .and_then(|d| d.uri.clone())
+                    .or_else(|| {
+                        // A supplement's declaration.
+                        cs.supplements.iter().find_map(|s| {
+                            s.meta
+                                .properties
+                                .iter()
+                                .find(|d| d.code == p)
+                                .and_then(|d| d.uri.clone())
+                        })
+                    })
+            })
+            .or_else(|| {
+                super::resources::concept_extension_property_uri(p).map(str::to_string)
             })
             .or_else(|| {
                 // Properties every CodeSystem has, defined by FHIR.
-                matches!(p.as_str(), "definition" | "status")
+                matches!(p, "definition" | "status")
                     .then(|| format!("http://hl7.org/fhir/concept-properties#{p}"))
             });
             let mut parts = vec![json!({ "url": "code", "valueCode": p })];

@@ -50,6 +50,42 @@ impl Preferences {
     }
 }
 
+/// Checks a `displayLanguage` (or `Accept-Language`) value: a comma-separated list of language
+/// ranges (`*` or BCP 47 subtags: letters, then letters or digits, 1-8 each), each with an
+/// optional `;q=` weight between 0 and 1. Anything else (`-`, `en_GB`, `q=2`) is an `invalid`
+/// error with the reference wording ("Invalid displayLanguage: '…'").
+pub fn check_display_language(text: &str) -> Result<(), crate::error::FhirError> {
+    let subtag = |s: &str, first: bool| {
+        (1..=8).contains(&s.len())
+            && s.chars().all(|c| {
+                if first {
+                    c.is_ascii_alphabetic()
+                } else {
+                    c.is_ascii_alphanumeric()
+                }
+            })
+    };
+    let range = |part: &str| {
+        let mut bits = part.split(';');
+        let tag = bits.next().unwrap_or("").trim();
+        let tag_ok = tag == "*" || tag.split('-').enumerate().all(|(i, s)| subtag(s, i == 0));
+        tag_ok
+            && bits.all(|b| {
+                b.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| (0.0..=1.0).contains(&q))
+            })
+    };
+    if text.trim().is_empty() || text.split(',').all(range) {
+        Ok(())
+    } else {
+        Err(crate::error::FhirError::Invalid(format!(
+            "Invalid displayLanguage: '{text}'"
+        )))
+    }
+}
+
 /// Whether a language tag satisfies a requested tag (`de-CH` satisfies `de`).
 pub fn matches(tag: &str, requested: &str) -> bool {
     let (tag, requested) = (tag.to_ascii_lowercase(), requested.to_ascii_lowercase());
@@ -184,6 +220,24 @@ pub fn display_language_parameter(value: &str) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_languages_are_checked_as_language_range_lists() {
+        for ok in ["en", "de-CH", "en, en-AU;q=0.4", "*;q=0", "zh-Hant-TW", ""] {
+            assert!(check_display_language(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "-",
+            "en_GB",
+            "en;q=2",
+            "en;x",
+            "toolonglanguage",
+            "1en",
+            "en,,de",
+        ] {
+            assert!(check_display_language(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn preference_lists_order_by_weight() {

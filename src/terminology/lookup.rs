@@ -86,8 +86,17 @@ pub fn lookup_parameters(
         )));
     };
     let c = cs.concept(r);
+    // Label, order and weight read from concept extensions (see
+    // `resources::CONCEPT_EXTENSION_PROPERTIES`) are expansion properties: listed here only when
+    // asked for by name, or when the CodeSystem declares a property of that code.
+    let from_extension = |name: &str| {
+        super::resources::concept_extension_property_uri(name).is_some()
+            && !cs.meta.properties.iter().any(|d| d.code == name)
+    };
     let wants = |name: &str| {
-        req.properties.is_empty() || req.properties.iter().any(|p| p == "*" || p == name)
+        req.properties.iter().any(|p| p == name)
+            || (!from_extension(name)
+                && (req.properties.is_empty() || req.properties.iter().any(|p| p == "*")))
     };
     let mut out = ParametersOut::new();
     let name = cs

@@ -27,6 +27,25 @@ use crate::error::FhirError;
 use crate::fhir::params::{Part, part};
 use crate::store::{CodeSystemVersion, Concept, Registry, Value};
 
+/// The URI of the standard property that marks a concept abstract (not selectable), whatever code
+/// a CodeSystem gives it. <http://hl7.org/fhir/R4/codesystem-concept-properties.html>
+pub const NOT_SELECTABLE_URI: &str = "http://hl7.org/fhir/concept-properties#notSelectable";
+
+/// The code a CodeSystem gives the `notSelectable` property: the one it declares with
+/// [`NOT_SELECTABLE_URI`], else `notSelectable`.
+pub fn not_selectable_code(properties: &[crate::store::PropertyDecl]) -> &str {
+    properties
+        .iter()
+        .find(|p| p.uri.as_deref() == Some(NOT_SELECTABLE_URI))
+        .map_or("notSelectable", |p| p.code.as_str())
+}
+
+/// Whether a concept property code is the `notSelectable` property of a CodeSystem whose own
+/// code for it is `own` (the standard code always counts).
+pub fn is_not_selectable(code: &str, own: &str) -> bool {
+    code == "notSelectable" || code == own
+}
+
 /// Finds a CodeSystem version, with the messages clients expect when it is missing.
 pub fn resolve_code_system(
     registry: &Registry,
@@ -122,7 +141,10 @@ pub fn concept_property_parts(
             part("value", "valueCode", json!(s)),
         ]);
     }
-    if c.not_selectable && wants("notSelectable") {
+    if c.not_selectable
+        && wants("notSelectable")
+        && !c.properties.iter().any(|(k, _)| &**k == "notSelectable")
+    {
         out.push(vec![
             part("code", "valueCode", json!("notSelectable")),
             part("value", "valueBoolean", json!(true)),

@@ -189,7 +189,7 @@ pub fn concept_json(c: &Concept) -> Json {
     if c.inactive {
         props.push(json!({ "code": "inactive", "valueBoolean": true }));
     }
-    if c.not_selectable {
+    if c.not_selectable && !c.properties.iter().any(|(k, _)| &**k == "notSelectable") {
         props.push(json!({ "code": "notSelectable", "valueBoolean": true }));
     }
     for p in &c.parents {
@@ -333,15 +333,35 @@ pub fn code_system_from_fhir(
         filters,
         feeds: vec![format!("resource:{id}")],
         extra: (!extra.is_empty()).then_some(extra),
+        definition_rank: Vec::new(),
     };
     let mut concepts = Vec::new();
+    let abstract_code = super::not_selectable_code(&properties);
     if let Some(list) = resource.get("concept").and_then(Json::as_array) {
         for c in list {
-            read_concepts(c, None, &properties, &mut concepts, origin)?;
+            read_concepts(c, None, abstract_code, &mut concepts, origin)?;
         }
     }
-    concepts.sort_by(|a, b| a.code.cmp(&b.code));
-    concepts.dedup_by(|a, b| a.code == b.code);
+    // Stored in code order; the definition order is kept beside it (expansions list concepts
+    // as the resource does).
+    let mut ranked: Vec<(usize, Concept)> = concepts.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| a.1.code.cmp(&b.1.code).then(a.0.cmp(&b.0)));
+    ranked.dedup_by(|a, b| a.1.code == b.1.code);
+    let mut order: Vec<(usize, u32)> = ranked
+        .iter()
+        .enumerate()
+        .map(|(sorted, (defined, _))| (*defined, sorted as u32))
+        .collect();
+    order.sort_unstable();
+    let mut definition_rank = vec![0u32; ranked.len()];
+    for (rank, (_, sorted)) in order.iter().enumerate() {
+        definition_rank[*sorted as usize] = rank as u32;
+    }
+    let concepts: Vec<Concept> = ranked.into_iter().map(|(_, c)| c).collect();
+    let meta = CodeSystemMeta {
+        definition_rank,
+        ..meta
+    };
     let release = Release {
         info: ReleaseInfo {
             feed: format!("resource:{id}"),
@@ -394,10 +414,81 @@ pub fn apply_supplements(registry: &mut Registry, canonicals: &[String]) -> Resu
             .cloned()
             .collect();
         for base in bases {
+            // Named twice (a `useSupplement` and the ValueSet's extension): applied once.
+            if base
+                .supplements
+                .iter()
+                .any(|s| s.canonical() == supplement.canonical())
+            {
+                continue;
+            }
             registry.add_code_system_arc(Arc::new(base.with_supplement(supplement.clone())));
         }
     }
     Ok(())
+}
+
+/// Concept extensions read as properties: (property code, extension url). The reference server
+/// returns them in expansions as the `label`, `order` and `weight` properties
+/// (`http://hl7.org/fhir/concept-properties#label`, `#order`, `#itemWeight`).
+pub const CONCEPT_EXTENSION_PROPERTIES: [(&str, &str); 3] = [
+    (
+        "label",
+        "http://hl7.org/fhir/StructureDefinition/codesystem-label",
+    ),
+    (
+        "order",
+        "http://hl7.org/fhir/StructureDefinition/codesystem-conceptOrder",
+    ),
+    (
+        "weight",
+        "http://hl7.org/fhir/StructureDefinition/itemWeight",
+    ),
+];
+
+/// The concept-properties URI of each property read from a concept extension.
+pub fn concept_extension_property_uri(code: &str) -> Option<&'static str> {
+    match code {
+        "label" => Some("http://hl7.org/fhir/concept-properties#label"),
+        "order" => Some("http://hl7.org/fhir/concept-properties#order"),
+        "weight" => Some("http://hl7.org/fhir/concept-properties#itemWeight"),
+        _ => None,
+    }
+}
+
+/// The extension by which a ValueSet names a CodeSystem supplement it needs.
+pub const VALUESET_SUPPLEMENT: &str = "http://hl7.org/fhir/StructureDefinition/valueset-supplement";
+
+/// The supplements a ValueSet names with the `valueset-supplement` extension (`url` or
+/// `url|version`).
+pub fn value_set_supplements(vs: &Json) -> Vec<String> {
+    vs.get("extension")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.get("url").and_then(Json::as_str) == Some(VALUESET_SUPPLEMENT))
+        .filter_map(|e| {
+            e.get("valueCanonical")
+                .or_else(|| e.get("valueUri"))
+                .and_then(Json::as_str)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// `registry` with the supplements a ValueSet names applied (`None` when it names none): an
+/// unknown one is a 404 (`Required supplement not found`), as for `useSupplement`.
+pub fn with_value_set_supplements(
+    registry: &Registry,
+    vs: &Json,
+) -> Result<Option<Registry>, FhirError> {
+    let named = value_set_supplements(vs);
+    if named.is_empty() {
+        return Ok(None);
+    }
+    let mut out = registry.overlay(Vec::new(), Vec::new(), Vec::new());
+    apply_supplements(&mut out, &named)?;
+    Ok(Some(out))
 }
 
 /// A plain FHIR CodeSystem as a servable CodeSystem version.
@@ -414,10 +505,13 @@ pub fn code_system_version_from_fhir(
     ))
 }
 
+/// Reads one concept and its nested ones. `abstract_code` is the CodeSystem's code for the
+/// `notSelectable` property: a concept stating it `true` is abstract, and the property is kept
+/// as stated (so that filters can tell `false` from absent).
 fn read_concepts(
     c: &Json,
     parent: Option<&str>,
-    decls: &[PropertyDecl],
+    abstract_code: &str,
     out: &mut Vec<Concept>,
     origin: &str,
 ) -> Result<(), FhirError> {
@@ -448,6 +542,35 @@ fn read_concepts(
             });
         }
     }
+    // The concept extensions the reference returns as expansion properties (label, order,
+    // weight), kept as properties of those codes.
+    for e in c
+        .get("extension")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some((code, _)) = text(e, "url").and_then(|u| {
+            CONCEPT_EXTENSION_PROPERTIES
+                .iter()
+                .find(|(_, url)| *url == u)
+                .copied()
+        }) else {
+            continue;
+        };
+        let value = match (
+            e.get("valueString"),
+            e.get("valueDecimal"),
+            e.get("valueInteger"),
+        ) {
+            (Some(Json::String(s)), _, _) => Value::String(s.as_str().into()),
+            (_, Some(n), _) | (_, _, Some(n)) if n.is_number() => {
+                Value::Decimal(n.to_string().into())
+            }
+            _ => continue,
+        };
+        k.properties.push((code.into(), value));
+    }
     if let Some(ps) = c.get("property").and_then(Json::as_array) {
         for p in ps {
             let Some(pcode) = text(p, "code") else {
@@ -476,7 +599,10 @@ fn read_concepts(
             match pcode.as_str() {
                 "parent" => k.parents.push(value.as_text().as_ref().into()),
                 "inactive" => k.inactive = value == Value::Boolean(true),
-                "notSelectable" => k.not_selectable = value == Value::Boolean(true),
+                code if super::is_not_selectable(code, abstract_code) => {
+                    k.not_selectable |= value.as_text().eq_ignore_ascii_case("true");
+                    k.properties.push((pcode.into(), value));
+                }
                 "status" => {
                     let s = value.as_text().into_owned();
                     if matches!(s.as_str(), "retired" | "inactive") {
@@ -485,17 +611,14 @@ fn read_concepts(
                     k.status = Some(s.into());
                 }
                 "child" => {}
-                _ => {
-                    let _ = decls;
-                    k.properties.push((pcode.into(), value));
-                }
+                _ => k.properties.push((pcode.into(), value)),
             }
         }
     }
     out.push(k);
     if let Some(children) = c.get("concept").and_then(Json::as_array) {
         for ch in children {
-            read_concepts(ch, Some(&code), decls, out, origin)?;
+            read_concepts(ch, Some(&code), abstract_code, out, origin)?;
         }
     }
     Ok(())

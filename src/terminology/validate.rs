@@ -46,6 +46,8 @@ pub struct ValidateRequest {
     pub display_language: Option<String>,
     /// `activeOnly`: inactive codes are not valid.
     pub active_only: bool,
+    /// `abstract` (default `true`): whether abstract (`notSelectable`) codes are valid here.
+    pub abstract_ok: bool,
     /// `date` (as `YYYY-MM-DD`): the code must have been valid then, by the register's business
     /// dates (an organisation open, a postcode introduced and not yet terminated).
     pub date: Option<String>,
@@ -119,8 +121,12 @@ impl ValidateRequest {
             codings,
             codeable_concept,
             lenient_display: p.boolean("lenient-display-validation")?.unwrap_or(false),
-            display_language: p.text("displayLanguage")?,
+            display_language: p
+                .text("displayLanguage")?
+                .map(|l| language::check_display_language(&l).map(|()| l))
+                .transpose()?,
             active_only: p.boolean("activeOnly")?.unwrap_or(false),
+            abstract_ok: p.boolean("abstract")?.unwrap_or(true),
             date: match p.text("date")? {
                 None => None,
                 Some(d) => Some(crate::store::date_param(&d).ok_or_else(|| {
@@ -194,6 +200,9 @@ struct Outcome {
     caused_by: Option<String>,
     /// Membership could not be tested (the ValueSet's version of the system is unknown).
     untested: bool,
+    /// A `content = fragment` CodeSystem that does not have the code: the code may be valid in
+    /// another fragment, so it is accepted with a warning.
+    fragment: Option<Arc<CodeSystemVersion>>,
 }
 
 fn check_concept(
@@ -209,6 +218,8 @@ fn check_concept(
     out.valid = true;
     let prefs = out.language.as_deref().map(Preferences::parse);
     let own = language::code_system_language(cs);
+    // Designations the applied supplements give the code count as the CodeSystem's own.
+    let supplemented = cs.supplement_designations(&c.code);
     // Displays in the languages asked for, best first, with their language.
     let mut in_languages: Vec<(&str, Option<&str>)> = Vec::new();
     if let Some(prefs) = &prefs {
@@ -221,7 +232,11 @@ fn check_concept(
             {
                 in_languages.push((d, own));
             }
-            for d in &c.designations {
+            for d in c
+                .designations
+                .iter()
+                .chain(supplemented.iter().map(|(d, _)| d))
+            {
                 if d.language
                     .as_deref()
                     .is_some_and(|l| language::matches(l, tag))
@@ -241,7 +256,6 @@ fn check_concept(
         let mut any: Vec<&str> = c.display.as_deref().into_iter().collect();
         any.extend(override_display);
         any.extend(c.designations.iter().map(|d| &*d.value));
-        let supplemented = cs.supplement_designations(&c.code);
         any.extend(supplemented.iter().map(|(d, _)| &*d.value));
         let mut problem = None;
         match &prefs {
@@ -264,8 +278,10 @@ fn check_concept(
                                 valid_displays(&shown)
                             )
                         }
+                        // Without a language, the reference still says which were checked:
+                        // none ('--').
                         None => format!(
-                            "Wrong Display Name '{given}' for {id}. Valid display is '{default}'"
+                            "Wrong Display Name '{given}' for {id}. Valid display is '{default}' (for the language(s) '--')"
                         ),
                     });
                 }
@@ -388,6 +404,38 @@ fn check_business_dates(
     out.valid = false;
 }
 
+/// With `abstract=false`, an abstract (`notSelectable`) concept is not valid: the reference
+/// wording, and in a ValueSet also "not found in the value set" (FHIRsmith `tx/workers/validate.js`,
+/// `ABSTRACT_CODE_NOT_ALLOWED`).
+fn check_abstract(
+    cs: &CodeSystemVersion,
+    r: ConceptRef,
+    code: &str,
+    abstract_ok: bool,
+    value_set: Option<&str>,
+    path: &str,
+    out: &mut Outcome,
+) {
+    if abstract_ok || !cs.concept(r).not_selectable {
+        return;
+    }
+    out.issues.push(Issue {
+        severity: "error",
+        code: "business-rule",
+        tx: "code-rule",
+        text: format!(
+            "Code '{}#{code}' is abstract, and not allowed in this context",
+            cs.meta.url
+        ),
+        expression: Some(format!("{path}code")),
+    });
+    if let Some(label) = value_set {
+        out.issues
+            .push(not_in_vs(&out.coding, &cs.meta.url, code, label, path));
+    }
+    out.valid = false;
+}
+
 /// The warning that a concept is inactive.
 fn inactive_issue(c: &crate::store::Concept, path: &str) -> Issue {
     Issue {
@@ -447,7 +495,7 @@ pub fn validate_code_parameters(
                 let url = resource
                     .get("url")
                     .and_then(Json::as_str)
-                    .unwrap_or("(inline)");
+                    .unwrap_or("(unidentified)");
                 match resource.get("version").and_then(Json::as_str) {
                     Some(v) => format!("{url}|{v}"),
                     None => url.to_string(),
@@ -462,15 +510,30 @@ pub fn validate_code_parameters(
         .and_then(Json::as_array)
         .cloned()
         .unwrap_or_default();
+    let supplemented = match &vs_context {
+        Some((_, _, vs)) => super::resources::with_value_set_supplements(registry, vs)?,
+        None => None,
+    };
+    let registry = supplemented.as_ref().unwrap_or(registry);
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
+        exclude_not_for_ui: false,
         versions: &req.versions,
         version_usage: Default::default(),
         pinned: Default::default(),
         extra_value_sets: &contained,
         imported: Default::default(),
+        chain: std::cell::RefCell::new(
+            vs_context
+                .iter()
+                .map(|v| super::compose::chain_name(&v.1, &v.2))
+                .collect(),
+        ),
     };
+    if let Some((compose, _, _)) = &vs_context {
+        evaluator.check_imports(compose)?;
+    }
     let display_language = req.display_language.clone().or_else(|| {
         let vs = &vs_context.as_ref()?.2;
         language::value_set_display_language(vs).or_else(|| {
@@ -506,7 +569,7 @@ pub fn validate_code_parameters(
             if let Some((_, label, _)) = &vs_context
                 && !path.is_empty()
             {
-                out.issues.push(not_in_vs("", &code, label, path));
+                out.issues.push(not_in_vs(coding, "", &code, label, path));
                 out.issues.push(Issue {
                     severity: "warning",
                     code: "invalid",
@@ -529,6 +592,29 @@ pub fn validate_code_parameters(
             outcomes.push(out);
             continue;
         };
+        if let Some(supplement) = registry
+            .code_system(&system, coding.version.as_deref())
+            .filter(|cs| cs.meta.content == "supplement")
+        {
+            // The reference's CODESYSTEM_CS_NO_SUPPLEMENT.
+            out.unknown_system = Some(system.clone());
+            out.issues.push(Issue {
+                severity: "error",
+                code: "invalid",
+                tx: "invalid-data",
+                text: format!(
+                    "CodeSystem {} is a supplement, so can't be used as a value in Coding.system",
+                    supplement.canonical()
+                ),
+                expression: Some(format!("{path}system")),
+            });
+            if let Some((_, label, _)) = &vs_context {
+                out.issues
+                    .push(not_in_vs(coding, &system, &code, label, path));
+            }
+            outcomes.push(out);
+            continue;
+        }
         if !registry.knows_code_system(&system) {
             out.unknown_system = Some(system.clone());
             out.issues.push(Issue {
@@ -539,7 +625,8 @@ pub fn validate_code_parameters(
                 expression: Some(format!("{path}system")),
             });
             if let Some((_, label, _)) = &vs_context {
-                out.issues.push(not_in_vs(&system, &code, label, path));
+                out.issues
+                    .push(not_in_vs(coding, &system, &code, label, path));
             }
             outcomes.push(out);
             continue;
@@ -551,6 +638,25 @@ pub fn validate_code_parameters(
             &system,
             coding.version.as_deref(),
         );
+        let mut rec = rec;
+        if coding.version.is_none()
+            && rec.testable
+            && let Some((compose, _, _)) = &vs_context
+        {
+            let candidates = versions::included_versions(registry, &req.versions, compose, &system);
+            if candidates.len() > 1 {
+                let mut picked = None;
+                for cs in &candidates {
+                    *evaluator.pinned.borrow_mut() = Some(cs.clone());
+                    if matches!(evaluator.contains(compose, &system, &code), Ok(Some(_))) {
+                        picked = Some(cs.clone());
+                        break;
+                    }
+                }
+                rec.used = picked.or_else(|| candidates.first().cloned());
+                rec.pin = true;
+            }
+        }
         let version_failed = version_issues(&rec, path, &mut out);
         let Some(cs) = rec.used.clone() else {
             outcomes.push(out);
@@ -565,8 +671,10 @@ pub fn validate_code_parameters(
                         out.valid = false;
                     }
                     check_business_dates(&cs.concept(r), req.date.as_deref(), path, &mut out);
+                    check_abstract(&cs, r, &code, req.abstract_ok, None, path, &mut out);
                     out.found = Some((cs, r));
                 }
+                None if is_fragment(&cs) => accept_in_fragment(&cs, &code, path, &mut out),
                 None => out.issues.push(unknown_code(&cs, &code, path)),
             },
             Some(_) if !rec.testable => {
@@ -612,6 +720,15 @@ pub fn validate_code_parameters(
                             path,
                             &mut out,
                         );
+                        check_abstract(
+                            &hit_cs,
+                            r,
+                            &code,
+                            req.abstract_ok,
+                            Some(label),
+                            path,
+                            &mut out,
+                        );
                         if status::listed_concept_deprecated(vs_resource, &system, &code) {
                             out.issues.push(Issue {
                                 severity: "warning",
@@ -625,8 +742,15 @@ pub fn validate_code_parameters(
                         }
                         out.found = Some((hit_cs, r));
                     }
+                    None if is_fragment(&cs)
+                        && cs.find(&code).is_none()
+                        && includes_whole_system(compose, &system) =>
+                    {
+                        accept_in_fragment(&cs, &code, path, &mut out);
+                    }
                     None => {
-                        out.issues.push(not_in_vs(&system, &code, label, path));
+                        out.issues
+                            .push(not_in_vs(coding, &system, &code, label, path));
                         if cs.find(&code).is_none() {
                             // With a system the client did not give (implied by the ValueSet),
                             // "not in the value set" says it all.
@@ -689,7 +813,14 @@ pub fn validate_code_parameters(
         }
     }
     let chosen = outcomes.iter().position(|o| o.valid).unwrap_or(0);
-    let result = outcomes.iter().any(|o| o.valid);
+    // A CodeableConcept is valid when one coding is in the value set and no coding carries an
+    // error of its own (an unknown code in a known CodeSystem, a wrong display): the reference's
+    // `ok && !op.hasErrors()`. A coding whose CodeSystem is unknown does not veto the others.
+    let vetoed = req.codeable_concept.is_some()
+        && outcomes
+            .iter()
+            .any(|o| o.unknown_system.is_none() && o.issues.iter().any(|i| i.severity == "error"));
+    let result = outcomes.iter().any(|o| o.valid) && !vetoed;
     let o = &outcomes[chosen];
     let mut params = ParametersOut::new();
     // A CodeableConcept names the code it settled on only when its membership was tested.
@@ -749,6 +880,9 @@ pub fn validate_code_parameters(
         let mut texts: Vec<&str> = all_issues
             .iter()
             .filter(|i| !i.text.starts_with(DEPRECATED_LISTING))
+            // A code a fragment does not have is noted, not reported (FHIRsmith leaves it out
+            // of the message: "it's not considered invalid if it's just a warning").
+            .filter(|i| !(i.severity == "warning" && i.tx == "invalid-code"))
             .filter(|i| {
                 i.severity == "error"
                     || (!has_error && i.severity == "warning")
@@ -779,8 +913,15 @@ pub fn validate_code_parameters(
             .filter_map(|o| o.unknown_system.as_deref())
             .collect();
         unknown.dedup();
+        // A coding in the value set, failed by another coding's error: the unknown system
+        // only contributed to the failure.
+        let name = if vetoed {
+            "x-caused-by-unknown-system"
+        } else {
+            "x-unknown-system"
+        };
         for u in unknown {
-            params.value("x-unknown-system", "valueCanonical", json!(u));
+            params.value(name, "valueCanonical", json!(u));
         }
     }
     if let Some(s) = o
@@ -792,7 +933,7 @@ pub fn validate_code_parameters(
     {
         params.value("system", "valueUri", json!(s));
     }
-    if let Some((cs, _)) = &o.found
+    if let Some(cs) = o.found.as_ref().map(|(cs, _)| cs).or(o.fragment.as_ref())
         && !cs.version.is_empty()
     {
         params.value("version", "valueString", json!(cs.version));
@@ -850,6 +991,43 @@ fn version_issues(rec: &Reconciled, path: &str, out: &mut Outcome) -> bool {
     failed
 }
 
+/// Whether a CodeSystem resource says it holds only part of its codes (`content = fragment`).
+/// A mapped register's content mode describes what its release files hold; the server is the
+/// source of its codes, so a code its release does not have is unknown, not "maybe elsewhere".
+fn is_fragment(cs: &CodeSystemVersion) -> bool {
+    cs.meta.content == "fragment" && cs.meta.feeds.iter().all(|f| f.starts_with("resource:"))
+}
+
+/// Whether a compose includes every code of `system` (an include of the system alone, with no
+/// concept list, filter or imported ValueSet) and excludes nothing: then a code a fragment of the
+/// system does not hold may still be in the ValueSet.
+fn includes_whole_system(compose: &Compose, system: &str) -> bool {
+    compose.exclude.is_empty()
+        && compose.include.iter().any(|r| {
+            r.system.as_deref() == Some(system)
+                && r.concepts.is_empty()
+                && r.filters.is_empty()
+                && r.value_sets.is_empty()
+        })
+}
+
+/// A code a fragment CodeSystem does not have: valid, with the reference's warning
+/// (`UNKNOWN_CODE_IN_FRAGMENT`, FHIRsmith `tx/workers/validate.js`).
+fn accept_in_fragment(cs: &Arc<CodeSystemVersion>, code: &str, path: &str, out: &mut Outcome) {
+    out.issues.push(Issue {
+        severity: "warning",
+        code: "code-invalid",
+        tx: "invalid-code",
+        text: format!(
+            "Unknown Code '{code}' in the CodeSystem '{}' version '{}' - note that the code system is labeled as a fragment, so the code may be valid in some other fragment",
+            cs.meta.url, cs.version
+        ),
+        expression: Some(format!("{path}code")),
+    });
+    out.valid = true;
+    out.fragment = Some(cs.clone());
+}
+
 fn unknown_code(cs: &CodeSystemVersion, code: &str, path: &str) -> Issue {
     Issue {
         severity: "error",
@@ -863,13 +1041,26 @@ fn unknown_code(cs: &CodeSystemVersion, code: &str, path: &str) -> Issue {
     }
 }
 
-fn not_in_vs(system: &str, code: &str, label: &str, path: &str) -> Issue {
+/// "Not in the value set", naming the code as it was submitted: with the coding's version and
+/// display when it has them (`'system|1.0#code ('Display')'`, the reference's
+/// `None_of_the_provided_codes_are_in_the_value_set_one`).
+fn not_in_vs(coding: &Coding, system: &str, code: &str, label: &str, path: &str) -> Issue {
+    let version = coding
+        .version
+        .as_deref()
+        .map(|v| format!("|{v}"))
+        .unwrap_or_default();
+    let display = coding
+        .display
+        .as_deref()
+        .map(|d| format!(" ('{d}')"))
+        .unwrap_or_default();
     Issue {
         severity: "error",
         code: "code-invalid",
         tx: "not-in-vs",
         text: format!(
-            "The provided code '{system}#{code}' was not found in the value set '{label}'"
+            "The provided code '{system}{version}#{code}{display}' was not found in the value set '{label}'"
         ),
         expression: Some(format!("{path}code")),
     }

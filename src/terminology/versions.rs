@@ -291,6 +291,54 @@ pub fn systems_with_several_versions(compose: &Compose) -> HashSet<&str> {
     out
 }
 
+/// The versions of `url` a compose's includes resolve to (after the request's rules), newest
+/// first, each once. With more than one, a coding without a version is checked against the
+/// newest of them whose includes hold the code (the newest when none does), as the reference
+/// server picks it (FHIRsmith `tx/workers/validate.js`: includes sorted by descending
+/// version, `pickApplicableVersion`).
+pub fn included_versions(
+    registry: &Registry,
+    rules: &VersionRules,
+    compose: &Compose,
+    url: &str,
+) -> Vec<Arc<CodeSystemVersion>> {
+    let mut found: Vec<Arc<CodeSystemVersion>> = compose
+        .include
+        .iter()
+        .filter(|r| r.system.as_deref() == Some(url))
+        .filter_map(|r| {
+            let spec = rules.for_include(url, r.version.as_deref());
+            find_code_system(registry, url, spec.pattern.as_deref())
+        })
+        .collect();
+    found.sort_by(|a, b| compare_versions(&b.version, &a.version));
+    found.dedup_by(|a, b| a.version == b.version);
+    found
+}
+
+/// Orders two versions: piece by piece (`.`-separated), numerically where both pieces are
+/// numbers (`1.10` after `1.9`), else as text.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let mut x = a.split(['.', '-']);
+    let mut y = b.split(['.', '-']);
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(p), Some(q)) => {
+                let o = match (p.parse::<u64>(), q.parse::<u64>()) {
+                    (Ok(m), Ok(n)) => m.cmp(&n),
+                    _ => p.cmp(q),
+                };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+        }
+    }
+}
+
 /// A problem with versions found by [`reconcile`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
@@ -327,7 +375,9 @@ pub struct Reconciled {
 /// Decides which version of `url` a `$validate-code` checks a code against, given the version
 /// the coding states, the ValueSet's includes of that system (`compose`, none for
 /// `CodeSystem/$validate-code`) and the request's rules; reports versions that are missing,
-/// differ or are not allowed. `url` must be a known CodeSystem.
+/// differ or are not allowed. `url` must be a known CodeSystem. (A coding without a version,
+/// against a ValueSet that includes several versions of its system, is then settled by
+/// membership: see [`included_versions`].)
 pub fn reconcile(
     registry: &Registry,
     rules: &VersionRules,

@@ -2,6 +2,7 @@
 //! slices from `tests/fixtures`, plus a few tests over a bound loopback port.
 
 mod batch_limits;
+mod conformance2;
 mod datadictionary;
 mod default_run;
 mod edge;

@@ -121,7 +121,8 @@ async fn text_filters_over_the_length_or_word_limits_are_refused_naming_the_limi
 #[tokio::test]
 async fn hierarchy_filters_over_a_deep_supplied_chain_are_linear() {
     const N: usize = 20_000;
-    let s = fresh_state(|_| {});
+    // The whole expansion, unpaged: past the default limit for supplied content.
+    let s = fresh_state(|s| s.limits.max_unpaged_supplied = N + 1);
     let cs = chain(N);
     let started = Instant::now();
     let r = post_to(

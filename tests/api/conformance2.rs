@@ -1,0 +1,1188 @@
+//! Conformance, round 2 (issue 14): behaviours of the FHIR terminology specification that the
+//! reference server (tx.fhir.org, FHIRsmith) has and the 15 ecosystem suites do not exercise.
+//! Each test sends CodeSystems and ValueSets written for it (`tests/fixtures/conformance2/`, or
+//! inline) as `tx-resource` parameters through the real router.
+
+use serde_json::{Value as Json, json};
+
+use crate::support::{codes, fixture, param, post};
+
+/// A fixture resource of `tests/fixtures/conformance2/`.
+fn resource(name: &str) -> Json {
+    let path = fixture(&format!("conformance2/{name}"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("JSON")
+}
+
+/// A `Parameters` of `params` plus one `tx-resource` per resource.
+fn with_resources(params: Vec<Json>, resources: &[Json]) -> Json {
+    let mut all = params;
+    for r in resources {
+        all.push(json!({"name": "tx-resource", "resource": r}));
+    }
+    json!({"resourceType": "Parameters", "parameter": all})
+}
+
+/// A ValueSet over the whole of `system` with these compose filters.
+fn filtered(system: &str, filters: Json) -> Json {
+    json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-filtered",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": system, "filter": filters}]}})
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The issues of a `$validate-code` answer as (severity, code, tx-issue-type, text).
+fn issues(p: &Json) -> Vec<(String, String, String, String)> {
+    param(p, "issues")
+        .and_then(|oo| oo["issue"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["severity"].as_str().unwrap_or("").to_string(),
+                i["code"].as_str().unwrap_or("").to_string(),
+                i["details"]["coding"][0]["code"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                i["details"]["text"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+const RENAMED: &str = "http://example.org/fhir/CodeSystem/c2-abstract-renamed";
+const STANDARD: &str = "http://example.org/fhir/CodeSystem/c2-abstract-standard";
+const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
+
+// 1. Not-selectable concepts.
+
+#[tokio::test]
+async fn not_selectable_is_recognised_by_its_uri_or_its_code_and_marks_expansions_abstract() {
+    for (file, system) in [
+        ("codesystem-abstract-renamed.json", RENAMED),
+        ("codesystem-abstract-standard.json", STANDARD),
+    ] {
+        let cs = resource(file);
+        let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-all",
+            "status": "active", "compose": {"include": [{"system": system}]}});
+        let e = post(
+            "/fhir/ValueSet/$expand",
+            &with_resources(
+                vec![json!({"name": "valueSet", "resource": vs.clone()})],
+                std::slice::from_ref(&cs),
+            ),
+        )
+        .await
+        .json();
+        let contains = e["expansion"]["contains"]
+            .as_array()
+            .expect("contains")
+            .clone();
+        let abstract_codes: Vec<&str> = contains
+            .iter()
+            .filter(|c| c["abstract"] == true)
+            .filter_map(|c| c["code"].as_str())
+            .collect();
+        assert_eq!(abstract_codes, vec!["group"], "{system}: {e}");
+        // excludeNotForUI leaves the abstract concept out (and the total says so).
+        let e = post(
+            "/fhir/ValueSet/$expand",
+            &with_resources(
+                vec![
+                    json!({"name": "valueSet", "resource": vs}),
+                    json!({"name": "excludeNotForUI", "valueBoolean": true}),
+                ],
+                &[cs],
+            ),
+        )
+        .await
+        .json();
+        assert_eq!(
+            sorted(codes(&e)),
+            vec!["member", "selectable", "unstated"],
+            "{system}: {e}"
+        );
+        assert_eq!(e["expansion"]["total"], 3, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn not_selectable_filters_work_with_equals_in_not_in_and_exists_for_true_and_false() {
+    // `false` matches only concepts that say so; `not-in true` also takes those that say nothing;
+    // `exists` tells stated from unstated (the reference's notSelectable suite).
+    let cases: [(&str, &str, &[&str]); 8] = [
+        ("=", "true", &["group"]),
+        ("=", "TRUE", &["group"]),
+        ("=", "false", &["selectable"]),
+        ("in", "true", &["group"]),
+        ("in", "false,true", &["group", "selectable"]),
+        ("not-in", "true", &["member", "selectable", "unstated"]),
+        ("exists", "true", &["group", "selectable"]),
+        ("exists", "false", &["member", "unstated"]),
+    ];
+    for (file, system) in [
+        ("codesystem-abstract-renamed.json", RENAMED),
+        ("codesystem-abstract-standard.json", STANDARD),
+    ] {
+        let cs = resource(file);
+        for (op, value, want) in cases {
+            let vs = filtered(
+                system,
+                json!([{"property": "notSelectable", "op": op, "value": value}]),
+            );
+            let e = post(
+                "/fhir/ValueSet/$expand",
+                &with_resources(
+                    vec![json!({"name": "valueSet", "resource": vs})],
+                    std::slice::from_ref(&cs),
+                ),
+            )
+            .await
+            .json();
+            assert_eq!(
+                sorted(codes(&e)),
+                want,
+                "{system} notSelectable {op} {value}: {e}"
+            );
+        }
+    }
+    // The CodeSystem's own code for the property works too.
+    let vs = filtered(
+        RENAMED,
+        json!([{"property": "grouper", "op": "=", "value": "true"}]),
+    );
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &[resource("codesystem-abstract-renamed.json")],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(codes(&e), vec!["group"], "{e}");
+}
+
+#[tokio::test]
+async fn validate_code_with_abstract_false_rejects_an_abstract_code_with_the_reference_message() {
+    let cs = resource("codesystem-abstract-renamed.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-all",
+        "version": "1", "status": "active", "compose": {"include": [{"system": RENAMED}]}});
+    let coding = json!({"name": "coding", "valueCoding": {"system": RENAMED, "code": "group"}});
+    // Abstract codes are allowed unless the client says otherwise.
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs.clone()}),
+                coding.clone(),
+            ],
+            std::slice::from_ref(&cs),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs.clone()}),
+                coding.clone(),
+                json!({"name": "abstract", "valueBoolean": false}),
+            ],
+            std::slice::from_ref(&cs),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let abstract_text =
+        format!("Code '{RENAMED}#group' is abstract, and not allowed in this context");
+    let found = issues(&p);
+    assert!(
+        found.contains(&(
+            "error".into(),
+            "business-rule".into(),
+            "code-rule".into(),
+            abstract_text.clone()
+        )),
+        "{p}"
+    );
+    assert!(
+        found.iter().any(|i| i.2 == "not-in-vs"
+            && i.3 == format!("The provided code '{RENAMED}#group' was not found in the value set 'http://example.org/fhir/ValueSet/c2-all|1'")),
+        "{p}"
+    );
+    assert!(
+        param(&p, "message")
+            .and_then(Json::as_str)
+            .is_some_and(|m| m.contains(&abstract_text)),
+        "{p}"
+    );
+    // A selectable code is still valid with abstract=false.
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "coding", "valueCoding": {"system": RENAMED, "code": "member"}}),
+                json!({"name": "abstract", "valueBoolean": false}),
+            ],
+            std::slice::from_ref(&cs),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    // CodeSystem/$validate-code: the same rule, without the value set issue.
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": RENAMED}),
+                json!({"name": "code", "valueCode": "group"}),
+                json!({"name": "abstract", "valueBoolean": false}),
+            ],
+            &[cs],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert_eq!(
+        issues(&p).iter().map(|i| i.3.as_str()).collect::<Vec<_>>(),
+        vec![abstract_text.as_str()],
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn not_selectable_rules_hold_for_a_mapped_register() {
+    // ICD-10's chapters and blocks are not selectable (the mapping's `not_selectable`).
+    let chapters_and_blocks = |filters: Json| async move {
+        let vs = filtered(ICD10, filters);
+        post(
+            "/fhir/ValueSet/$expand",
+            &json!({"resourceType": "Parameters", "parameter": [
+                {"name": "valueSet", "resource": vs}, {"name": "count", "valueInteger": 1000}]}),
+        )
+        .await
+        .json()
+    };
+    let e = chapters_and_blocks(json!([{"property": "notSelectable", "op": "=", "value": "true"}]))
+        .await;
+    let abstract_codes = codes(&e);
+    assert!(!abstract_codes.is_empty(), "{e}");
+    assert!(abstract_codes.contains(&"I".to_string()), "{e}");
+    assert!(abstract_codes.contains(&"A00-A09".to_string()), "{e}");
+    assert!(
+        e["expansion"]["contains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|c| c["abstract"] == true),
+        "{e}"
+    );
+    let selectable =
+        chapters_and_blocks(json!([{"property": "notSelectable", "op": "=", "value": "false"}]))
+            .await;
+    let not_in = chapters_and_blocks(
+        json!([{"property": "notSelectable", "op": "not-in", "value": "true"}]),
+    )
+    .await;
+    assert_eq!(codes(&selectable), codes(&not_in));
+    assert!(
+        codes(&selectable).contains(&"A00".to_string()),
+        "{selectable}"
+    );
+    assert!(
+        !codes(&selectable)
+            .iter()
+            .any(|c| abstract_codes.contains(c))
+    );
+    // A register states the property for every concept: `exists false` is empty.
+    let none = chapters_and_blocks(
+        json!([{"property": "notSelectable", "op": "exists", "value": "false"}]),
+    )
+    .await;
+    assert_eq!(none["expansion"]["total"], 0, "{none}");
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "url", "valueUri": ICD10}, {"name": "code", "valueCode": "I"},
+            {"name": "abstract", "valueBoolean": false}]}),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert!(
+        issues(&p).iter().any(
+            |i| i.3 == format!("Code '{ICD10}#I' is abstract, and not allowed in this context")
+        ),
+        "{p}"
+    );
+}
+
+// 5. Fragments.
+
+const FRAGMENT: &str = "http://example.org/fhir/CodeSystem/c2-fragment";
+
+fn fragment_warning(code: &str) -> String {
+    format!(
+        "Unknown Code '{code}' in the CodeSystem '{FRAGMENT}' version '2.0.0' - note that the code system is labeled as a fragment, so the code may be valid in some other fragment"
+    )
+}
+
+#[tokio::test]
+async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_fragment() {
+    let cs = resource("codesystem-fragment.json");
+    // CodeSystem/$validate-code.
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": FRAGMENT}),
+                json!({"name": "code", "valueCode": "elsewhere"}),
+            ],
+            std::slice::from_ref(&cs),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    assert_eq!(
+        issues(&p),
+        vec![(
+            "warning".to_string(),
+            "code-invalid".to_string(),
+            "invalid-code".to_string(),
+            fragment_warning("elsewhere")
+        )],
+        "{p}"
+    );
+    assert_eq!(param(&p, "message"), None, "a warning only: {p}");
+    assert_eq!(param(&p, "system"), Some(&json!(FRAGMENT)), "{p}");
+    assert_eq!(param(&p, "version"), Some(&json!("2.0.0")), "{p}");
+    // ValueSet/$validate-code over the whole fragment: the same.
+    let all = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-fragment-all",
+        "version": "1", "status": "active", "compose": {"include": [{"system": FRAGMENT}]}});
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": all.clone()}),
+                json!({"name": "coding", "valueCoding": {"system": FRAGMENT, "code": "elsewhere"}}),
+            ],
+            std::slice::from_ref(&cs),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    assert_eq!(
+        issues(&p).iter().map(|i| i.3.clone()).collect::<Vec<_>>(),
+        vec![fragment_warning("elsewhere")],
+        "{p}"
+    );
+    // A ValueSet that lists its codes does not hold an unlisted one, fragment or not.
+    let listed = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-fragment-listed",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": FRAGMENT, "concept": [{"code": "known1"}]}]}});
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": listed}),
+                json!({"name": "coding", "valueCoding": {"system": FRAGMENT, "code": "elsewhere"}}),
+            ],
+            std::slice::from_ref(&cs),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    // The same CodeSystem said to be complete: an unknown code is an error again.
+    let mut complete = cs.clone();
+    complete["content"] = json!("complete");
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": FRAGMENT}),
+                json!({"name": "code", "valueCode": "elsewhere"}),
+            ],
+            &[complete],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    // $expand names the fragment it drew on.
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(vec![json!({"name": "valueSet", "resource": all})], &[cs]),
+    )
+    .await
+    .json();
+    let used: Vec<(&str, &str)> = e["expansion"]["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["name"].as_str()?, p["valueUri"].as_str()?)))
+        .collect();
+    assert!(
+        used.contains(&(
+            "used-fragment",
+            "http://example.org/fhir/CodeSystem/c2-fragment|2.0.0"
+        )),
+        "{e}"
+    );
+    assert!(
+        used.contains(&(
+            "used-codesystem",
+            "http://example.org/fhir/CodeSystem/c2-fragment|2.0.0"
+        )),
+        "{e}"
+    );
+}
+
+// 7. Languages.
+
+const NO_LANGUAGE: &str = "http://example.org/fhir/CodeSystem/c2-no-language";
+
+#[tokio::test]
+async fn an_invalid_display_language_is_a_4xx_invalid_error() {
+    let cs = resource("codesystem-no-language.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-no-language",
+        "status": "active", "compose": {"include": [{"system": NO_LANGUAGE}]}});
+    for (path, first) in [
+        (
+            "/fhir/ValueSet/$expand",
+            json!({"name": "valueSet", "resource": vs.clone()}),
+        ),
+        (
+            "/fhir/ValueSet/$validate-code",
+            json!({"name": "valueSet", "resource": vs.clone()}),
+        ),
+        (
+            "/fhir/CodeSystem/$validate-code",
+            json!({"name": "url", "valueUri": NO_LANGUAGE}),
+        ),
+    ] {
+        for bad in ["-", "en_GB", "en;q=7"] {
+            let r = post(
+                path,
+                &with_resources(
+                    vec![
+                        first.clone(),
+                        json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}}),
+                        json!({"name": "displayLanguage", "valueCode": bad}),
+                    ],
+                    std::slice::from_ref(&cs),
+                ),
+            )
+            .await;
+            assert!(r.status.is_client_error(), "{path} {bad}: {}", r.status);
+            let oo = r.json();
+            assert_eq!(oo["resourceType"], "OperationOutcome", "{oo}");
+            assert_eq!(oo["issue"][0]["code"], "invalid", "{oo}");
+            assert_eq!(
+                oo["issue"][0]["details"]["text"],
+                format!("Invalid displayLanguage: '{bad}'"),
+                "{oo}"
+            );
+        }
+        // A well-formed list is accepted.
+        let r = post(
+            path,
+            &with_resources(
+                vec![
+                    first.clone(),
+                    json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}}),
+                    json!({"name": "displayLanguage", "valueCode": "de-CH, en;q=0.5"}),
+                ],
+                std::slice::from_ref(&cs),
+            ),
+        )
+        .await;
+        assert!(r.status.is_success(), "{path}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_display_for_a_code_system_without_a_language_says_which_languages_were_checked() {
+    let cs = resource("codesystem-no-language.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-no-language",
+        "status": "active", "compose": {"include": [{"system": NO_LANGUAGE}]}});
+    let coding = json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one", "display": "Wrong"}});
+    // No language asked for: '--'; one asked for: that one (the display counts for any language).
+    for (language, checked) in [(None, "--"), (Some("de"), "de")] {
+        let mut params = vec![
+            json!({"name": "valueSet", "resource": vs.clone()}),
+            coding.clone(),
+        ];
+        if let Some(l) = language {
+            params.push(json!({"name": "displayLanguage", "valueCode": l}));
+        }
+        let p = post(
+            "/fhir/ValueSet/$validate-code",
+            &with_resources(params, std::slice::from_ref(&cs)),
+        )
+        .await
+        .json();
+        let want = format!(
+            "Wrong Display Name 'Wrong' for {NO_LANGUAGE}#one. Valid display is 'First' (for the language(s) '{checked}')"
+        );
+        assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+        assert_eq!(param(&p, "message"), Some(&json!(want)), "{p}");
+        assert!(
+            issues(&p)
+                .iter()
+                .any(|i| i.2 == "invalid-display" && i.3 == want),
+            "{p}"
+        );
+    }
+}
+
+// 2. CodeableConcept validation.
+
+#[tokio::test]
+async fn a_codeable_concept_with_an_unknown_code_in_a_known_code_system_is_not_valid() {
+    let cs = resource("codesystem-no-language.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-cc",
+        "version": "1", "status": "active", "compose": {"include": [{"system": NO_LANGUAGE}]}});
+    let validate = |codings: Json| {
+        let body = with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs.clone()}),
+                json!({"name": "codeableConcept", "valueCodeableConcept": {"coding": codings}}),
+            ],
+            std::slice::from_ref(&cs),
+        );
+        async move { post("/fhir/ValueSet/$validate-code", &body).await.json() }
+    };
+    // One coding in the value set, one unknown in the same (known) CodeSystem.
+    let p = validate(json!([
+        {"system": NO_LANGUAGE, "code": "one"},
+        {"system": NO_LANGUAGE, "code": "zzz", "display": "Mystery"}
+    ]))
+    .await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let unknown = format!("Unknown code 'zzz' in the CodeSystem '{NO_LANGUAGE}' version '1.0.0'");
+    let found = issues(&p);
+    assert!(
+        found.contains(&(
+            "error".into(),
+            "code-invalid".into(),
+            "invalid-code".into(),
+            unknown.clone()
+        )),
+        "{p}"
+    );
+    // The code outside the value set is named with the display it was sent with.
+    assert!(
+        found.contains(&(
+            "information".into(),
+            "code-invalid".into(),
+            "this-code-not-in-vs".into(),
+            format!("The provided code '{NO_LANGUAGE}#zzz ('Mystery')' was not found in the value set 'http://example.org/fhir/ValueSet/c2-cc|1'")
+        )),
+        "{p}"
+    );
+    assert_eq!(param(&p, "message"), Some(&json!(unknown)), "{p}");
+    // The coding that was found is the one reported.
+    assert_eq!(param(&p, "code"), Some(&json!("one")), "{p}");
+    // Both in the value set: valid.
+    let p = validate(json!([
+        {"system": NO_LANGUAGE, "code": "one"},
+        {"system": NO_LANGUAGE, "code": "two"}
+    ]))
+    .await;
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    // A coding of an unknown CodeSystem does not veto one that is in the value set.
+    let p = validate(json!([
+        {"system": "http://example.org/fhir/CodeSystem/nobody-knows", "code": "x"},
+        {"system": NO_LANGUAGE, "code": "one"}
+    ]))
+    .await;
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+}
+
+#[tokio::test]
+async fn not_in_the_value_set_names_the_code_with_its_version_and_submitted_display() {
+    let cs = resource("codesystem-no-language.json");
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-only-one",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": NO_LANGUAGE, "concept": [{"code": "one"}]}]}});
+    let p = post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "version": "1.0.0", "code": "two", "display": "Second"}}),
+            ],
+            &[cs],
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let want = format!(
+        "The provided code '{NO_LANGUAGE}|1.0.0#two ('Second')' was not found in the value set 'http://example.org/fhir/ValueSet/c2-only-one|1'"
+    );
+    assert_eq!(param(&p, "message"), Some(&json!(want)), "{p}");
+}
+
+// 6. Expansion limits and paging.
+
+/// A supplied CodeSystem of `n` concepts, `c0001` … (defined in that order).
+fn numbered_code_system(n: usize) -> Json {
+    let concepts: Vec<Json> = (1..=n)
+        .map(|i| json!({"code": format!("c{i:04}"), "display": format!("Concept {i}")}))
+        .collect();
+    json!({"resourceType": "CodeSystem", "url": "http://example.org/fhir/CodeSystem/c2-numbered",
+        "version": "1", "status": "active", "content": "complete", "concept": concepts})
+}
+
+#[tokio::test]
+async fn supplied_content_gets_the_reference_default_limit_and_registers_keep_theirs() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use fhir_registers::AppState;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("dir").keep();
+    let set = crate::support::shipped();
+    crate::support::import_fixtures(&set, &dir);
+    let mut state = AppState::new(
+        fhir_registers::registers::build_registry(&set, &dir, &[]).expect("registry"),
+    );
+    state.limits.max_unpaged_supplied = 20;
+    let state = Arc::new(state);
+    let send = |body: Json| {
+        let state = state.clone();
+        async move {
+            let req = Request::post("/fhir/ValueSet/$expand")
+                .header("content-type", "application/fhir+json")
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            crate::support::send_to(state, req).await
+        }
+    };
+    let cs = numbered_code_system(30);
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-numbered",
+        "status": "active", "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-numbered"}]}});
+    let r = send(with_resources(
+        vec![json!({"name": "valueSet", "resource": vs.clone()})],
+        std::slice::from_ref(&cs),
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    let oo = r.json();
+    assert_eq!(oo["issue"][0]["code"], "too-costly", "{oo}");
+    assert_eq!(
+        oo["issue"][0]["details"]["text"],
+        "The value set 'http://example.org/fhir/ValueSet/c2-numbered' expansion has too many codes to display (>20)",
+        "{oo}"
+    );
+    // Paged, it is answered.
+    let r = send(with_resources(
+        vec![
+            json!({"name": "valueSet", "resource": vs}),
+            json!({"name": "count", "valueInteger": 10}),
+            json!({"name": "offset", "valueInteger": 20}),
+        ],
+        &[cs],
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let e = r.json();
+    assert_eq!(codes(&e).len(), 10, "{e}");
+    assert_eq!(e["expansion"]["total"], 30, "{e}");
+    // A register's ValueSet larger than the supplied-content limit is still answered whole.
+    let icd = json!({"resourceType": "ValueSet", "status": "active",
+        "compose": {"include": [{"system": ICD10}]}});
+    let r = send(
+        json!({"resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": icd}]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(codes(&r.json()).len() > 20);
+}
+
+#[tokio::test]
+async fn pages_are_cut_from_the_code_system_definition_order() {
+    // Defined out of code order, with a nested concept.
+    let cs = json!({"resourceType": "CodeSystem", "url": "http://example.org/fhir/CodeSystem/c2-ordered",
+    "version": "1", "status": "active", "content": "complete", "hierarchyMeaning": "is-a",
+    "concept": [
+        {"code": "zulu", "display": "Zulu"},
+        {"code": "alpha", "display": "Alpha", "concept": [{"code": "mike", "display": "Mike"}]},
+        {"code": "bravo", "display": "Bravo"}
+    ]});
+    let all = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-ordered",
+        "status": "active", "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-ordered"}]}});
+    let expand = |extra: Vec<Json>, vs: Json| {
+        let mut params = vec![json!({"name": "valueSet", "resource": vs})];
+        params.extend(extra);
+        let body = with_resources(params, std::slice::from_ref(&cs));
+        async move { post("/fhir/ValueSet/$expand", &body).await.json() }
+    };
+    let e = expand(vec![], all.clone()).await;
+    assert_eq!(codes(&e), vec!["zulu", "alpha", "mike", "bravo"], "{e}");
+    let e = expand(
+        vec![
+            json!({"name": "offset", "valueInteger": 1}),
+            json!({"name": "count", "valueInteger": 2}),
+        ],
+        all,
+    )
+    .await;
+    assert_eq!(codes(&e), vec!["alpha", "mike"], "{e}");
+    assert_eq!(e["expansion"]["offset"], 1, "{e}");
+    assert_eq!(e["expansion"]["total"], 4, "{e}");
+    // A filtered include keeps the same order.
+    let not_alpha = json!({"resourceType": "ValueSet", "status": "active",
+        "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-ordered",
+            "filter": [{"property": "concept", "op": "is-not-a", "value": "alpha"}]}]}});
+    let e = expand(vec![], not_alpha).await;
+    assert_eq!(codes(&e), vec!["zulu", "bravo"], "{e}");
+}
+
+#[tokio::test]
+async fn a_circular_value_set_import_is_a_vs_invalid_error_naming_the_value_set() {
+    let cs = resource("codesystem-no-language.json");
+    let a = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-circle-a",
+        "status": "active", "compose": {"include": [{"valueSet": ["http://example.org/fhir/ValueSet/c2-circle-b"]}]}});
+    let b = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-circle-b",
+        "status": "active", "compose": {"include": [
+            {"system": NO_LANGUAGE},
+            {"valueSet": ["http://example.org/fhir/ValueSet/c2-circle-a"]}]}});
+    for (path, extra) in [
+        ("/fhir/ValueSet/$expand", None),
+        (
+            "/fhir/ValueSet/$validate-code",
+            Some(json!({"name": "coding", "valueCoding": {"system": NO_LANGUAGE, "code": "one"}})),
+        ),
+    ] {
+        let mut params = vec![
+            json!({"name": "url", "valueUri": "http://example.org/fhir/ValueSet/c2-circle-a"}),
+        ];
+        params.extend(extra);
+        let r = post(
+            path,
+            &with_resources(params, &[cs.clone(), a.clone(), b.clone()]),
+        )
+        .await;
+        assert_eq!(r.status.as_u16(), 400, "{path}: {}", r.text());
+        let oo = r.json();
+        assert_eq!(oo["issue"][0]["code"], "processing", "{oo}");
+        assert_eq!(
+            oo["issue"][0]["details"]["coding"][0]["code"], "vs-invalid",
+            "{oo}"
+        );
+        let text = oo["issue"][0]["details"]["text"].as_str().unwrap_or("");
+        assert!(
+            text.contains("Circular reference")
+                && text.contains("http://example.org/fhir/ValueSet/c2-circle-a"),
+            "{oo}"
+        );
+    }
+}
+
+// 3. Several versions of one CodeSystem in one ValueSet.
+
+const VERSIONED: &str = "http://example.org/fhir/CodeSystem/c2-versioned";
+
+fn both_versions(exclude: Option<Json>) -> Json {
+    let mut vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-both-versions",
+        "version": "1", "status": "active", "compose": {"include": [
+            {"system": VERSIONED, "version": "1.0.0"},
+            {"system": VERSIONED, "version": "2.0.0"}]}});
+    if let Some(x) = exclude {
+        vs["compose"]["exclude"] = json!([x]);
+    }
+    vs
+}
+
+async fn validate_in(vs: &Json, coding: Json) -> Json {
+    post(
+        "/fhir/ValueSet/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "coding", "valueCoding": coding}),
+            ],
+            &[
+                resource("codesystem-versioned-1.json"),
+                resource("codesystem-versioned-2.json"),
+            ],
+        ),
+    )
+    .await
+    .json()
+}
+
+#[tokio::test]
+async fn an_unversioned_code_is_checked_against_the_newest_included_version_that_has_it() {
+    let vs = both_versions(None);
+    for (code, version) in [("a", "2.0.0"), ("b", "1.0.0"), ("c", "2.0.0")] {
+        let p = validate_in(&vs, json!({"system": VERSIONED, "code": code})).await;
+        assert_eq!(param(&p, "result"), Some(&json!(true)), "{code}: {p}");
+        assert_eq!(param(&p, "version"), Some(&json!(version)), "{code}: {p}");
+    }
+    // A code neither version has: reported against the newest, with its version.
+    let p = validate_in(&vs, json!({"system": VERSIONED, "code": "zz"})).await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert!(
+        issues(&p)
+            .iter()
+            .any(|i| i.3
+                == format!("Unknown code 'zz' in the CodeSystem '{VERSIONED}' version '2.0.0'")),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn an_expansion_lists_each_included_version_and_an_exclude_of_one_version_leaves_the_other() {
+    let expand = |vs: Json| async move {
+        post(
+            "/fhir/ValueSet/$expand",
+            &with_resources(
+                vec![json!({"name": "valueSet", "resource": vs})],
+                &[
+                    resource("codesystem-versioned-1.json"),
+                    resource("codesystem-versioned-2.json"),
+                ],
+            ),
+        )
+        .await
+        .json()
+    };
+    let members = |e: &Json| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = e["expansion"]["contains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["code"].as_str().unwrap_or("").to_string(),
+                    c["version"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let pair = |c: &str, v: &str| (c.to_string(), v.to_string());
+    let e = expand(both_versions(None)).await;
+    assert_eq!(
+        members(&e),
+        vec![
+            pair("a", "1.0.0"),
+            pair("a", "2.0.0"),
+            pair("b", "1.0.0"),
+            pair("c", "2.0.0")
+        ],
+        "{e}"
+    );
+    let used: Vec<&str> = e["expansion"]["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "used-codesystem")
+        .filter_map(|p| p["valueUri"].as_str())
+        .collect();
+    assert!(used.contains(&format!("{VERSIONED}|1.0.0").as_str()), "{e}");
+    assert!(used.contains(&format!("{VERSIONED}|2.0.0").as_str()), "{e}");
+    // Excluding `a` of 1.0.0 keeps `a` of 2.0.0.
+    let vs = both_versions(Some(
+        json!({"system": VERSIONED, "version": "1.0.0", "concept": [{"code": "a"}]}),
+    ));
+    let e = expand(vs.clone()).await;
+    assert_eq!(
+        members(&e),
+        vec![pair("a", "2.0.0"), pair("b", "1.0.0"), pair("c", "2.0.0")],
+        "{e}"
+    );
+    let p = validate_in(&vs, json!({"system": VERSIONED, "code": "a"})).await;
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    assert_eq!(param(&p, "version"), Some(&json!("2.0.0")), "{p}");
+    let p = validate_in(
+        &vs,
+        json!({"system": VERSIONED, "version": "1.0.0", "code": "a"}),
+    )
+    .await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+}
+
+// 4. Supplements.
+
+const SUPPLEMENTED: &str = "http://example.org/fhir/CodeSystem/c2-supplemented";
+const SUPPLEMENT: &str = "http://example.org/fhir/CodeSystem/c2-supplement";
+
+/// A ValueSet over the supplemented CodeSystem naming `supplement` with the standard extension.
+fn naming_supplement(supplement: &str) -> Json {
+    json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-supplemented",
+        "version": "1", "status": "active",
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/valueset-supplement", "valueCanonical": supplement}],
+        "compose": {"include": [{"system": SUPPLEMENTED}]}})
+}
+
+fn supplement_resources() -> [Json; 2] {
+    [
+        resource("codesystem-supplemented.json"),
+        resource("codesystem-supplement.json"),
+    ]
+}
+
+/// The R5 `contains.property` of one code (carried in R4 as the cross-version extension) as
+/// (code, value JSON).
+fn contains_properties(e: &Json, code: &str) -> Vec<(String, Json)> {
+    let c = e["expansion"]["contains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["code"] == code)
+        .cloned()
+        .unwrap_or_default();
+    c["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| {
+            x["url"] == "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property"
+        })
+        .filter_map(|x| {
+            let parts = x["extension"].as_array()?;
+            let code = parts.iter().find(|p| p["url"] == "code")?["valueCode"].as_str()?;
+            let value = parts.iter().find(|p| p["url"] == "value[x]")?;
+            let v = value.as_object()?.iter().find(|(k, _)| k.starts_with("value"))?.1;
+            Some((code.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_value_set_supplement_is_applied_echoed_and_its_properties_returned() {
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": naming_supplement(&format!("{SUPPLEMENT}|1"))})],
+            &supplement_resources(),
+        ),
+    )
+    .await
+    .json();
+    let parameters = e["expansion"]["parameter"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        parameters
+            .iter()
+            .any(|p| p["name"] == "used-supplement" && p["valueUri"] == format!("{SUPPLEMENT}|1")),
+        "{e}"
+    );
+    let x = contains_properties(&e, "x");
+    assert!(x.contains(&("label".into(), json!("(x)"))), "{e}");
+    assert!(x.contains(&("weight".into(), json!(2.5))), "{e}");
+    assert!(contains_properties(&e, "y").is_empty(), "{e}");
+    // The properties are declared with their concept-properties URIs.
+    let declared: Vec<(String, String)> = e["expansion"]["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            let parts = d["extension"].as_array()?;
+            Some((
+                parts.iter().find(|p| p["url"] == "code")?["valueCode"]
+                    .as_str()?
+                    .to_string(),
+                parts.iter().find(|p| p["url"] == "uri")?["valueUri"]
+                    .as_str()?
+                    .to_string(),
+            ))
+        })
+        .collect();
+    assert!(
+        declared.contains(&(
+            "label".into(),
+            "http://hl7.org/fhir/concept-properties#label".into()
+        )),
+        "{e}"
+    );
+    assert!(
+        declared.contains(&(
+            "weight".into(),
+            "http://hl7.org/fhir/concept-properties#itemWeight".into()
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_supplement_named_by_a_value_set_is_a_404() {
+    for path in ["/fhir/ValueSet/$expand", "/fhir/ValueSet/$validate-code"] {
+        let r = post(
+            path,
+            &with_resources(
+                vec![
+                    json!({"name": "valueSet", "resource": naming_supplement("http://example.org/fhir/CodeSystem/nope")}),
+                    json!({"name": "coding", "valueCoding": {"system": SUPPLEMENTED, "code": "x"}}),
+                ],
+                &supplement_resources(),
+            ),
+        )
+        .await;
+        assert_eq!(r.status.as_u16(), 404, "{path}: {}", r.text());
+        let oo = r.json();
+        assert_eq!(oo["issue"][0]["code"], "not-found", "{oo}");
+        assert_eq!(
+            oo["issue"][0]["details"]["text"],
+            "Required supplement not found: http://example.org/fhir/CodeSystem/nope",
+            "{oo}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_supplement_is_not_a_coding_system_and_its_designations_count_for_displays() {
+    // The supplement's canonical as Coding.system.
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![json!({"name": "coding", "valueCoding": {"system": SUPPLEMENT, "code": "x"}})],
+            &supplement_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert_eq!(
+        issues(&p),
+        vec![(
+            "error".to_string(),
+            "invalid".to_string(),
+            "invalid-data".to_string(),
+            format!(
+                "CodeSystem {SUPPLEMENT}|1 is a supplement, so can't be used as a value in Coding.system"
+            )
+        )],
+        "{p}"
+    );
+    // A German display the supplement gives, checked in German.
+    let check = |vs: Json| {
+        let body = with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "coding", "valueCoding": {"system": SUPPLEMENTED, "code": "x", "display": "Iks"}}),
+                json!({"name": "displayLanguage", "valueCode": "de"}),
+            ],
+            &supplement_resources(),
+        );
+        async move { post("/fhir/ValueSet/$validate-code", &body).await.json() }
+    };
+    let p = check(naming_supplement(SUPPLEMENT)).await;
+    assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+    let mut plain = naming_supplement(SUPPLEMENT);
+    plain.as_object_mut().expect("object").remove("extension");
+    let p = check(plain).await;
+    assert_eq!(
+        param(&p, "result"),
+        Some(&json!(false)),
+        "without the supplement: {p}"
+    );
+}
+
+// 9. Property-filtered $expand on registers: packed (read in place) and decoded releases agree.
+
+const POSTCODE: &str =
+    "https://digital.nhs.uk/services/organisation-data-service/CodeSystem/postcode";
+
+#[tokio::test]
+async fn property_and_hierarchy_filters_give_the_same_expansion_on_packed_and_decoded_releases() {
+    use crate::support::{packed_state, send_to, state};
+    use axum::body::Body;
+    use axum::http::Request;
+
+    let cases: Vec<(&str, Json)> = vec![
+        (
+            POSTCODE,
+            json!([{"property": "adminDistrict", "op": "=", "value": "E06000004"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "EW", "op": "in", "value": "E05001541,E05001544"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "EW", "op": "exists", "value": "true"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "adminCounty", "op": "exists", "value": "false"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "EW", "op": "regex", "value": "E0500154[14]"}]),
+        ),
+        (
+            POSTCODE,
+            json!([{"property": "code", "op": "regex", "value": "TS181A.*"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "concept", "op": "is-a", "value": "I"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "concept", "op": "descendent-of", "value": "A00-A09"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "concept", "op": "child-of", "value": "A00"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "kind", "op": "=", "value": "category"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "kind", "op": "in", "value": "chapter,block"}]),
+        ),
+        (
+            ICD10,
+            json!([{"property": "notSelectable", "op": "=", "value": "true"}]),
+        ),
+    ];
+    for (system, filters) in cases {
+        let body = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "valueSet", "resource": filtered(system, filters.clone())},
+            {"name": "count", "valueInteger": 1000}]});
+        let mut answers = Vec::new();
+        for s in [state(), packed_state()] {
+            let req = Request::post("/fhir/ValueSet/$expand")
+                .header("content-type", "application/fhir+json")
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            let r = send_to(s, req).await;
+            assert!(r.status.is_success(), "{filters}: {}", r.text());
+            let e = r.json();
+            answers.push((e["expansion"]["total"].clone(), codes(&e)));
+        }
+        assert!(
+            !answers[0].1.is_empty(),
+            "{system} {filters}: nothing matched"
+        );
+        assert_eq!(
+            answers[0], answers[1],
+            "{system} {filters}: decoded and packed differ"
+        );
+    }
+}
