@@ -1,8 +1,8 @@
 //! Property and hierarchy filters give the same expansion whether a release is decoded into
 //! memory or read in place (packed), as `serve` reads large registers: `=`, `in`, `not-in`,
-//! `exists` and `regex` on mapped properties and on the code, and `is-a`, `descendent-of`,
-//! `child-of`, `is-not-a` and `generalizes` on the hierarchy, over the ODS, postcode, ICD-10 and
-//! OPCS-4 fixtures. A few counts are checked against the fixture files too.
+//! `exists` and `regex` on mapped properties and on the code, `notSelectable`, and `is-a`,
+//! `descendent-of`, `child-of`, `is-not-a` and `generalizes` on the hierarchy, over the ODS,
+//! postcode, ICD-10 and OPCS-4 fixtures. A few counts are checked against the fixture files too.
 
 use std::sync::Arc;
 
@@ -33,6 +33,13 @@ const FILTERS: &[(&str, &str, &str, &str)] = &[
     (POSTCODE, "EW", "regex", "E0500154[14]"),
     (POSTCODE, "code", "regex", "TS181A.*"),
     (POSTCODE, "adminCounty", "exists", "false"),
+    (POSTCODE, "EW", "exists", "true"),
+    (ICD10, "kind", "=", "category"),
+    (ICD10, "kind", "in", "chapter,block"),
+    (ICD10, "notSelectable", "=", "true"),
+    (ICD10, "concept", "is-a", "I"),
+    (ICD10, "concept", "descendent-of", "A00-A09"),
+    (ICD10, "concept", "child-of", "A00"),
     (ICD10, "concept", "is-a", "J45"),
     (ICD10, "concept", "descendent-of", "J40-J47"),
     (ICD10, "concept", "child-of", "X"),
