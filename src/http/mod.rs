@@ -478,6 +478,13 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
         others
     };
     let router = fhir.merge(others.layer(observe::TagRouteLayer));
+    // The register browser at `/`, beside a FHIR base of its own (at the root, `/` is the FHIR
+    // base and the browser is not served).
+    let router = if base.is_empty() {
+        router
+    } else {
+        router.merge(crate::web::routes(state.clone(), base).layer(observe::TagRouteLayer))
+    };
     let router = if base.is_empty() {
         router
     } else {

@@ -30,6 +30,7 @@ mod translate;
 mod upstream;
 mod validate;
 mod versions;
+mod web;
 mod workload;
 mod xml_limits;
 
