@@ -296,10 +296,18 @@ async fn value_set_page_shows_rules_in_words_and_the_expansion() {
     assert!(p.text.contains("<code>RE4</code> is <code>00K</code>"));
     assert!(
         p.text
-            .contains(r#"href="/registers/ods-organization-code/concepts/A81001""#)
+            .contains(r#"href="/registers/ods-organization-code/concepts/"#)
     );
-    let filtered = page("/valuesets/ods-gp-practices-00k?q=densham").await;
-    assert!(filtered.text.contains("Showing 1–1 of 1"));
+    // A81001 was commissioned by 00K until 2021 (then by 16C).
+    let now = page("/valuesets/ods-gp-practices-00k?q=densham").await;
+    assert!(now.text.contains("No results"));
+    let then = page("/valuesets/ods-gp-practices-00k?q=densham&date=2020-06-30").await;
+    assert_eq!(then.status, StatusCode::OK);
+    assert!(then.text.contains("Showing 1–1 of 1"));
+    assert!(
+        then.text
+            .contains(r#"href="/registers/ods-organization-code/concepts/A81001?date=2020-06-30""#)
+    );
     let chapter = page("/valuesets/icd-10-chapter-x").await;
     assert_eq!(chapter.status, StatusCode::OK);
     assert!(chapter.text.contains("is under"));
