@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::layout::{self, concept_href, register_href, scroll_table, thousands};
 use super::register::status_text;
-use super::{Browser, host_of, register_on, registry_as_of, render};
+use super::{Browser, Page, host_of, register_on, registry_as_of, render};
+use crate::error::FhirError;
 use crate::store::{CodeSystemVersion, Registry, Value};
 use crate::terminology::history::{
     ConceptHistory, HistoryRequest, PropertyChange, concept_history_entries,
@@ -41,7 +42,13 @@ pub async fn concept_page(
         let date = query.date.as_deref().map(str::trim).filter(|d| !d.is_empty());
         let registry = registry_as_of(live, date)?;
         let register = register_on(live, &registry, &id, date)?;
-        let (cs, r) = find_concept(&registry, &register.meta.url, None, &code)?;
+        let (cs, r) = match find_concept(&registry, &register.meta.url, None, &code) {
+            Ok(found) => found,
+            Err(e @ FhirError::UnknownCode(_)) => {
+                return gone(&base, &registry, &register, &id, &code, date, e);
+            }
+            Err(e) => return Err(e),
+        };
         let c = cs.concept(r);
         let history = concept_history_entries(
             &registry,
@@ -143,14 +150,57 @@ pub async fn concept_page(
             (history_section(&id, &history))
             (layout::fhir_request(&host, &lookup))
         };
-        Ok(layout::page(
+        Ok(Page::from(layout::page(
             &base,
             &title,
             &[("Registers", "/".to_string()), (register_title.as_str(), register_href(&id, date))],
             body,
-        ))
+        )))
     })
     .await
+}
+
+/// A code not in the version in force: the 404 it is, with the code's history when it was in an
+/// earlier version (removed since), so that its last version is a click away.
+fn gone(
+    base: &str,
+    registry: &Registry,
+    register: &CodeSystemVersion,
+    id: &str,
+    code: &str,
+    date: Option<&str>,
+    unknown: FhirError,
+) -> Result<Page, FhirError> {
+    let request = HistoryRequest {
+        system: register.meta.url.clone(),
+        code: code.to_string(),
+        properties: Vec::new(),
+    };
+    let Ok(history) = concept_history_entries(registry, &request) else {
+        return Err(unknown);
+    };
+    let register_title = register
+        .meta
+        .title
+        .clone()
+        .unwrap_or_else(|| register.meta.id.clone());
+    let body = html! {
+        p class="error" role="alert" { (unknown.client_text()) }
+        p { "The code was in earlier versions of the register: its history follows. Open a version to see the code as it stood then." }
+        (history_section(id, &history))
+    };
+    Ok(Page(
+        axum::http::StatusCode::NOT_FOUND,
+        layout::page(
+            base,
+            "No such code",
+            &[
+                ("Registers", "/".to_string()),
+                (register_title.as_str(), register_href(id, date)),
+            ],
+            body,
+        ),
+    ))
 }
 
 /// A code of the same register, linked, with its display.

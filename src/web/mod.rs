@@ -130,9 +130,10 @@ pub fn error_page(fhir_base: &str, e: &FhirError) -> Response {
 /// A page's data are read on the blocking pool, within the same lanes and time budget as a FHIR
 /// operation (and cancelled when the client goes away): a search over millions of postcodes must
 /// not hold up the threads that answer other requests.
-pub async fn render<F>(browser: &Browser, build: F) -> Response
+pub async fn render<F, P>(browser: &Browser, build: F) -> Response
 where
-    F: FnOnce(&Arc<Registry>) -> Result<Markup, FhirError> + Send + 'static,
+    F: FnOnce(&Arc<Registry>) -> Result<P, FhirError> + Send + 'static,
+    P: Into<Page> + Send + 'static,
 {
     let state = &browser.state;
     let budget = state.lanes.budget(state.request_timeout);
@@ -142,7 +143,7 @@ where
     let task = tokio::task::spawn_blocking(move || {
         work.run(|| {
             crate::terminology::budget::check()?;
-            build(&registry)
+            build(&registry).map(Into::into)
         })
     });
     let result = match tokio::time::timeout(state.request_timeout + BACKSTOP, task).await {
@@ -152,7 +153,7 @@ where
     };
     drop(cancel);
     match result {
-        Ok(page) => html(StatusCode::OK, page),
+        Ok(Page(status, page)) => html(status, page),
         Err(e) => error_page(&browser.fhir_base, &e),
     }
 }
@@ -170,6 +171,15 @@ pub fn host_of(headers: &axum::http::HeaderMap) -> String {
         })
         .unwrap_or("127.0.0.1:8080")
         .to_string()
+}
+
+/// A rendered page and its status (200 for a plain [`Markup`]).
+pub struct Page(pub StatusCode, pub Markup);
+
+impl From<Markup> for Page {
+    fn from(page: Markup) -> Self {
+        Self(StatusCode::OK, page)
+    }
 }
 
 /// How long past its time budget a page that has not checked it is waited for.

@@ -341,3 +341,39 @@ async fn assets_are_served_with_their_types() {
     let missing = page("/assets/other.js").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_code_removed_since_is_a_404_with_its_history() {
+    // A practice the latest release no longer lists, found with `$diff`.
+    let d = send_to(
+        history_state(),
+        Request::get(format!(
+            "/fhir/CodeSystem/$diff?url={}&fromVersion=2024-07-01&count=1000",
+            enc(ODS)
+        ))
+        .body(Body::empty())
+        .expect("request"),
+    )
+    .await
+    .json();
+    let removed = all_parts(&d, "concept")
+        .into_iter()
+        .find(|parts| part_value(parts, "change") == Some(&serde_json::json!("removed")))
+        .and_then(|parts| part_value(parts, "code")?.as_str().map(str::to_string))
+        .expect("the latest release removes a code");
+    let p = page(&format!(
+        "/registers/ods-organization-code/concepts/{removed}"
+    ))
+    .await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+    assert_html(&p);
+    assert!(p.text.contains("<h1>No such code</h1>"));
+    assert!(p.text.contains(r#"id="history""#));
+    assert!(p.text.contains("change-removed"));
+    // As it stood before, the code is there.
+    let then = page(&format!(
+        "/registers/ods-organization-code/concepts/{removed}?date=2024-07-01"
+    ))
+    .await;
+    assert_eq!(then.status, StatusCode::OK);
+}
