@@ -61,6 +61,8 @@ pub struct AppState {
     /// Request, sync, import and publish metrics (`GET /metrics`); share it with the sync
     /// service and the publisher so that theirs show too.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Most concepts the register browser keeps in computed diffs, together.
+    pub browser_kept_diff_concepts: usize,
     /// Set once the latest versions' indexes are built: `/ready` answers 200 from then on.
     ready: std::sync::atomic::AtomicBool,
 }
@@ -127,6 +129,7 @@ impl AppState {
             cors: CorsOrigins::Any,
             admin: None,
             metrics: Arc::default(),
+            browser_kept_diff_concepts: crate::web::DEFAULT_KEPT_DIFF_CONCEPTS,
             ready: std::sync::atomic::AtomicBool::new(false),
         }
     }

@@ -22,9 +22,10 @@ pub async fn home_page(State(browser): State<Browser>) -> Response {
     render(&browser, move |registry| Ok(home(&base, registry))).await
 }
 
-fn search_form(q: Option<&str>) -> Markup {
+/// The search box across registers; `live`: the results below it follow the typing.
+fn search_form(q: Option<&str>, live: bool) -> Markup {
     html! {
-        form class="search" role="search" method="get" action="/search" {
+        form class="search" role="search" method="get" action="/search" data-live=[live.then_some("results")] {
             label for="q" { "Search every register" }
             input id="q" type="search" name="q" value=[q] placeholder="code or words, e.g. densham or asthma";
             button type="submit" { "Search" }
@@ -46,7 +47,7 @@ fn home(fhir_base: &str, registry: &Registry) -> Markup {
     let concept_maps: Vec<_> = registry.all_concept_maps().collect();
     let body = html! {
         p { "Every register this server holds, with its releases. Open one to search it, walk its hierarchy, see a concept's history or compare two releases." }
-        (search_form(None))
+        (search_form(None, false))
         h2 id="registers" { "Registers (" (registers.len()) ")" }
         (scroll_table("Registers", html! {
             table {
@@ -142,7 +143,7 @@ pub async fn search_page(
             None => "Search".to_string(),
         };
         let body = html! {
-            (search_form(q))
+            (search_form(q, true))
             div id="results" {
                 @if q.is_some() && found.is_empty() {
                     p { "No register has a code or display matching that." }

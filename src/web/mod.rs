@@ -52,6 +52,10 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
     (header::CACHE_CONTROL, "no-cache"),
 ];
 
+/// Default of `--browser-kept-diff-concepts`: four million concepts (about 64 MB) in the diffs
+/// kept for paging.
+pub const DEFAULT_KEPT_DIFF_CONCEPTS: usize = 4_000_000;
+
 /// Rows of one page of a concept list (register search, ValueSet expansion, diff).
 pub const PAGE_SIZE: usize = 50;
 
@@ -72,9 +76,9 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let browser = Browser {
+        timelines: Arc::new(timeline::Timelines::new(state.browser_kept_diff_concepts)),
         state,
         fhir_base: fhir_base.into(),
-        timelines: Arc::default(),
     };
     Router::new()
         .route("/", get(home::home_page))

@@ -14,9 +14,6 @@ use crate::terminology::history::{DiffCounts, DiffIndex};
 /// Pairs whose counts are kept before the cache starts afresh (a register with a release a month
 /// for ten years has 120).
 const COUNTS_KEPT: usize = 4096;
-/// Whole diffs kept (for paging through a diff without comparing the versions again): the ones
-/// asked for last.
-const DIFFS_KEPT: usize = 8;
 
 type Key = (usize, usize);
 
@@ -49,11 +46,17 @@ fn key(old: &Arc<CodeSystemVersion>, new: &Arc<CodeSystemVersion>) -> Key {
     (Arc::as_ptr(old) as usize, Arc::as_ptr(new) as usize)
 }
 
-/// The diff counts of pairs of versions, and the last few whole diffs.
-#[derive(Default)]
+/// The diff counts of pairs of versions, and the last whole diffs asked for (for paging through
+/// a diff without comparing the versions again), up to a number of concepts together.
 pub struct Timelines {
     counts: Mutex<HashMap<Key, Kept<DiffCounts>>>,
     diffs: Mutex<Vec<(Key, Kept<Arc<DiffIndex>>)>>,
+    max_diff_concepts: usize,
+}
+
+/// The concepts a diff holds.
+fn size(d: &DiffIndex) -> usize {
+    d.added.len() + d.removed.len() + d.changed.len()
 }
 
 /// One version on a register's timeline.
@@ -67,6 +70,16 @@ pub struct Step {
 }
 
 impl Timelines {
+    /// Counts for every pair asked for; whole diffs of at most `max_diff_concepts` concepts
+    /// together.
+    pub fn new(max_diff_concepts: usize) -> Self {
+        Self {
+            counts: Mutex::default(),
+            diffs: Mutex::default(),
+            max_diff_concepts,
+        }
+    }
+
     /// The whole diff of `new` against `old` (every property), computed now or kept from before.
     pub fn diff(
         &self,
@@ -85,11 +98,13 @@ impl Timelines {
             }
         }
         let d = Arc::new(DiffIndex::of(old, new, &[])?);
-        {
+        if size(&d) <= self.max_diff_concepts {
             let mut diffs = self.diffs.lock().unwrap_or_else(PoisonError::into_inner);
             diffs.retain(|(kk, _)| *kk != k);
-            if diffs.len() >= DIFFS_KEPT {
-                diffs.remove(0);
+            let mut held: usize = diffs.iter().map(|(_, kept)| size(&kept.value)).sum();
+            while held + size(&d) > self.max_diff_concepts && !diffs.is_empty() {
+                let (_, first) = diffs.remove(0);
+                held -= size(&first.value);
             }
             diffs.push((k, Kept::of(old, new, d.clone())));
         }
@@ -160,4 +175,71 @@ pub fn version_date(cs: &CodeSystemVersion) -> Option<String> {
             .and_then(|d| d.as_str())
             .map(str::to_string)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CodeSystemMeta, Concept, IndexedRelease, Release, ReleaseInfo};
+
+    fn version(v: &str, codes: &[&str]) -> Arc<CodeSystemVersion> {
+        let meta = Arc::new(CodeSystemMeta {
+            url: "http://example.org/cs".into(),
+            ..CodeSystemMeta::default()
+        });
+        let info = ReleaseInfo {
+            feed: "feed".into(),
+            mapping: "feed".into(),
+            version: v.into(),
+            source: "test".into(),
+            rows_read: codes.len() as u64,
+            concepts: codes.len() as u64,
+            mapping_hash: String::new(),
+            source_hash: String::new(),
+            imported_at: String::new(),
+        };
+        let concepts: Vec<Concept> = codes.iter().map(|c| Concept::new(*c)).collect();
+        let release = IndexedRelease::new(Release {
+            info,
+            concepts: concepts.into(),
+        });
+        Arc::new(CodeSystemVersion::new(
+            meta,
+            v.into(),
+            vec![Arc::new(release)],
+        ))
+    }
+
+    /// A diff within the bound is kept (the second page reuses it); one larger is recomputed
+    /// every time; the counts are kept either way; the oldest diffs go first.
+    #[test]
+    fn diffs_are_kept_up_to_the_concept_bound() {
+        let a = version("2021-01-01", &["A", "B"]);
+        let b = version("2021-02-01", &["B", "C", "D"]);
+        let c = version("2021-03-01", &["D", "E"]);
+        let kept = Timelines::new(3);
+        let first = kept.diff(&a, &b).expect("diff");
+        assert_eq!(
+            first.counts(),
+            DiffCounts {
+                added: 2,
+                removed: 1,
+                changed: 0
+            }
+        );
+        assert!(Arc::ptr_eq(&first, &kept.diff(&a, &b).expect("diff")));
+        // b → c (3 concepts) pushes a → b (3) out.
+        let second = kept.diff(&b, &c).expect("diff");
+        assert!(Arc::ptr_eq(&second, &kept.diff(&b, &c).expect("diff")));
+        assert!(!Arc::ptr_eq(&first, &kept.diff(&a, &b).expect("diff")));
+        let none = Timelines::new(2);
+        let d = none.diff(&a, &b).expect("diff");
+        assert!(!Arc::ptr_eq(&d, &none.diff(&a, &b).expect("diff")));
+        assert_eq!(none.counts(&a, &b).expect("counts").added, 2);
+        let steps = none.steps(&[a, b, c]).expect("steps");
+        assert_eq!(steps.len(), 3);
+        assert!(steps[0].counts.is_none());
+        assert_eq!(steps[2].date.as_deref(), Some("2021-03-01"));
+        assert_eq!(steps[2].counts.map(|c| (c.added, c.removed)), Some((1, 2)));
+    }
 }
