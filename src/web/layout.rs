@@ -89,6 +89,8 @@ pub fn page(fhir_base: &str, title: &str, crumbs: &[(&str, String)], body: Marku
                 main id="main" tabindex="-1" {
                     h1 { (title) }
                     (body)
+                    // Where the script announces how many results a search found.
+                    div id="announce" class="sr-only" aria-live="polite" {}
                 }
                 footer class="site" {
                     p {
@@ -141,7 +143,7 @@ pub fn pager(offset: usize, shown: usize, total: usize, href: &dyn Fn(usize) -> 
     let first = if shown == 0 { 0 } else { offset + 1 };
     html! {
         nav class="pager" aria-label="Pages" {
-            p aria-live="polite" {
+            p class="count" {
                 @if total == 0 {
                     "No results"
                 } @else {

@@ -2,16 +2,18 @@
 //! changed in each, a search over its codes (paged), all as the register stood on a chosen date.
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{self, concept_href, register_href, scroll_table, thousands};
-use super::{Browser, PAGE_SIZE, register_on, registry_as_of, render};
+use super::{Browser, PAGE_SIZE, host_of, register_on, registry_as_of, render};
 use crate::error::FhirError;
 use crate::store::CodeSystemVersion;
 use crate::terminology::compose::Expansion;
 use crate::terminology::expand::code_system_page;
+use crate::terminology::resources::code_system_resource_id;
 
 /// The query of a register's page.
 #[derive(Debug, Deserialize)]
@@ -39,8 +41,10 @@ pub async fn register_page(
     State(browser): State<Browser>,
     Path(id): Path<String>,
     Query(query): Query<RegisterQuery>,
+    headers: HeaderMap,
 ) -> Response {
     let base = browser.fhir_base.clone();
+    let host = host_of(&headers);
     let limits = browser.state.limits;
     let timelines = browser.timelines.clone();
     render(&browser, move |live| {
@@ -53,6 +57,10 @@ pub async fn register_page(
         let steps = timelines.steps(versions)?;
         let (page, total) = code_system_page(&registry, &cs, q, offset, PAGE_SIZE, limits)?;
         let title = cs.meta.title.clone().unwrap_or_else(|| cs.meta.id.clone());
+        let latest = live
+            .code_system(&cs.meta.url, None)
+            .is_some_and(|l| l.version == cs.version);
+        let resource_id = code_system_resource_id(&cs, latest);
         let here = register_href(&id, None);
         let body = html! {
             @if let Some(d) = date {
@@ -124,6 +132,7 @@ pub async fn register_page(
                 }
                 (results(&id, date, q, offset, &page, total))
             }
+            (layout::fhir_request(&host, &format!("{base}/CodeSystem/{}?_summary=true", layout::enc(&resource_id))))
         };
         Ok(layout::page(&base, &title, &[("Registers", "/".to_string())], body))
     })

@@ -38,9 +38,14 @@
         .then(function (answer) {
           var doc = new DOMParser().parseFromString(answer.body, "text/html");
           var fresh = doc.getElementById(target.id);
+          var announce = document.getElementById("announce");
           if (fresh) {
             target.replaceWith(fresh);
             target = fresh;
+            var count = fresh.querySelector(".count");
+            if (announce && count) {
+              announce.textContent = count.textContent;
+            }
           } else {
             var problem = doc.querySelector(".error");
             target.textContent = problem ? problem.textContent : "The search failed.";
