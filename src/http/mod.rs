@@ -481,12 +481,12 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
         others
     };
     let router = fhir.merge(others.layer(observe::TagRouteLayer));
-    // The register browser at `/`, beside a FHIR base of its own (at the root, `/` is the FHIR
-    // base and the browser is not served).
-    let router = if base.is_empty() {
-        router
-    } else {
+    // The register browser at `/`, beside a FHIR base of its own (not when the FHIR base is the
+    // root or one of the browser's paths).
+    let router = if crate::web::fits_beside(base) {
         router.merge(crate::web::routes(state.clone(), base).layer(observe::TagRouteLayer))
+    } else {
+        router
     };
     let router = if base.is_empty() {
         router

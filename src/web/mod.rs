@@ -94,6 +94,22 @@ where
         .with_state(browser)
 }
 
+/// The paths the browser's routes start with.
+pub const PREFIXES: [&str; 4] = ["/registers", "/valuesets", "/search", "/assets"];
+
+/// Whether the browser can be served beside a FHIR base at `base` (trailing `/` trimmed): not
+/// when the FHIR API is at the root (`/` is then the FHIR base) or under one of the browser's
+/// own [`PREFIXES`].
+pub fn fits_beside(base: &str) -> bool {
+    !base.is_empty()
+        && !PREFIXES.iter().any(|p| {
+            base == *p
+                || base
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+}
+
 /// An HTML answer: the page with its status and the [`SECURITY_HEADERS`].
 pub fn html(status: StatusCode, page: Markup) -> Response {
     let mut response = (

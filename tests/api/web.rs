@@ -377,3 +377,26 @@ async fn a_code_removed_since_is_a_404_with_its_history() {
     .await;
     assert_eq!(then.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_browser_stays_out_of_the_way_of_a_fhir_base_at_its_paths() {
+    for base in ["", "/", "/registers", "/assets/fhir"] {
+        let resp = fhir_registers::http::app_at(history_state(), base)
+            .oneshot(
+                Request::get("/health")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("router answers");
+        assert_eq!(resp.status(), StatusCode::OK, "{base}");
+    }
+    // Beside `/r4`, the browser is at `/` and the FHIR API at `/r4`.
+    let home = fhir_registers::http::app_at(history_state(), "/r4")
+        .oneshot(Request::get("/").body(Body::empty()).expect("request"))
+        .await
+        .expect("router answers");
+    assert_eq!(home.status(), StatusCode::OK);
+    let body = home.into_body().collect().await.expect("body").to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains(r#"href="/r4/metadata""#));
+}
