@@ -13,6 +13,19 @@ use crate::error::FhirError;
 use crate::store::Registry;
 use crate::terminology::expand::code_system_page;
 
+/// Characters of a licence shown on the home page (the register's page has all of it).
+const LICENCE_CHARS: usize = 100;
+
+/// The start of `text`, at most `max` characters, cut at a word with `…` when it is longer.
+fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max).collect();
+    let at = cut.rfind(' ').unwrap_or(cut.len());
+    format!("{}…", cut[..at].trim_end_matches([',', ';', ':', '.']))
+}
+
 /// Codes shown per register in a search across registers.
 const HITS_PER_REGISTER: usize = 10;
 
@@ -77,7 +90,7 @@ fn home(fhir_base: &str, registry: &Registry) -> Markup {
                             }
                             td class="num" { (registry.code_system_versions(&cs.meta.url).len()) }
                             td class="num" { (thousands(cs.len())) }
-                            td { (cs.meta.copyright.as_deref().unwrap_or("")) }
+                            td class="licence" { (short(cs.meta.copyright.as_deref().unwrap_or(""), LICENCE_CHARS)) }
                         }
                     }
                 }
@@ -174,4 +187,22 @@ pub async fn search_page(
         Ok::<_, FhirError>(layout::page(&base, &title, &[("Registers", "/".to_string())], body))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn licences_are_cut_at_a_word() {
+        assert_eq!(
+            short("Open Government Licence", 100),
+            "Open Government Licence"
+        );
+        assert_eq!(
+            short("Open Government Licence v3.0", 18),
+            "Open Government…"
+        );
+        assert_eq!(short("Crown copyright, and more", 17), "Crown copyright…");
+    }
 }
