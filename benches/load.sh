@@ -3,7 +3,9 @@
 # server on loopback and drives it with wrk. Prints import time, time to ready, server RSS, and
 # requests/s with p50/p99 latency for the trivial /health endpoint (the loopback ceiling of this
 # HTTP stack on this machine), $lookup of random existing codes, CodeSystem/$validate-code, and
-# $expand?filter= with varied 1–2 word prefixes and count=20, and $expand paging a million codes deep.
+# $expand?filter= with varied 1–2 word prefixes and count=20, and $expand paging a million codes deep;
+# then the register browser's pages (home, register search and deep page, concept, diff, ValueSet,
+# search across registers).
 #
 #   benches/load.sh                 # the real 1.68M-postcode Code-Point Open file (../shared/data)
 #   SCALE=2.7m benches/load.sh      # + benches/gen_postcodes.py: three releases, 2.7M in the last
@@ -89,6 +91,19 @@ ROWS+=("$(run expand-filter "$WORK/filters" "/fhir/ValueSet/postcodes-all/\$expa
 ROWS+=("$(run "expand-filter, $(nproc) connections" "$WORK/filters" "/fhir/ValueSet/postcodes-all/\$expand?count=20&filter=" "" "$(nproc)")")
 seq 1000000 1000 1200000 > "$WORK/offsets"
 ROWS+=("$(run expand-deep-page "$WORK/offsets" "/fhir/ValueSet/postcodes-all/\$expand?count=20&offset=")")
+# The register browser's pages (HTML rendered by the server), one connection a core: the time to
+# render one page. The diff and the timeline counts are computed on the first request and kept.
+PAGES=()
+NPROC="$(nproc)"
+seq 0 50 5000 > "$WORK/diff-offsets"
+curl -sf "$BASE/registers/postcode" > /dev/null
+PAGES+=("$(run "page: home" "$WORK/codes" "/?x=" "" "$NPROC")")
+PAGES+=("$(run "page: register, search" "$WORK/filters" "/registers/postcode?q=" "" "$NPROC")")
+PAGES+=("$(run "page: register, deep page" "$WORK/offsets" "/registers/postcode?offset=" "" "$NPROC")")
+PAGES+=("$(run "page: concept (with history)" "$WORK/codes" "/registers/postcode/concepts/" "" "$NPROC")")
+PAGES+=("$(run "page: diff of the last two releases" "$WORK/diff-offsets" "/registers/postcode/diff?offset=" "" "$NPROC")")
+PAGES+=("$(run "page: ValueSet, filtered" "$WORK/filters" "/valuesets/postcodes-all?q=" "" "$NPROC")")
+PAGES+=("$(run "page: search across registers" "$WORK/filters" "/search?q=" "" "$NPROC")")
 RSS_AFTER=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
 RATIO=$(echo "scale=1; 100 * $(cat "$WORK/rps-lookup") / $(cat "$WORK/rps-health")" | bc)
 
@@ -103,5 +118,11 @@ echo
 echo "| endpoint | requests/s | p50 | p99 | non-2xx |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
+echo
+echo "Register browser pages, $(nproc) connections:"
+echo
+echo "| page | requests/s | p50 | p99 | non-2xx |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "${PAGES[@]}"
 echo
 echo "\$lookup runs at $RATIO% of the trivial endpoint's rate."

@@ -197,6 +197,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
     });
     state.max_batch_bytes = args.max_batch_bytes;
     state.max_batch_entries = args.max_batch_entries;
+    state.browser_kept_diff_concepts = args.browser_kept_diff_concepts;
     state.cors = match CorsOrigins::parse(&args.cors_origins) {
         Ok(cors) => cors,
         Err(e) => {

@@ -311,6 +311,11 @@ pub struct ServeArgs {
     /// exist.
     #[arg(long, env = "FHIR_REGISTERS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Most concepts the register browser keeps in the diffs it has computed, together (a diff
+    /// is kept so that paging through it does not compare the two versions again; the oldest go
+    /// first, and a larger diff is not kept). About 16 bytes a concept.
+    #[arg(long, env = "FHIR_REGISTERS_BROWSER_KEPT_DIFF_CONCEPTS", default_value_t = crate::web::DEFAULT_KEPT_DIFF_CONCEPTS)]
+    pub browser_kept_diff_concepts: usize,
     /// How upstreams are reached.
     #[command(flatten)]
     pub sync_settings: SyncArgs,
@@ -370,6 +375,7 @@ impl Default for ServeArgs {
             read_only: false,
             reload_interval: 5,
             admin_token_file: None,
+            browser_kept_diff_concepts: crate::web::DEFAULT_KEPT_DIFF_CONCEPTS,
             sync_settings: SyncArgs::default(),
         }
     }

@@ -4,6 +4,7 @@
 //! [`store`] (versioned concepts and indexes) ← [`terminology`] (the FHIR operations) ← [`http`]
 //! (axum). [`registers`] assembles the store from mappings, stored releases and plain FHIR
 //! resources; [`app`] builds the router that tests drive with `tower::ServiceExt::oneshot`.
+//! [`web`] is the register browser: HTML pages at `/` over the same `terminology` functions.
 //! Beside that flow, [`metrics`] counts what the server answers, syncs, imports and publishes,
 //! for `GET /metrics`.
 
@@ -22,5 +23,6 @@ pub mod source;
 pub mod store;
 pub mod sync;
 pub mod terminology;
+pub mod web;
 
 pub use http::{AppState, app};

@@ -61,6 +61,8 @@ pub struct AppState {
     /// Request, sync, import and publish metrics (`GET /metrics`); share it with the sync
     /// service and the publisher so that theirs show too.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Most concepts the register browser keeps in computed diffs, together.
+    pub browser_kept_diff_concepts: usize,
     /// Set once the latest versions' indexes are built: `/ready` answers 200 from then on.
     ready: std::sync::atomic::AtomicBool,
 }
@@ -127,6 +129,7 @@ impl AppState {
             cors: CorsOrigins::Any,
             admin: None,
             metrics: Arc::default(),
+            browser_kept_diff_concepts: crate::web::DEFAULT_KEPT_DIFF_CONCEPTS,
             ready: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -478,6 +481,13 @@ pub fn app_at(state: Arc<AppState>, base_path: &str) -> Router {
         others
     };
     let router = fhir.merge(others.layer(observe::TagRouteLayer));
+    // The register browser at `/`, beside a FHIR base of its own (not when the FHIR base is the
+    // root or one of the browser's paths).
+    let router = if crate::web::fits_beside(base) {
+        router.merge(crate::web::routes(state.clone(), base).layer(observe::TagRouteLayer))
+    } else {
+        router
+    };
     let router = if base.is_empty() {
         router
     } else {

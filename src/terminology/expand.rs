@@ -3,13 +3,13 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use super::compose::{Compose, Evaluator};
+use super::compose::{Compose, Evaluator, Expansion};
 use super::value_json;
 use super::versions::{self, VersionRules};
 use super::{language, status};
 use crate::error::FhirError;
 use crate::fhir::params::OperationParams;
-use crate::store::{Registry, words};
+use crate::store::{CodeSystemVersion, Registry, words};
 
 /// Elements of the ValueSet kept in an `$expand` answer (the definition — compose, publisher,
 /// dates — is left out, as reference servers do).
@@ -211,6 +211,69 @@ pub fn resolve_value_set(registry: &Registry, req: &ExpandRequest) -> Result<Jso
             "$expand needs 'url' or 'valueSet' (or a ValueSet id in the path)".into(),
         )),
     }
+}
+
+/// One page of the expansion of a ValueSet resource, typed: the members from `offset` on (at
+/// most `count`) and the total, filtered by `filter` as `$expand`'s `filter` parameter is (the
+/// same text index, the same limits). What the register browser lists for a ValueSet.
+pub fn expansion_page(
+    registry: &Registry,
+    vs: &Json,
+    filter: Option<&str>,
+    offset: usize,
+    count: usize,
+    limits: ExpandLimits,
+) -> Result<(Expansion, usize), FhirError> {
+    let compose = Compose::from_value_set(vs)?;
+    if count > limits.max_count {
+        return Err(FhirError::TooCostly(format!(
+            "count {count} is larger than the maximum page size {}",
+            limits.max_count
+        )));
+    }
+    let filter_words = filter
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| filter_words(f, &limits))
+        .transpose()?;
+    let contained: Vec<Json> = vs
+        .get("contained")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let versions = VersionRules::default();
+    let evaluator = Evaluator {
+        registry,
+        active_only: false,
+        versions: &versions,
+        version_usage: Default::default(),
+        pinned: Default::default(),
+        extra_value_sets: &contained,
+        imported: Default::default(),
+    };
+    evaluator.expand_page(
+        &compose,
+        filter_words.as_deref().filter(|w| !w.is_empty()),
+        offset,
+        Some(count),
+    )
+}
+
+/// One page of the codes of one CodeSystem version, filtered by `filter` as `$expand` filters
+/// an implicit ValueSet of the whole CodeSystem (see [`expansion_page`]).
+pub fn code_system_page(
+    registry: &Registry,
+    cs: &CodeSystemVersion,
+    filter: Option<&str>,
+    offset: usize,
+    count: usize,
+    limits: ExpandLimits,
+) -> Result<(Expansion, usize), FhirError> {
+    let mut include = json!({ "system": cs.meta.url });
+    if !cs.version.is_empty() {
+        include["version"] = json!(cs.version);
+    }
+    let vs = json!({ "resourceType": "ValueSet", "compose": { "include": [include] } });
+    expansion_page(registry, &vs, filter, offset, count, limits)
 }
 
 /// Answers an `$expand`: the ValueSet with its `expansion`.

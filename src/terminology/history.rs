@@ -263,16 +263,43 @@ fn release_labels(cs: &CodeSystemVersion, code: &str) -> Vec<String> {
         .collect()
 }
 
-/// Answers `$concept-history`: one `version` part per CodeSystem version in which the code
-/// exists or from which it disappeared, oldest first.
-pub fn concept_history(registry: &Registry, req: &HistoryRequest) -> Result<Json, FhirError> {
+/// What a code was in one CodeSystem version of its history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// The CodeSystem version.
+    pub version: String,
+    /// `added`, `changed`, `unchanged` or `removed` (against the previous entry).
+    pub change: &'static str,
+    /// The releases (`feed|version`) that hold the code in this version.
+    pub releases: Vec<String>,
+    /// The concept in this version (`None` once removed).
+    pub concept: Option<Concept>,
+    /// What changed against the previous entry (every field when added).
+    pub changes: Vec<PropertyChange>,
+}
+
+/// A code through every version of its CodeSystem: what `$concept-history` answers.
+#[derive(Debug, Clone)]
+pub struct ConceptHistory {
+    /// CodeSystem URL.
+    pub system: String,
+    /// The code.
+    pub code: String,
+    /// One entry per version in which the code exists or from which it disappeared, oldest
+    /// first.
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// A code's history, typed: one entry per CodeSystem version in which the code exists or from
+/// which it disappeared, oldest first (see [`concept_history`] for the FHIR answer).
+pub fn concept_history_entries(
+    registry: &Registry,
+    req: &HistoryRequest,
+) -> Result<ConceptHistory, FhirError> {
     let latest = resolve_code_system(registry, &req.system, None)?;
     let versions = registry.code_system_versions(&latest.meta.url);
-    let mut out = ParametersOut::new();
-    out.value("system", "valueUri", json!(latest.meta.url));
-    out.value("code", "valueCode", json!(req.code));
+    let mut entries = Vec::new();
     let mut previous: Option<(&Arc<CodeSystemVersion>, ConceptRef)> = None;
-    let mut entries = 0;
     for cs in versions {
         let found = cs.find(&req.code);
         let now = found.map(|r| cs.concept(r));
@@ -292,14 +319,51 @@ pub fn concept_history(registry: &Registry, req: &HistoryRequest) -> Result<Json
                 }
             }
         };
+        entries.push(HistoryEntry {
+            version: cs.version.clone(),
+            change,
+            releases: release_labels(cs, &req.code),
+            concept: now.map(std::borrow::Cow::into_owned),
+            changes: props,
+        });
+        previous = found.map(|r| (cs, r));
+    }
+    if entries.is_empty() {
+        return Err(FhirError::UnknownCode(format!(
+            "Unknown code '{}' in the CodeSystem '{}': it is in none of its {} versions ({})",
+            req.code,
+            latest.meta.url,
+            versions.len(),
+            versions
+                .iter()
+                .map(|v| v.version.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(ConceptHistory {
+        system: latest.meta.url.clone(),
+        code: req.code.clone(),
+        entries,
+    })
+}
+
+/// Answers `$concept-history`: one `version` part per CodeSystem version in which the code
+/// exists or from which it disappeared, oldest first.
+pub fn concept_history(registry: &Registry, req: &HistoryRequest) -> Result<Json, FhirError> {
+    let history = concept_history_entries(registry, req)?;
+    let mut out = ParametersOut::new();
+    out.value("system", "valueUri", json!(history.system));
+    out.value("code", "valueCode", json!(history.code));
+    for entry in &history.entries {
         let mut parts = vec![
-            part("version", "valueString", json!(cs.version)),
-            part("change", "valueCode", json!(change)),
+            part("version", "valueString", json!(entry.version)),
+            part("change", "valueCode", json!(entry.change)),
         ];
-        for label in release_labels(cs, &req.code) {
+        for label in &entry.releases {
             parts.push(part("release", "valueString", json!(label)));
         }
-        if let Some(c) = &now {
+        if let Some(c) = &entry.concept {
             if let Some(d) = &c.display {
                 parts.push(part("display", "valueString", json!(d)));
             }
@@ -314,23 +378,8 @@ pub fn concept_history(registry: &Registry, req: &HistoryRequest) -> Result<Json
                 parts.push(part("validTo", "valueDateTime", json!(d)));
             }
         }
-        parts.extend(change_parts(&props));
+        parts.extend(change_parts(&entry.changes));
         out.parts("version", parts);
-        entries += 1;
-        previous = found.map(|r| (cs, r));
-    }
-    if entries == 0 {
-        return Err(FhirError::UnknownCode(format!(
-            "Unknown code '{}' in the CodeSystem '{}': it is in none of its {} versions ({})",
-            req.code,
-            latest.meta.url,
-            versions.len(),
-            versions
-                .iter()
-                .map(|v| v.version.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
     }
     Ok(out.build())
 }
@@ -547,9 +596,159 @@ fn exact_version(
         })
 }
 
-/// Answers `$diff`: counts, per-property change counts, and a page of changed concepts (added,
-/// removed and changed, in code order within each kind).
-pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, FhirError> {
+/// One concept of a `$diff` page.
+#[derive(Debug, Clone)]
+pub struct DiffEntry {
+    /// The code.
+    pub code: String,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// Its display (in the newer version, or the older one when removed).
+    pub display: Option<String>,
+    /// What changed (`changed` entries only).
+    pub changes: Vec<PropertyChange>,
+}
+
+/// What `$diff` answers, typed: the counts and one page of concepts.
+#[derive(Debug, Clone)]
+pub struct DiffPage {
+    /// CodeSystem URL.
+    pub url: String,
+    /// The older version.
+    pub from_version: String,
+    /// The newer version.
+    pub to_version: String,
+    /// Concepts added.
+    pub added: usize,
+    /// Concepts removed.
+    pub removed: usize,
+    /// Concepts changed.
+    pub changed: usize,
+    /// Concepts unchanged.
+    pub unchanged: usize,
+    /// How many changed concepts changed each property (or field).
+    pub per_field: BTreeMap<String, usize>,
+    /// First concept of the page.
+    pub offset: usize,
+    /// Added, removed and changed concepts together.
+    pub total: usize,
+    /// The page: added, then removed, then changed, in code order within each kind.
+    pub concepts: Vec<DiffEntry>,
+}
+
+/// A diff by reference into its two versions: what [`diff`] found, owned, so that it can be kept
+/// and paged through without comparing the versions again.
+#[derive(Debug, Default)]
+pub struct DiffIndex {
+    /// Concepts only in the newer version.
+    pub added: Vec<ConceptRef>,
+    /// Concepts only in the older version.
+    pub removed: Vec<ConceptRef>,
+    /// Concepts in both whose compared fields differ: (in the older, in the newer).
+    pub changed: Vec<(ConceptRef, ConceptRef)>,
+    /// How many changed concepts changed each field.
+    pub per_field: BTreeMap<String, usize>,
+    /// Concepts in both, the same.
+    pub unchanged: usize,
+}
+
+impl DiffIndex {
+    /// Compares two versions (see [`diff`]), limited to the properties `only` names (all when
+    /// empty); an error when the time budget ran out before the comparison ended.
+    pub fn of(
+        old: &CodeSystemVersion,
+        new: &CodeSystemVersion,
+        only: &[String],
+    ) -> Result<Self, FhirError> {
+        let d = diff(old, new, only);
+        super::budget::check()?;
+        // Every release a diff names is one of its version's parts.
+        let at = |cs: &CodeSystemVersion, (release, index): At| {
+            cs.parts
+                .iter()
+                .position(|p| std::ptr::eq(&**p, release))
+                .map(|part| ConceptRef {
+                    part: part as u16,
+                    index,
+                })
+        };
+        Ok(Self {
+            added: d.added.iter().filter_map(|&c| at(new, c)).collect(),
+            removed: d.removed.iter().filter_map(|&c| at(old, c)).collect(),
+            changed: d
+                .changed
+                .iter()
+                .filter_map(|&(a, b)| Some((at(old, a)?, at(new, b)?)))
+                .collect(),
+            per_field: d.per_field,
+            unchanged: d.unchanged,
+        })
+    }
+
+    /// The added, removed and changed counts.
+    pub fn counts(&self) -> DiffCounts {
+        DiffCounts {
+            added: self.added.len(),
+            removed: self.removed.len(),
+            changed: self.changed.len(),
+        }
+    }
+
+    /// One page of the concepts (added, then removed, then changed), with what changed in each
+    /// (limited to `only` when it is not empty).
+    pub fn page(
+        &self,
+        old: &CodeSystemVersion,
+        new: &CodeSystemVersion,
+        only: &[String],
+        offset: usize,
+        count: usize,
+    ) -> DiffPage {
+        let total = self.added.len() + self.removed.len() + self.changed.len();
+        // Only the page's changes are spelled out.
+        let entries = self
+            .added
+            .iter()
+            .map(|&r| ("added", new, r, None))
+            .chain(self.removed.iter().map(|&r| ("removed", old, r, None)))
+            .chain(
+                self.changed
+                    .iter()
+                    .map(|&(o, n)| ("changed", new, n, Some(o))),
+            );
+        let concepts = entries
+            .skip(offset)
+            .take(count)
+            .map(|(change, cs, r, was)| DiffEntry {
+                code: cs.code(r).to_string(),
+                change,
+                display: cs.display(r).map(str::to_string),
+                changes: was
+                    .map_or_else(Vec::new, |o| changes(&old.concept(o), &cs.concept(r), only)),
+            })
+            .collect();
+        DiffPage {
+            url: new.meta.url.clone(),
+            from_version: old.version.clone(),
+            to_version: new.version.clone(),
+            added: self.added.len(),
+            removed: self.removed.len(),
+            changed: self.changed.len(),
+            unchanged: self.unchanged,
+            per_field: self.per_field.clone(),
+            offset,
+            total,
+            concepts,
+        }
+    }
+}
+
+/// The two versions a `$diff` request compares (the newer defaults to the latest), or the 404
+/// naming the versions there are.
+pub fn diff_versions_of(
+    registry: &Registry,
+    req: &DiffRequest,
+) -> Result<(Arc<CodeSystemVersion>, Arc<CodeSystemVersion>), FhirError> {
     let latest = resolve_code_system(registry, &req.url, None)?;
     let url = latest.meta.url.clone();
     let old = exact_version(registry, &url, &req.from_version, "fromVersion")?;
@@ -557,17 +756,40 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
         Some(v) => exact_version(registry, &url, v, "toVersion")?,
         None => latest,
     };
-    let d = diff(&old, &new, &req.properties);
-    super::budget::check()?;
+    Ok((old, new))
+}
+
+/// A `$diff`, typed (see [`diff_versions`] for the FHIR answer).
+pub fn diff_page(registry: &Registry, req: &DiffRequest) -> Result<DiffPage, FhirError> {
+    let (old, new) = diff_versions_of(registry, req)?;
+    let index = DiffIndex::of(&old, &new, &req.properties)?;
+    Ok(index.page(&old, &new, &req.properties, req.offset, req.count))
+}
+
+/// Added, removed and changed counts of one version against another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiffCounts {
+    /// Concepts added.
+    pub added: usize,
+    /// Concepts removed.
+    pub removed: usize,
+    /// Concepts changed.
+    pub changed: usize,
+}
+
+/// Answers `$diff`: counts, per-property change counts, and a page of changed concepts (added,
+/// removed and changed, in code order within each kind).
+pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, FhirError> {
+    let page = diff_page(registry, req)?;
     let mut out = ParametersOut::new();
-    out.value("url", "valueUri", json!(url));
-    out.value("fromVersion", "valueString", json!(old.version));
-    out.value("toVersion", "valueString", json!(new.version));
-    out.value("added", "valueInteger", json!(d.added.len()));
-    out.value("removed", "valueInteger", json!(d.removed.len()));
-    out.value("changed", "valueInteger", json!(d.changed.len()));
-    out.value("unchanged", "valueInteger", json!(d.unchanged));
-    for (p, n) in &d.per_field {
+    out.value("url", "valueUri", json!(page.url));
+    out.value("fromVersion", "valueString", json!(page.from_version));
+    out.value("toVersion", "valueString", json!(page.to_version));
+    out.value("added", "valueInteger", json!(page.added));
+    out.value("removed", "valueInteger", json!(page.removed));
+    out.value("changed", "valueInteger", json!(page.changed));
+    out.value("unchanged", "valueInteger", json!(page.unchanged));
+    for (p, n) in &page.per_field {
         out.parts(
             "propertyChanges",
             vec![
@@ -576,32 +798,17 @@ pub fn diff_versions(registry: &Registry, req: &DiffRequest) -> Result<Json, Fhi
             ],
         );
     }
-    let total = d.added.len() + d.removed.len() + d.changed.len();
-    out.value("offset", "valueInteger", json!(req.offset));
-    out.value("total", "valueInteger", json!(total));
-    // Only the page's changes are spelled out.
-    let entries = d
-        .added
-        .iter()
-        .map(|&c| ("added", c, None))
-        .chain(d.removed.iter().map(|&c| ("removed", c, None)))
-        .chain(
-            d.changed
-                .iter()
-                .map(|&(old, new)| ("changed", new, Some(old))),
-        );
-    for (change, (release, i), old) in entries.skip(req.offset).take(req.count) {
-        let ch = old.map_or_else(Vec::new, |(a, k)| {
-            changes(&a.concept(k), &release.concept(i), &req.properties)
-        });
+    out.value("offset", "valueInteger", json!(page.offset));
+    out.value("total", "valueInteger", json!(page.total));
+    for c in &page.concepts {
         let mut parts = vec![
-            part("code", "valueCode", json!(release.code(i))),
-            part("change", "valueCode", json!(change)),
+            part("code", "valueCode", json!(c.code)),
+            part("change", "valueCode", json!(c.change)),
         ];
-        if let Some(d) = release.display(i) {
+        if let Some(d) = &c.display {
             parts.push(part("display", "valueString", json!(d)));
         }
-        parts.extend(change_parts(&ch));
+        parts.extend(change_parts(&c.changes));
         out.parts("concept", parts);
     }
     Ok(out.build())

@@ -1,12 +1,14 @@
 //! `CodeSystem/$lookup`: a code's display, designations and properties.
 //! <http://hl7.org/fhir/R4/codesystem-operation-lookup.html>
 
+use std::sync::Arc;
+
 use serde_json::{Value as Json, json};
 
 use super::{concept_property_parts, language, resolve_code_system, value_json};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParametersOut, part};
-use crate::store::{Designation, DesignationUse, Registry};
+use crate::store::{CodeSystemVersion, ConceptRef, Designation, DesignationUse, Registry};
 
 /// A `$lookup` request, whatever the transport.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,18 +75,30 @@ pub fn lookup(registry: &Registry, req: &LookupRequest) -> Result<Json, FhirErro
     lookup_parameters(registry, req).map(ParametersOut::build)
 }
 
+/// The CodeSystem version (the latest when `version` is `None`) and the concept a `$lookup` of
+/// `code` reads, or the 404 it answers.
+pub fn find_concept(
+    registry: &Registry,
+    system: &str,
+    version: Option<&str>,
+    code: &str,
+) -> Result<(Arc<CodeSystemVersion>, ConceptRef), FhirError> {
+    let cs = resolve_code_system(registry, system, version)?;
+    let Some(r) = cs.find(code) else {
+        return Err(FhirError::UnknownCode(format!(
+            "Unknown code '{}' in the CodeSystem '{}' version '{}'",
+            code, cs.meta.url, cs.version
+        )));
+    };
+    Ok((cs, r))
+}
+
 /// Answers a `$lookup` as output parameters, not yet rendered.
 pub fn lookup_parameters(
     registry: &Registry,
     req: &LookupRequest,
 ) -> Result<ParametersOut, FhirError> {
-    let cs = resolve_code_system(registry, &req.system, req.version.as_deref())?;
-    let Some(r) = cs.find(&req.code) else {
-        return Err(FhirError::UnknownCode(format!(
-            "Unknown code '{}' in the CodeSystem '{}' version '{}'",
-            req.code, cs.meta.url, cs.version
-        )));
-    };
+    let (cs, r) = find_concept(registry, &req.system, req.version.as_deref(), &req.code)?;
     let c = cs.concept(r);
     // Label, order and weight read from concept extensions (see
     // `resources::CONCEPT_EXTENSION_PROPERTIES`) are expansion properties: listed here only when

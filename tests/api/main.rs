@@ -33,6 +33,7 @@ mod translate;
 mod upstream;
 mod validate;
 mod versions;
+mod web;
 mod workload;
 mod xml_limits;
 
