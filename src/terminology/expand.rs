@@ -244,12 +244,15 @@ pub fn expansion_page(
     let evaluator = Evaluator {
         registry,
         active_only: false,
+        exclude_not_for_ui: false,
         versions: &versions,
         version_usage: Default::default(),
         pinned: Default::default(),
         extra_value_sets: &contained,
         imported: Default::default(),
+        chain: std::cell::RefCell::new(vec![super::compose::chain_name("(unidentified)", vs)]),
     };
+    evaluator.check_imports(&compose)?;
     evaluator.expand_page(
         &compose,
         filter_words.as_deref().filter(|w| !w.is_empty()),
