@@ -349,18 +349,7 @@ impl CodeSystemVersion {
     /// The concepts having `property` with one of `values`, part by part (see
     /// [`IndexedRelease::with_property`]).
     pub fn with_property(&self, property: &str, values: &[String]) -> Vec<ConceptRef> {
-        let mut out = Vec::new();
-        for (p, part) in self.parts.iter().enumerate() {
-            out.extend(
-                part.with_property(property, values)
-                    .into_iter()
-                    .map(|index| ConceptRef {
-                        part: p as u16,
-                        index,
-                    }),
-            );
-        }
-        out
+        self.in_each_part(|part| part.with_property(property, values))
     }
 
     /// Concepts with a value of `property` that `keep` accepts (see
@@ -370,16 +359,17 @@ impl CodeSystemVersion {
         property: &str,
         keep: &dyn Fn(&str) -> bool,
     ) -> Vec<ConceptRef> {
+        self.in_each_part(|part| part.with_property_where(property, keep))
+    }
+
+    /// What `find` gives for each part, as references into this version.
+    fn in_each_part(&self, find: impl Fn(&IndexedRelease) -> Vec<u32>) -> Vec<ConceptRef> {
         let mut out = Vec::new();
         for (p, part) in self.parts.iter().enumerate() {
-            out.extend(
-                part.with_property_where(property, keep)
-                    .into_iter()
-                    .map(|index| ConceptRef {
-                        part: p as u16,
-                        index,
-                    }),
-            );
+            out.extend(find(part).into_iter().map(|index| ConceptRef {
+                part: p as u16,
+                index,
+            }));
         }
         out
     }

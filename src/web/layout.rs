@@ -35,6 +35,20 @@ pub fn query(pairs: &[(&str, Option<&str>)]) -> String {
     }
 }
 
+/// The link to one page of a searched, dated list at `base`: `q`, `date` and `offset` (left out
+/// when 0) as its query.
+pub fn page_href(base: &str, q: Option<&str>, date: Option<&str>, offset: usize) -> String {
+    let offset = offset.to_string();
+    format!(
+        "{base}{}",
+        query(&[
+            ("q", q),
+            ("date", date),
+            ("offset", Some(offset.as_str()).filter(|o| *o != "0"))
+        ])
+    )
+}
+
 /// The link to a register's page.
 pub fn register_href(id: &str, date: Option<&str>) -> String {
     format!("/registers/{}{}", enc(id), query(&[("date", date)]))

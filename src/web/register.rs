@@ -195,18 +195,8 @@ fn results(
     page: &Expansion,
     total: usize,
 ) -> Markup {
-    let href = |o: usize| {
-        let o = o.to_string();
-        format!(
-            "/registers/{}{}",
-            layout::enc(id),
-            layout::query(&[
-                ("q", q),
-                ("date", date),
-                ("offset", Some(o.as_str()).filter(|o| *o != "0"))
-            ])
-        )
-    };
+    let base = format!("/registers/{}", layout::enc(id));
+    let href = |o: usize| layout::page_href(&base, q, date, o);
     html! {
         div id="results" {
             (layout::pager(offset, page.members.len(), total, &href))

@@ -188,17 +188,7 @@ fn results(
     page: &Expansion,
     total: usize,
 ) -> Markup {
-    let href = |o: usize| {
-        let o = o.to_string();
-        format!(
-            "{here}{}",
-            layout::query(&[
-                ("q", q),
-                ("date", date),
-                ("offset", Some(o.as_str()).filter(|o| *o != "0"))
-            ])
-        )
-    };
+    let href = |o: usize| layout::page_href(here, q, date, o);
     html! {
         div id="results" {
             (layout::pager(offset, page.members.len(), total, &href))
