@@ -6,9 +6,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::Value as Json;
 
-use super::AppState;
 use super::request::{FhirRequest, RequestAddress, respond};
 use super::search::{search_controls, search_matches, searchset};
+use super::{AppState, Dating};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParamValue};
 use crate::store::Registry;
@@ -68,17 +68,11 @@ pub async fn search_concept_maps(
 }
 
 /// Runs `$translate`, optionally on one ConceptMap (the instance form). `date` is the day the
-/// mappings should hold on: `$translate` reads it itself (see [`TranslateRequest::date`]) rather
-/// than through the registry as it stood that day, which holds no release for a day before a
-/// register's first, though registers that record their own history (ODS memberships, NSPL)
-/// describe such days.
+/// mappings should hold on, which `$translate` reads itself ([`Dating::Operation`]): the registry
+/// as it stood that day holds no release for a day before a register's first, though registers
+/// that record their own history (ODS memberships, NSPL) describe such days.
 async fn translate_on(state: Arc<AppState>, req: FhirRequest, id: Option<String>) -> Response {
-    let date = req
-        .params()
-        .ok()
-        .and_then(|p| p.text("date").ok().flatten());
     let adjust = move |registry: &Registry, mut p: OperationParams| {
-        p.params.retain(|(n, _)| n != "date");
         if let Some(id) = id {
             let m = registry.concept_map_by_id(&id).ok_or_else(|| {
                 FhirError::NotFound(format!("ConceptMap/{id} is not known to this server"))
@@ -89,14 +83,12 @@ async fn translate_on(state: Arc<AppState>, req: FhirRequest, id: Option<String>
         }
         Ok(p)
     };
-    let op = move |registry: &Registry, p: &OperationParams| {
-        let mut p = p.clone();
-        if let Some(d) = date {
-            p.params.push(("date".into(), ParamValue::Text(d)));
-        }
-        translate(registry, &TranslateRequest::from_params(&p)?)
+    let op = |registry: &Registry, p: &OperationParams| {
+        translate(registry, &TranslateRequest::from_params(p)?)
     };
-    state.operate(&req, adjust, true, op).await
+    state
+        .operate_dated(&req, Dating::Operation, adjust, true, op)
+        .await
 }
 
 /// `ConceptMap/$translate` (GET and POST).

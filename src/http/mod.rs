@@ -160,12 +160,13 @@ impl AppState {
         self.caches.control(mode, id, &self.overlay)
     }
 
-    /// Parameters, registry (with supplied and cached resources, on the request's `date`) and
-    /// the operation itself, in that order.
+    /// Parameters, registry (with supplied and cached resources, on the request's `date` unless
+    /// the operation reads it itself) and the operation itself, in that order.
     fn run<A, F, T>(
         &self,
         p: OperationParams,
         cache_id: Option<&str>,
+        dating: Dating,
         adjust: A,
         op: F,
     ) -> Result<Answer, FhirError>
@@ -185,9 +186,9 @@ impl AppState {
                 .registry(self.registry(), &supplied, &p.texts("useSupplement"))?;
         drop(supplied);
         let p = adjust(&registry, p)?;
-        let registry = match p.text("date")? {
-            Some(date) => registry_on(&registry, &p, &date)?,
-            None => registry,
+        let registry = match (dating, p.text("date")?) {
+            (Dating::RegistryOn, Some(date)) => registry_on(&registry, &p, &date)?,
+            _ => registry,
         };
         op(&registry, &p).map(Into::into)
     }
@@ -210,6 +211,26 @@ impl AppState {
         F: FnOnce(&Registry, &OperationParams) -> Result<T, FhirError> + Send + 'static,
         T: Into<Answer> + Send + 'static,
     {
+        self.operate_dated(req, Dating::RegistryOn, adjust, blocking, op)
+            .await
+    }
+
+    /// [`AppState::operate`], with the request's `date` read as `dating` says.
+    pub async fn operate_dated<A, F, T>(
+        self: &Arc<Self>,
+        req: &FhirRequest,
+        dating: Dating,
+        adjust: A,
+        blocking: bool,
+        op: F,
+    ) -> Response
+    where
+        A: FnOnce(&Registry, OperationParams) -> Result<OperationParams, FhirError>
+            + Send
+            + 'static,
+        F: FnOnce(&Registry, &OperationParams) -> Result<T, FhirError> + Send + 'static,
+        T: Into<Answer> + Send + 'static,
+    {
         let result = match req.params() {
             Err(e) => Err(e),
             Ok(p) => {
@@ -217,9 +238,10 @@ impl AppState {
                     || p.all("tx-resource").next().is_some()
                     || p.all("useSupplement").next().is_some();
                 if !blocking && !supplies {
-                    self.run(p, None, adjust, op)
+                    self.run(p, None, dating, adjust, op)
                 } else {
-                    self.run_in_lanes(p, req.cache_id.clone(), adjust, op).await
+                    self.run_in_lanes(p, req.cache_id.clone(), dating, adjust, op)
+                        .await
                 }
             }
         };
@@ -230,6 +252,7 @@ impl AppState {
         self: &Arc<Self>,
         p: OperationParams,
         cache_id: Option<String>,
+        dating: Dating,
         adjust: A,
         op: F,
     ) -> Result<Answer, FhirError>
@@ -240,30 +263,56 @@ impl AppState {
         F: FnOnce(&Registry, &OperationParams) -> Result<T, FhirError> + Send + 'static,
         T: Into<Answer> + Send + 'static,
     {
+        let state = self.clone();
+        self.in_lanes("operation", move || {
+            state.run(p, cache_id.as_deref(), dating, adjust, op)
+        })
+        .await
+    }
+
+    /// Runs `work` on the blocking pool, in the [`Lanes`], within the request time budget, and
+    /// cancels it when the caller's future is dropped (the client went away). `what` names the
+    /// work in the error a failed task gives. FHIR operations and the register browser's pages
+    /// both run this way.
+    pub async fn in_lanes<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        work: impl FnOnce() -> Result<T, FhirError> + Send + 'static,
+    ) -> Result<T, FhirError> {
         let budget = self.lanes.budget(self.request_timeout);
         // Dropped with this future: when the client goes away, or the wait below ends.
         let cancel = CancelOnDrop(budget.clone());
-        let state = self.clone();
-        let work = budget.clone();
+        let within = budget.clone();
         let task = tokio::task::spawn_blocking(move || {
-            work.run(|| {
+            within.run(|| {
                 // The time spent waiting for a thread counts against the budget.
                 crate::terminology::budget::check()?;
-                state.run(p, cache_id.as_deref(), adjust, op)
+                work()
             })
         });
-        // The operation stops itself at its deadline; this is the backstop for work between
-        // two checks.
+        // The work stops itself at its deadline; this is the backstop for work between two
+        // checks.
         let result = match tokio::time::timeout(self.request_timeout + BACKSTOP, task).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(FhirError::Internal(format!(
-                "operation task failed: {join}"
-            ))),
+            Ok(Err(join)) => Err(FhirError::Internal(format!("{what} task failed: {join}"))),
             Err(_) => Err(budget.timeout_error()),
         };
         drop(cancel);
         result
     }
+}
+
+/// What a request's `date` parameter means to an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dating {
+    /// The operation sees the registry as it stood that day (a 404 before a register's first
+    /// release): `$lookup`, `$validate-code`, `$expand`, ….
+    RegistryOn,
+    /// The operation reads `date` itself and sees the whole registry: `$translate`, whose `date`
+    /// is the day the mappings held (see [`TranslateRequest::date`]).
+    ///
+    /// [`TranslateRequest::date`]: crate::terminology::translate::TranslateRequest::date
+    Operation,
 }
 
 /// How long past its time budget an operation that has not checked it is waited for.

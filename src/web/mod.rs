@@ -24,7 +24,6 @@ mod timeline;
 mod value_set;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -35,7 +34,6 @@ use maud::Markup;
 use crate::error::FhirError;
 use crate::http::AppState;
 use crate::store::Registry;
-use crate::terminology::budget::CancelOnDrop;
 
 /// The `Content-Security-Policy` of every HTML page: nothing but this server's own stylesheet and
 /// script, no inline script or style, no framing, forms post only here.
@@ -155,23 +153,11 @@ where
     F: FnOnce(&Arc<Registry>) -> Result<P, FhirError> + Send + 'static,
     P: Into<Page> + Send + 'static,
 {
-    let state = &browser.state;
-    let budget = state.lanes.budget(state.request_timeout);
-    let cancel = CancelOnDrop(budget.clone());
-    let registry = state.registry();
-    let work = budget.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        work.run(|| {
-            crate::terminology::budget::check()?;
-            build(&registry).map(Into::into)
-        })
-    });
-    let result = match tokio::time::timeout(state.request_timeout + BACKSTOP, task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) => Err(FhirError::Internal(format!("page task failed: {join}"))),
-        Err(_) => Err(budget.timeout_error()),
-    };
-    drop(cancel);
+    let registry = browser.state.registry();
+    let result = browser
+        .state
+        .in_lanes("page", move || build(&registry).map(Into::into))
+        .await;
     match result {
         Ok(Page(status, page)) => html(status, page),
         Err(e) => error_page(&browser.fhir_base, &e),
@@ -201,9 +187,6 @@ impl From<Markup> for Page {
         Self(StatusCode::OK, page)
     }
 }
-
-/// How long past its time budget a page that has not checked it is waited for.
-const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// The registry as it stood on `date` (`YYYY-MM-DD`, or a FHIR date or dateTime), or the
 /// registry itself without one; a malformed date is a 400.
