@@ -527,31 +527,19 @@ pub fn expand(
         .map(String::as_str)
         .chain(auto_properties.iter().copied())
         .map(|p| {
-            let uri = expansion.systems.iter().find_map(|cs| {
-                cs.meta
-                    .properties
-                    .iter()
-                    .find(|d| d.code == p)
-                    .and_then(|d| d.uri.clone())
-                    .or_else(|| {
-                        // A supplement's declaration.
-                        cs.supplements.iter().find_map(|s| {
-                            s.meta
-                                .properties
-                                .iter()
-                                .find(|d| d.code == p)
-                                .and_then(|d| d.uri.clone())
-                        })
-                    })
-            })
-            .or_else(|| {
-                super::resources::concept_extension_property_uri(p).map(str::to_string)
-            })
-            .or_else(|| {
-                // Properties every CodeSystem has, defined by FHIR.
-                matches!(p, "definition" | "status")
-                    .then(|| format!("http://hl7.org/fhir/concept-properties#{p}"))
-            });
+            // Each CodeSystem's declaration, then its supplements'.
+            let declared_uri = expansion
+                .systems
+                .iter()
+                .flat_map(|cs| std::iter::once(cs).chain(&cs.supplements))
+                .find_map(|cs| cs.meta.properties.iter().find(|d| d.code == p)?.uri.clone());
+            let uri = declared_uri
+                .or_else(|| super::resources::concept_extension_property_uri(p).map(str::to_string))
+                .or_else(|| {
+                    // Properties every CodeSystem has, defined by FHIR.
+                    matches!(p, "definition" | "status")
+                        .then(|| format!("http://hl7.org/fhir/concept-properties#{p}"))
+                });
             let mut parts = vec![json!({ "url": "code", "valueCode": p })];
             if let Some(u) = uri {
                 parts.push(json!({ "url": "uri", "valueUri": u }));

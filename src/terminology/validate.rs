@@ -592,36 +592,34 @@ pub fn validate_code_parameters(
             outcomes.push(out);
             continue;
         };
-        if let Some(supplement) = registry
+        // A system the coding cannot use: a supplement's canonical (the reference's
+        // CODESYSTEM_CS_NO_SUPPLEMENT), or one the server does not know.
+        let unusable = match registry
             .code_system(&system, coding.version.as_deref())
             .filter(|cs| cs.meta.content == "supplement")
         {
-            // The reference's CODESYSTEM_CS_NO_SUPPLEMENT.
-            out.unknown_system = Some(system.clone());
-            out.issues.push(Issue {
-                severity: "error",
-                code: "invalid",
-                tx: "invalid-data",
-                text: format!(
+            Some(supplement) => Some((
+                "invalid",
+                "invalid-data",
+                format!(
                     "CodeSystem {} is a supplement, so can't be used as a value in Coding.system",
                     supplement.canonical()
                 ),
-                expression: Some(format!("{path}system")),
-            });
-            if let Some((_, label, _)) = &vs_context {
-                out.issues
-                    .push(not_in_vs(coding, &system, &code, label, path));
-            }
-            outcomes.push(out);
-            continue;
-        }
-        if !registry.knows_code_system(&system) {
+            )),
+            None if !registry.knows_code_system(&system) => Some((
+                "not-found",
+                "not-found",
+                versions::unknown_version_text(registry, &system, None, Purpose::Validate),
+            )),
+            None => None,
+        };
+        if let Some((issue_code, tx, text)) = unusable {
             out.unknown_system = Some(system.clone());
             out.issues.push(Issue {
                 severity: "error",
-                code: "not-found",
-                tx: "not-found",
-                text: versions::unknown_version_text(registry, &system, None, Purpose::Validate),
+                code: issue_code,
+                tx,
+                text,
                 expression: Some(format!("{path}system")),
             });
             if let Some((_, label, _)) = &vs_context {
