@@ -5,7 +5,7 @@
 
 use serde_json::{Value as Json, json};
 
-use crate::support::{codes, fixture, param, post};
+use crate::support::{codes, fixture, param, post, validation_issues};
 
 /// A fixture resource of `tests/fixtures/conformance2/`.
 fn resource(name: &str) -> Json {
@@ -32,26 +32,6 @@ fn filtered(system: &str, filters: Json) -> Json {
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
-}
-
-/// The issues of a `$validate-code` answer as (severity, code, tx-issue-type, text).
-fn issues(p: &Json) -> Vec<(String, String, String, String)> {
-    param(p, "issues")
-        .and_then(|oo| oo["issue"].as_array())
-        .into_iter()
-        .flatten()
-        .map(|i| {
-            (
-                i["severity"].as_str().unwrap_or("").to_string(),
-                i["code"].as_str().unwrap_or("").to_string(),
-                i["details"]["coding"][0]["code"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-                i["details"]["text"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
 }
 
 const RENAMED: &str = "http://example.org/fhir/CodeSystem/c2-abstract-renamed";
@@ -203,7 +183,7 @@ async fn validate_code_with_abstract_false_rejects_an_abstract_code_with_the_ref
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
     let abstract_text =
         format!("Code '{RENAMED}#group' is abstract, and not allowed in this context");
-    let found = issues(&p);
+    let found = validation_issues(&p);
     assert!(
         found.contains(&(
             "error".into(),
@@ -255,7 +235,10 @@ async fn validate_code_with_abstract_false_rejects_an_abstract_code_with_the_ref
     .json();
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
     assert_eq!(
-        issues(&p).iter().map(|i| i.3.as_str()).collect::<Vec<_>>(),
+        validation_issues(&p)
+            .iter()
+            .map(|i| i.3.as_str())
+            .collect::<Vec<_>>(),
         vec![abstract_text.as_str()],
         "{p}"
     );
@@ -321,7 +304,7 @@ async fn not_selectable_rules_hold_for_a_mapped_register() {
     .json();
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
     assert!(
-        issues(&p).iter().any(
+        validation_issues(&p).iter().any(
             |i| i.3 == format!("Code '{ICD10}#I' is abstract, and not allowed in this context")
         ),
         "{p}"
@@ -356,7 +339,7 @@ async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_frag
     .json();
     assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
     assert_eq!(
-        issues(&p),
+        validation_issues(&p),
         vec![(
             "warning".to_string(),
             "code-invalid".to_string(),
@@ -385,7 +368,10 @@ async fn a_code_a_fragment_does_not_hold_is_valid_with_a_warning_naming_the_frag
     .json();
     assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
     assert_eq!(
-        issues(&p).iter().map(|i| i.3.clone()).collect::<Vec<_>>(),
+        validation_issues(&p)
+            .iter()
+            .map(|i| i.3.clone())
+            .collect::<Vec<_>>(),
         vec![fragment_warning("elsewhere")],
         "{p}"
     );
@@ -541,7 +527,7 @@ async fn a_wrong_display_for_a_code_system_without_a_language_says_which_languag
         assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
         assert_eq!(param(&p, "message"), Some(&json!(want)), "{p}");
         assert!(
-            issues(&p)
+            validation_issues(&p)
                 .iter()
                 .any(|i| i.2 == "invalid-display" && i.3 == want),
             "{p}"
@@ -574,7 +560,7 @@ async fn a_codeable_concept_with_an_unknown_code_in_a_known_code_system_is_not_v
     .await;
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
     let unknown = format!("Unknown code 'zzz' in the CodeSystem '{NO_LANGUAGE}' version '1.0.0'");
-    let found = issues(&p);
+    let found = validation_issues(&p);
     assert!(
         found.contains(&(
             "error".into(),
@@ -840,7 +826,7 @@ async fn an_unversioned_code_is_checked_against_the_newest_included_version_that
     let p = validate_in(&vs, json!({"system": VERSIONED, "code": "zz"})).await;
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
     assert!(
-        issues(&p)
+        validation_issues(&p)
             .iter()
             .any(|i| i.3
                 == format!("Unknown code 'zz' in the CodeSystem '{VERSIONED}' version '2.0.0'")),
@@ -1065,7 +1051,7 @@ async fn a_supplement_is_not_a_coding_system_and_its_designations_count_for_disp
     .json();
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
     assert_eq!(
-        issues(&p),
+        validation_issues(&p),
         vec![(
             "error".to_string(),
             "invalid".to_string(),

@@ -366,3 +366,21 @@ pub fn one_register_state(
         registers::build_registry(&only, &dir, resources).expect("registry"),
     ))
 }
+
+/// The issues of a `$validate-code` answer as (severity, code, tx-issue-type, text).
+pub fn validation_issues(p: &Json) -> Vec<(String, String, String, String)> {
+    param(p, "issues")
+        .and_then(|oo| oo["issue"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let text = |v: &Json| v.as_str().unwrap_or("").to_string();
+            (
+                text(&i["severity"]),
+                text(&i["code"]),
+                text(&i["details"]["coding"][0]["code"]),
+                text(&i["details"]["text"]),
+            )
+        })
+        .collect()
+}

@@ -9,20 +9,11 @@ const ODS: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
 const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
 const GP: &str = "https://fhir-registers.org/fhir/ValueSet/ods-gp-practices";
 
+/// The issues of a `$validate-code` answer as (severity, tx-issue-type).
 fn issue_types(p: &serde_json::Value) -> Vec<(String, String)> {
-    param(p, "issues")
-        .and_then(|oo| oo["issue"].as_array())
+    validation_issues(p)
         .into_iter()
-        .flatten()
-        .map(|i| {
-            (
-                i["severity"].as_str().unwrap_or("").to_string(),
-                i["details"]["coding"][0]["code"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
+        .map(|(severity, _, tx, _)| (severity, tx))
         .collect()
 }
 
