@@ -14,6 +14,14 @@
 # Needs ../shared/data beside the repository, python3 and wrk. Takes ~25 minutes on 2 cores for 60
 # months; the generated files (~35 MB each) go to a temporary folder and each is removed once
 # imported (but the first and the last).
+#
+# HISTORY_KEEP=DIR keeps the imported store in DIR (the stores after the first, the 12th and the
+# last release, the codes measured and the import figures). A later run with the same HISTORY_KEEP
+# skips generating and importing and measures serving and queries only, printing the import
+# figures of the run that built the store: how to compare two builds of the server on one history.
+#
+#   HISTORY=60 HISTORY_KEEP=/var/tmp/history60 benches/load.sh   # builds (once) and measures
+#   HISTORY=60 HISTORY_KEEP=/var/tmp/history60 benches/load.sh   # measures again, in minutes
 set -euo pipefail
 export RUST_LOG="${RUST_LOG:-info,fhir_registers::access=off}"
 
@@ -33,8 +41,11 @@ BASE="http://127.0.0.1:$PORT"
 [ -f "$SOURCE" ] || { echo "missing $SOURCE (../shared/data beside the repository)" >&2; exit 2; }
 
 cd "$ROOT"
-cargo build --release --quiet
-BIN="$ROOT/target/release/fhir-registers"
+# BIN=path measures another build of the server (e.g. main's, for a comparison in one session).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN="$ROOT/target/release/fhir-registers"
+fi
 WORK="$(mktemp -d)"
 SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"; }
@@ -46,48 +57,66 @@ need_wrk
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 
+STORE="${HISTORY_KEEP:-$WORK}"
+mkdir -p "$STORE"
+if [ -f "$STORE/complete" ] && [ "$(cat "$STORE/complete")" = "$HISTORY $TARGET" ]; then
+  echo "measuring the store kept in $STORE ($HISTORY releases of $TARGET postcodes)" >&2
+else
+rm -rf "$STORE/data" "$STORE/data-1" "$STORE/data-12" "$STORE/imports" "$STORE/complete"
+: > "$STORE/imports"
 echo "generating $HISTORY monthly releases of $TARGET postcodes" >&2
 gen_start=$(date +%s)
-python3 "$ROOT/benches/gen_history.py" "$SOURCE" "$WORK/gen" --months "$HISTORY" --target "$TARGET" > "$WORK/releases"
-GEN_SECS=$(( $(date +%s) - gen_start ))
-FIRST=$(head -1 "$WORK/releases" | cut -f1)
-LAST=$(tail -1 "$WORK/releases" | cut -f1)
+python3 "$ROOT/benches/gen_history.py" "$SOURCE" "$WORK/gen" --months "$HISTORY" --target "$TARGET" > "$STORE/releases"
+echo $(( $(date +%s) - gen_start )) > "$STORE/gen-secs"
+FIRST=$(head -1 "$STORE/releases" | cut -f1)
+LAST=$(tail -1 "$STORE/releases" | cut -f1)
 # Postcodes in every month (in the first and the last: a terminated postcode never comes back).
 zcat "$FIRST" | tail -n +2 | cut -d, -f1 | tr -d '" ' | sort > "$WORK/first-codes"
 zcat "$LAST" | tail -n +2 | cut -d, -f1 | tr -d '" ' | sort > "$WORK/last-codes"
-comm -12 "$WORK/first-codes" "$WORK/last-codes" | shuf -n 20000 --random-source=<(yes) > "$WORK/codes"
+comm -12 "$WORK/first-codes" "$WORK/last-codes" | shuf -n 20000 --random-source=<(yes) > "$STORE/codes"
 rm -f "$WORK/first-codes" "$WORK/last-codes"
 
-declare -a READY_ROWS=()
 n=0
-: > "$WORK/monthly-secs"
 while IFS=$'\t' read -r file version rows introduced terminated changed kind; do
   n=$((n + 1))
   start=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$WORK/time" "$BIN" import --data-dir "$WORK/data" --version "$version" \
+  /usr/bin/time -f "%M" -o "$WORK/time" "$BIN" import --data-dir "$STORE/data" --version "$version" \
     "$ROOT/mappings/postcodes-codepoint.toml" "$file" 2> "$WORK/import.log" \
     || { cat "$WORK/import.log" >&2; exit 1; }
   secs=$(echo "$(date +%s.%N) - $start" | bc)
   bytes=$(grep -o 'releases: [0-9]* bytes' "$WORK/import.log" | grep -o '[0-9]*' || echo 0)
   peak=$(( $(cat "$WORK/time") / 1024 ))
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$kind" "$secs" "$bytes" "$peak" "$changed" >> "$WORK/imports"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$version" "$kind" "$secs" "$bytes" "$peak" "$changed" >> "$STORE/imports"
   echo "imported $version ($kind, $changed changed): $secs s, $bytes bytes, peak $peak MiB" >&2
-  [ "$kind" = monthly ] && echo "$secs" >> "$WORK/monthly-secs"
   [ "$file" != "$FIRST" ] && [ "$file" != "$LAST" ] && rm -f "$file"
-  if [ "$n" = 1 ] || [ "$n" = 12 ] || [ "$n" = "$HISTORY" ]; then
-    start_server
-    # Then once the latest version's indexes are built in the background (what a warm server holds).
-    wait_indexes
-    RSS_WARM=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
-    READY_ROWS+=("$(printf '| %d | %.2f s | %d MiB | %d MiB |' "$n" "$READY" "$RSS_READY" "$RSS_WARM")")
-    [ "$n" = 1 ] && RSS_ONE=$RSS_READY && WARM_ONE=$RSS_WARM
-    [ "$n" = "$HISTORY" ] && RSS_ALL=$RSS_READY && WARM_ALL=$RSS_WARM
-    stop_server
+  # The stores after the first and the 12th release, for start-up measured on them below.
+  if { [ "$n" = 1 ] || [ "$n" = 12 ]; } && [ "$n" != "$HISTORY" ]; then
+    cp -r "$STORE/data" "$STORE/data-$n"
   fi
-done < "$WORK/releases"
-DISK=$(du -sb "$WORK/data/feeds" | cut -f1)
+done < "$STORE/releases"
+echo "$HISTORY $TARGET" > "$STORE/complete"
+fi
+GEN_SECS=$(cat "$STORE/gen-secs")
+cp "$STORE/codes" "$WORK/codes"
+cp "$STORE/releases" "$WORK/releases"
 
-start_server
+# Start-up with 1, 12 and all releases stored: time to ready and RSS, at ready and once the latest
+# version's indexes are built in the background (what a warm server holds).
+declare -a READY_ROWS=()
+for n in $(printf '%s\n' 1 12 "$HISTORY" | sort -nu); do
+  [ "$n" -le "$HISTORY" ] || continue
+  data="$STORE/data-$n"; [ "$n" = "$HISTORY" ] && data="$STORE/data"
+  start_server "$data"
+  wait_indexes
+  RSS_WARM=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
+  READY_ROWS+=("$(printf '| %d | %.2f s | %d MiB | %d MiB |' "$n" "$READY" "$RSS_READY" "$RSS_WARM")")
+  [ "$n" = 1 ] && RSS_ONE=$RSS_READY && WARM_ONE=$RSS_WARM
+  [ "$n" = "$HISTORY" ] && RSS_ALL=$RSS_READY && WARM_ALL=$RSS_WARM
+  stop_server
+done
+DISK=$(du -sb "$STORE/data/feeds" | cut -f1)
+
+start_server "$STORE/data"
 wait_indexes
 
 
@@ -134,7 +163,7 @@ echo
 echo "| import | releases | median | max | peak RSS (max) | stored bytes (median) |"
 echo "|---|---|---|---|---|---|"
 for kind in first monthly refresh; do
-  awk -F'\t' -v k="$kind" '$2 == k' "$WORK/imports" > "$WORK/kind"
+  awk -F'\t' -v k="$kind" '$2 == k' "$STORE/imports" > "$WORK/kind"
   [ -s "$WORK/kind" ] || continue
   printf '| %s | %d | %.1f s | %.1f s | %d MiB | %s |\n' "$kind" "$(wc -l < "$WORK/kind")" \
     "$(cut -f3 "$WORK/kind" | median)" "$(cut -f3 "$WORK/kind" | sort -g | tail -1)" \

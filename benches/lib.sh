@@ -8,11 +8,12 @@ need_wrk() {
   if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >/dev/null; else sudo apt-get install -y -q wrk >/dev/null; fi
 }
 
-# Starts the server on the data imported so far; sets SERVER, READY (seconds) and RSS_READY (MiB).
-start_server() {
+# Starts the server on the data imported so far ($WORK/data, or the folder given); sets SERVER,
+# READY (seconds) and RSS_READY (MiB).
+start_server() { # [data folder]
   local start
   start=$(date +%s.%N)
-  "$BIN" serve --no-default-imports --data-dir "$WORK/data" --mappings "$ROOT/mappings" \
+  "$BIN" serve --no-default-imports --data-dir "${1:-$WORK/data}" --mappings "$ROOT/mappings" \
     --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
   SERVER=$!
   until curl -sf "$BASE/health" >/dev/null; do
