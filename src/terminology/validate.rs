@@ -350,6 +350,12 @@ fn check_concept(
     }
     if c.inactive {
         out.issues.push(inactive_issue(&c, path));
+    } else if c
+        .status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("deprecated"))
+    {
+        out.issues.push(deprecated_issue(&c, path));
     }
 }
 
@@ -434,6 +440,26 @@ fn check_abstract(
             .push(not_in_vs(&out.coding, &cs.meta.url, code, label, path));
     }
     out.valid = false;
+}
+
+/// The warning that an active concept is deprecated (its `status` property, or its
+/// standards-status extension): the reference's `DEPRECATED_CONCEPT_FOUND`
+/// (FHIRsmith `tx/workers/validate.js`).
+fn deprecated_issue(c: &crate::store::Concept, path: &str) -> Issue {
+    Issue {
+        severity: "warning",
+        code: "business-rule",
+        tx: "code-comment",
+        text: format!(
+            "The concept '{}' is deprecated and its use should be reviewed",
+            c.code
+        ),
+        expression: Some(if path.is_empty() {
+            "code".to_string()
+        } else {
+            path.trim_end_matches('.').to_string()
+        }),
+    }
 }
 
 /// The warning that a concept is inactive.
@@ -903,6 +929,15 @@ pub fn validate_code_parameters(
         if let Some(status) = &cs.concept(*r).status {
             params.value("status", "valueCode", json!(status));
         }
+    } else if let Some((cs, r)) = &o.found
+        && let Some(status) = cs
+            .concept(*r)
+            .status
+            .as_deref()
+            .filter(|s| s.eq_ignore_ascii_case("deprecated"))
+    {
+        // An active but deprecated concept: the reference names its status too.
+        params.value("status", "valueCode", json!(status));
     }
     params.value("result", "valueBoolean", json!(result));
     if !result {

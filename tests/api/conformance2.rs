@@ -1087,3 +1087,201 @@ async fn a_supplement_is_not_a_coding_system_and_its_designations_count_for_disp
 }
 
 // 9. Property-filtered $expand on registers at scale: tests/api/packed_filters.rs.
+
+// 5. Status markers and concept extensions.
+
+const MARKED: &str = "http://example.org/fhir/CodeSystem/c2-marked";
+const MARKED_SUPPLEMENT: &str = "http://example.org/fhir/CodeSystem/c2-marked-supplement";
+
+fn marked_resources() -> [Json; 2] {
+    [
+        resource("codesystem-marked.json"),
+        resource("codesystem-marked-supplement.json"),
+    ]
+}
+
+/// The extensions of one code in an expansion, other than its properties, as (url, value).
+fn contains_extensions(e: &Json, code: &str) -> Vec<(String, Json)> {
+    let c = e["expansion"]["contains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["code"] == code)
+        .cloned()
+        .unwrap_or_default();
+    c["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| {
+            x["url"] != "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property"
+        })
+        .filter_map(|x| {
+            let (_, v) = x.as_object()?.iter().find(|(k, _)| k.starts_with("value"))?;
+            Some((x["url"].as_str()?.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_expansion_copies_the_concept_extensions_and_status_the_reference_copies() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-marked",
+        "version": "1", "status": "active",
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/valueset-supplement", "valueCanonical": MARKED_SUPPLEMENT}],
+        "compose": {"include": [{"system": MARKED}]}});
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    // Rendering extensions are copied as they are; an extension the reference does not copy is
+    // left out.
+    assert_eq!(
+        contains_extensions(&e, "styled"),
+        vec![
+            (
+                "http://hl7.org/fhir/StructureDefinition/rendering-style".to_string(),
+                json!("font-weight: bold")
+            ),
+            (
+                "http://hl7.org/fhir/StructureDefinition/rendering-xhtml".to_string(),
+                json!("<b>Styled</b>")
+            ),
+        ],
+        "{e}"
+    );
+    // A supplement's concept extensions are copied too.
+    assert_eq!(
+        contains_extensions(&e, "plain"),
+        vec![(
+            "http://hl7.org/fhir/StructureDefinition/rendering-style".to_string(),
+            json!("font-style: italic")
+        )],
+        "{e}"
+    );
+    // A deprecated concept, by its standards-status extension or its status property, has the
+    // status property without being asked for it; an active one has none.
+    for code in ["old", "older"] {
+        assert_eq!(
+            contains_properties(&e, code),
+            vec![("status".to_string(), json!("deprecated"))],
+            "{code}: {e}"
+        );
+    }
+    assert!(contains_properties(&e, "styled").is_empty(), "{e}");
+    let declared = e["expansion"]["extension"].to_string();
+    assert!(
+        declared.contains("http://hl7.org/fhir/concept-properties#status"),
+        "{e}"
+    );
+    // `$lookup` does not list the copied extensions as properties.
+    let l = post(
+        "/fhir/CodeSystem/$lookup",
+        &with_resources(
+            vec![
+                json!({"name": "system", "valueUri": MARKED}),
+                json!({"name": "code", "valueCode": "styled"}),
+            ],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert!(!l.to_string().contains("rendering-style"), "{l}");
+    assert_eq!(param(&l, "display"), Some(&json!("Styled")), "{l}");
+}
+
+#[tokio::test]
+async fn a_listed_concept_keeps_only_the_extensions_the_reference_copies() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-marked-listed",
+    "version": "1", "status": "active",
+    "compose": {"include": [{"system": MARKED, "concept": [
+        {"code": "plain", "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/valueset-deprecated", "valueBoolean": true},
+            {"url": "http://hl7.org/fhir/StructureDefinition/valueset-label", "valueString": "p."},
+            {"url": "http://example.org/fhir/StructureDefinition/not-copied", "valueString": "no"}
+        ]},
+        {"code": "styled", "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition", "valueString": "Another definition"}
+        ]}
+    ]}]}});
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(
+        contains_extensions(&e, "plain"),
+        vec![(
+            "http://hl7.org/fhir/StructureDefinition/valueset-deprecated".to_string(),
+            json!(true)
+        )],
+        "{e}"
+    );
+    let styled = contains_extensions(&e, "styled");
+    assert!(
+        styled.contains(&(
+            "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition".to_string(),
+            json!("Another definition")
+        )),
+        "{e}"
+    );
+    assert!(
+        styled
+            .iter()
+            .any(|(u, _)| u == "http://hl7.org/fhir/StructureDefinition/rendering-style"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_deprecated_concept_is_valid_with_the_reference_deprecation_warning() {
+    for code in ["old", "older"] {
+        let p = post(
+            "/fhir/CodeSystem/$validate-code",
+            &with_resources(
+                vec![
+                    json!({"name": "url", "valueUri": MARKED}),
+                    json!({"name": "code", "valueCode": code}),
+                ],
+                &marked_resources(),
+            ),
+        )
+        .await
+        .json();
+        assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+        assert_eq!(param(&p, "status"), Some(&json!("deprecated")), "{p}");
+        assert_eq!(
+            validation_issues(&p),
+            vec![(
+                "warning".to_string(),
+                "business-rule".to_string(),
+                "code-comment".to_string(),
+                format!("The concept '{code}' is deprecated and its use should be reviewed"),
+            )],
+            "{p}"
+        );
+    }
+    // An active concept has no such warning.
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": MARKED}),
+                json!({"name": "code", "valueCode": "plain"}),
+            ],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert!(validation_issues(&p).is_empty(), "{p}");
+}
