@@ -319,11 +319,13 @@ pub fn expand(
         .and_then(Json::as_array)
         .cloned()
         .unwrap_or_default();
+    // The ValueSet's own version-steering parameters (`compose.extension`) after the request's.
+    let versions = req.versions.with_value_set(&vs)?;
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
         exclude_not_for_ui: req.exclude_not_for_ui,
-        versions: &req.versions,
+        versions: &versions,
         version_usage: Default::default(),
         pinned: Default::default(),
         extra_value_sets: &contained,

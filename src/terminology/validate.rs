@@ -541,11 +541,16 @@ pub fn validate_code_parameters(
         None => None,
     };
     let registry = supplemented.as_ref().unwrap_or(registry);
+    // The ValueSet's own version-steering parameters (`compose.extension`) after the request's.
+    let versions = match &vs_context {
+        Some((_, _, vs)) => req.versions.with_value_set(vs)?,
+        None => req.versions.clone(),
+    };
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
         exclude_not_for_ui: false,
-        versions: &req.versions,
+        versions: &versions,
         version_usage: Default::default(),
         pinned: Default::default(),
         extra_value_sets: &contained,
@@ -657,7 +662,7 @@ pub fn validate_code_parameters(
         }
         let rec = versions::reconcile(
             registry,
-            &req.versions,
+            &versions,
             vs_context.as_ref().map(|v| &v.0),
             &system,
             coding.version.as_deref(),
@@ -667,7 +672,7 @@ pub fn validate_code_parameters(
             && rec.testable
             && let Some((compose, _, _)) = &vs_context
         {
-            let candidates = versions::included_versions(registry, &req.versions, compose, &system);
+            let candidates = versions::included_versions(registry, &versions, compose, &system);
             if candidates.len() > 1 {
                 let mut picked = None;
                 for cs in &candidates {

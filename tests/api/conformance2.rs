@@ -1285,3 +1285,111 @@ async fn a_deprecated_concept_is_valid_with_the_reference_deprecation_warning() 
     .json();
     assert!(validation_issues(&p).is_empty(), "{p}");
 }
+
+// 6. Version-steering parameters a ValueSet states for itself.
+
+/// A ValueSet over the versioned CodeSystem (the include states `version`, if any) whose
+/// compose states the expansion parameter `name` = `value` with the extension `url`.
+fn steering(url: &str, name: &str, value: &str, version: Option<&str>) -> Json {
+    let mut include = json!({"system": VERSIONED});
+    if let Some(v) = version {
+        include["version"] = json!(v);
+    }
+    json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-steering",
+        "version": "1", "status": "active",
+        "compose": {
+            "extension": [{"url": url, "extension": [
+                {"url": "name", "valueCode": name},
+                {"url": "value", "valueUri": value}]}],
+            "include": [include]}})
+}
+
+const EXPANSION_PARAMETER: &str =
+    "http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter";
+const TOOLS_EXPANSION_PARAMETER: &str =
+    "http://hl7.org/fhir/tools/StructureDefinition/valueset-expansion-parameter";
+
+async fn expand_versioned(vs: &Json, extra: Vec<Json>) -> Json {
+    let mut params = vec![json!({"name": "valueSet", "resource": vs})];
+    params.extend(extra);
+    post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            params,
+            &[
+                resource("codesystem-versioned-1.json"),
+                resource("codesystem-versioned-2.json"),
+            ],
+        ),
+    )
+    .await
+    .json()
+}
+
+fn named_parameters(e: &Json, name: &str) -> Vec<String> {
+    e["expansion"]["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == name)
+        .filter_map(|p| p["valueUri"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_compose_expansion_parameter_steers_the_version_and_is_echoed() {
+    let pinned = format!("{VERSIONED}|1.0.0");
+    for url in [EXPANSION_PARAMETER, TOOLS_EXPANSION_PARAMETER] {
+        let vs = steering(url, "system-version", &pinned, None);
+        let e = expand_versioned(&vs, vec![]).await;
+        assert_eq!(sorted(codes(&e)), vec!["a", "b"], "{url}: {e}");
+        assert_eq!(
+            named_parameters(&e, "used-codesystem"),
+            vec![pinned.clone()],
+            "{e}"
+        );
+        assert_eq!(
+            named_parameters(&e, "system-version"),
+            vec![pinned.clone()],
+            "{e}"
+        );
+        // Validation reads it too: `b` is only in 1.0.0.
+        let p = validate_in(&vs, json!({"system": VERSIONED, "code": "b"})).await;
+        assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+        assert_eq!(param(&p, "version"), Some(&json!("1.0.0")), "{p}");
+    }
+    // The request's own rule for the same CodeSystem wins.
+    let vs = steering(EXPANSION_PARAMETER, "system-version", &pinned, None);
+    let e = expand_versioned(
+        &vs,
+        vec![json!({"name": "system-version", "valueUri": format!("{VERSIONED}|2.0.0")})],
+    )
+    .await;
+    assert_eq!(sorted(codes(&e)), vec!["a", "c"], "{e}");
+    // `force-system-version` overrides the version the include states.
+    let vs = steering(
+        EXPANSION_PARAMETER,
+        "force-system-version",
+        &pinned,
+        Some("2.0.0"),
+    );
+    let e = expand_versioned(&vs, vec![]).await;
+    assert_eq!(sorted(codes(&e)), vec!["a", "b"], "{e}");
+    assert_eq!(
+        named_parameters(&e, "force-system-version"),
+        vec![pinned.clone()],
+        "{e}"
+    );
+    // A value that is not `url|version` is the ValueSet's mistake, reported as invalid.
+    let vs = steering(EXPANSION_PARAMETER, "system-version", VERSIONED, None);
+    let r = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &[resource("codesystem-versioned-1.json")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    assert!(r.text().contains("url|version"), "{}", r.text());
+}
