@@ -917,6 +917,10 @@ pub fn validate_code_parameters(
                     || (!has_error && i.severity == "warning")
                     // A coding without a system is always worth saying.
                     || i.tx == "invalid-data"
+                    // So is a concept's own status (inactive, deprecated): the reference adds
+                    // INACTIVE_CONCEPT_FOUND and DEPRECATED_CONCEPT_FOUND to the message
+                    // whatever else is wrong (FHIRsmith `tx/workers/validate.js`).
+                    || i.tx == "code-comment"
                     || (!has_error && i.tx == "invalid-display")
             })
             .map(|i| i.text.as_str())

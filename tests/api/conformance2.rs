@@ -1393,3 +1393,30 @@ async fn a_compose_expansion_parameter_steers_the_version_and_is_echoed() {
     assert_eq!(r.status.as_u16(), 400, "{}", r.text());
     assert!(r.text().contains("url|version"), "{}", r.text());
 }
+
+#[tokio::test]
+async fn a_concept_status_warning_is_in_the_message_beside_the_errors() {
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": MARKED}),
+                json!({"name": "code", "valueCode": "old"}),
+                json!({"name": "display", "valueString": "Not the display"}),
+            ],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let message = param(&p, "message")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("The concept 'old' is deprecated and its use should be reviewed"),
+        "{p}"
+    );
+    assert!(message.contains("Wrong Display Name 'Not the display'"), "{p}");
+}
