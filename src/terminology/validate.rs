@@ -103,8 +103,9 @@ impl ValidateRequest {
             }
         }
         if codings.is_empty() {
-            return Err(FhirError::Required(
-                "$validate-code needs 'code', 'coding' or 'codeableConcept'".into(),
+            // The reference's wording and issue type (tx.fhir.org).
+            return Err(FhirError::Invalid(
+                "Unable to find code to validate (looked for coding | codeableConcept | code+system | code+inferSystem in parameters".into(),
             ));
         }
         if codings
@@ -787,6 +788,26 @@ pub fn validate_code_parameters(
                                 out.issues.push(unknown_code(&cs, &code, path));
                             }
                         } else if let Some(r) = cs.find(&code) {
+                            // The display is checked all the same, as the reference does.
+                            let mut checked = Outcome {
+                                language: out.language.clone(),
+                                ..Default::default()
+                            };
+                            check_concept(
+                                &cs,
+                                r,
+                                coding,
+                                path,
+                                req.lenient_display,
+                                None,
+                                &mut checked,
+                            );
+                            out.issues.extend(
+                                checked
+                                    .issues
+                                    .into_iter()
+                                    .filter(|i| i.tx == "invalid-display"),
+                            );
                             // Left out only because inactive codes are excluded?
                             if cs.concept(r).inactive
                                 && (req.active_only || compose.inactive == Some(false))
@@ -921,7 +942,7 @@ pub fn validate_code_parameters(
                     // INACTIVE_CONCEPT_FOUND and DEPRECATED_CONCEPT_FOUND to the message
                     // whatever else is wrong (FHIRsmith `tx/workers/validate.js`).
                     || i.tx == "code-comment"
-                    || (!has_error && i.tx == "invalid-display")
+                    || i.tx == "invalid-display"
             })
             .map(|i| i.text.as_str())
             .collect();

@@ -1418,5 +1418,81 @@ async fn a_concept_status_warning_is_in_the_message_beside_the_errors() {
         message.contains("The concept 'old' is deprecated and its use should be reviewed"),
         "{p}"
     );
-    assert!(message.contains("Wrong Display Name 'Not the display'"), "{p}");
+    assert!(
+        message.contains("Wrong Display Name 'Not the display'"),
+        "{p}"
+    );
+}
+
+// 7. Batch validation.
+
+#[tokio::test]
+async fn a_batch_entry_overrides_the_batch_parameters_and_a_code_outside_the_value_set_gets_its_display_checked()
+ {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-plain-only",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": MARKED, "concept": [{"code": "plain"}]}]}});
+    let entry = |params: Vec<Json>| json!({"name": "validation", "resource": {"resourceType": "Parameters", "parameter": params}});
+    let b = post(
+        "/fhir/ValueSet/$batch-validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "lenient-display-validation", "valueBoolean": true}),
+                entry(vec![
+                    json!({"name": "coding", "valueCoding": {"system": MARKED, "code": "plain", "display": "xx"}}),
+                    json!({"name": "lenient-display-validation", "valueBoolean": false}),
+                ]),
+                entry(vec![
+                    json!({"name": "codingX", "valueCoding": {"system": MARKED, "code": "plain"}}),
+                ]),
+                entry(vec![
+                    json!({"name": "coding", "valueCoding": {"system": MARKED, "code": "styled", "display": "xx"}}),
+                ]),
+            ],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    let results: Vec<Json> = b["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "validation")
+        .map(|p| p["resource"].clone())
+        .collect();
+    assert_eq!(results.len(), 3, "{b}");
+    // The entry's own `lenient-display-validation=false` wins over the batch's `true`.
+    assert_eq!(param(&results[0], "result"), Some(&json!(false)), "{b}");
+    assert!(
+        validation_issues(&results[0])
+            .iter()
+            .any(|i| i.0 == "error" && i.2 == "invalid-display"),
+        "{b}"
+    );
+    // No code to validate: the reference's wording, as an invalid request.
+    assert_eq!(results[1]["resourceType"], "OperationOutcome", "{b}");
+    assert_eq!(results[1]["issue"][0]["code"], "invalid", "{b}");
+    assert!(
+        results[1]["issue"][0]["details"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Unable to find code to validate"),
+        "{b}"
+    );
+    // A code of the CodeSystem that the ValueSet leaves out still has its display checked
+    // (leniently, as the batch asks), and the message says both.
+    assert_eq!(param(&results[2], "result"), Some(&json!(false)), "{b}");
+    assert!(
+        validation_issues(&results[2])
+            .iter()
+            .any(|i| i.0 == "warning" && i.2 == "invalid-display"),
+        "{b}"
+    );
+    let message = param(&results[2], "message")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    assert!(message.contains("was not found in the value set"), "{b}");
+    assert!(message.contains("Wrong Display Name 'xx'"), "{b}");
 }
