@@ -443,6 +443,16 @@ fn check_abstract(
     out.valid = false;
 }
 
+/// Whether a ValueSet's compose includes codes of `system` (an include naming it).
+fn value_set_includes_system(vs: &Json, system: &str) -> bool {
+    vs.get("compose")
+        .and_then(|c| c.get("include"))
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .any(|i| i.get("system").and_then(Json::as_str) == Some(system))
+}
+
 /// The warning that an active concept is deprecated (its `status` property, or its
 /// standards-status extension): the reference's `DEPRECATED_CONCEPT_FOUND`
 /// (FHIRsmith `tx/workers/validate.js`).
@@ -646,7 +656,17 @@ pub fn validate_code_parameters(
             None => None,
         };
         if let Some((issue_code, tx, text)) = unusable {
-            out.unknown_system = Some(system.clone());
+            // A ValueSet that includes the unknown system cannot say whether the code is in it:
+            // the unknown system is the cause, not a missing member (FHIRsmith
+            // `tx/workers/validate.js`: membership unknown, `x-caused-by-unknown-system`).
+            let included = vs_context
+                .as_ref()
+                .is_some_and(|(_, _, vs)| value_set_includes_system(vs, &system));
+            if included {
+                out.caused_by = Some(system.clone());
+            } else {
+                out.unknown_system = Some(system.clone());
+            }
             out.issues.push(Issue {
                 severity: "error",
                 code: issue_code,
@@ -654,7 +674,9 @@ pub fn validate_code_parameters(
                 text,
                 expression: Some(format!("{path}system")),
             });
-            if let Some((_, label, _)) = &vs_context {
+            if let Some((_, label, _)) = &vs_context
+                && !included
+            {
                 out.issues
                     .push(not_in_vs(coding, &system, &code, label, path));
             }

@@ -1496,3 +1496,58 @@ async fn a_batch_entry_overrides_the_batch_parameters_and_a_code_outside_the_val
     assert!(message.contains("was not found in the value set"), "{b}");
     assert!(message.contains("Wrong Display Name 'xx'"), "{b}");
 }
+
+// 8. Unknown systems.
+
+#[tokio::test]
+async fn an_unknown_system_the_value_set_includes_is_the_cause_not_a_missing_member() {
+    const NOWHERE: &str = "http://example.org/fhir/CodeSystem/c2-nowhere";
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-nowhere",
+        "version": "1", "status": "active", "compose": {"include": [{"system": NOWHERE}]}});
+    let validate = |system: &'static str| {
+        let vs = vs.clone();
+        async move {
+            post(
+                "/fhir/ValueSet/$validate-code",
+                &with_resources(
+                    vec![
+                        json!({"name": "valueSet", "resource": vs}),
+                        json!({"name": "system", "valueUri": system}),
+                        json!({"name": "code", "valueCode": "x"}),
+                    ],
+                    &[],
+                ),
+            )
+            .await
+            .json()
+        }
+    };
+    // The system the ValueSet includes: only the unknown system, as the cause.
+    let p = validate(NOWHERE).await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert_eq!(
+        validation_issues(&p)
+            .iter()
+            .map(|i| (i.1.as_str(), i.2.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("not-found", "not-found")],
+        "{p}"
+    );
+    assert_eq!(
+        param(&p, "x-caused-by-unknown-system"),
+        Some(&json!(NOWHERE)),
+        "{p}"
+    );
+    assert_eq!(param(&p, "x-unknown-system"), None, "{p}");
+    // Another unknown system: not in the ValueSet, and unknown.
+    let p = validate("http://example.org/fhir/CodeSystem/c2-elsewhere").await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let types: Vec<String> = validation_issues(&p).into_iter().map(|i| i.2).collect();
+    assert!(types.contains(&"not-in-vs".to_string()), "{p}");
+    assert!(types.contains(&"not-found".to_string()), "{p}");
+    assert_eq!(
+        param(&p, "x-unknown-system"),
+        Some(&json!("http://example.org/fhir/CodeSystem/c2-elsewhere")),
+        "{p}"
+    );
+}
