@@ -635,7 +635,8 @@ pub fn validate_code_parameters(
             continue;
         };
         // A system the coding cannot use: a supplement's canonical (the reference's
-        // CODESYSTEM_CS_NO_SUPPLEMENT), or one the server does not know.
+        // CODESYSTEM_CS_NO_SUPPLEMENT), a ValueSet's, or one the server does not know; the flag
+        // says whether it is reported as an unknown system (`x-unknown-system`).
         let unusable = match registry
             .code_system(&system, coding.version.as_deref())
             .filter(|cs| cs.meta.content == "supplement")
@@ -647,15 +648,40 @@ pub fn validate_code_parameters(
                     "CodeSystem {} is a supplement, so can't be used as a value in Coding.system",
                     supplement.canonical()
                 ),
+                true,
             )),
+            // A ValueSet's canonical is not a code system (the reference's
+            // Terminology_TX_System_ValueSet2); the system is known, as the wrong kind.
+            None if !registry.knows_code_system(&system)
+                && registry.value_set(&system, None).is_some() =>
+            {
+                Some((
+                    "invalid",
+                    "invalid-data",
+                    format!("The Coding references a value set, not a code system ('{system}')"),
+                    false,
+                ))
+            }
             None if !registry.knows_code_system(&system) => Some((
                 "not-found",
                 "not-found",
                 versions::unknown_version_text(registry, &system, None, Purpose::Validate),
+                true,
             )),
             None => None,
         };
-        if let Some((issue_code, tx, text)) = unusable {
+        // A system that is not an absolute URI (no scheme) is a local reference (the
+        // reference's Terminology_TX_System_Relative), said beside it being unknown.
+        if unusable.is_some() && !system.contains(':') {
+            out.issues.push(Issue {
+                severity: "error",
+                code: "invalid",
+                tx: "invalid-data",
+                text: "Coding.system must be an absolute reference, not a local reference".into(),
+                expression: Some(format!("{path}system")),
+            });
+        }
+        if let Some((issue_code, tx, text, unknown)) = unusable {
             // A ValueSet that includes the unknown system cannot say whether the code is in it:
             // the unknown system is the cause, not a missing member (FHIRsmith
             // `tx/workers/validate.js`: membership unknown, `x-caused-by-unknown-system`).
@@ -664,7 +690,7 @@ pub fn validate_code_parameters(
                 .is_some_and(|(_, _, vs)| value_set_includes_system(vs, &system));
             if included {
                 out.caused_by = Some(system.clone());
-            } else {
+            } else if unknown {
                 out.unknown_system = Some(system.clone());
             }
             out.issues.push(Issue {

@@ -1551,3 +1551,60 @@ async fn an_unknown_system_the_value_set_includes_is_the_cause_not_a_missing_mem
         "{p}"
     );
 }
+
+#[tokio::test]
+async fn a_value_set_or_a_local_reference_as_a_coding_system_is_reported_as_such() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-marked-all",
+        "version": "1", "status": "active", "compose": {"include": [{"system": MARKED}]}});
+    let validate = |system: &'static str| {
+        let vs = vs.clone();
+        async move {
+            post(
+                "/fhir/ValueSet/$validate-code",
+                &with_resources(
+                    vec![
+                        json!({"name": "url", "valueUri": "http://example.org/fhir/ValueSet/c2-marked-all"}),
+                        json!({"name": "coding", "valueCoding": {"system": system, "code": "plain"}}),
+                    ],
+                    &[vs, resource("codesystem-marked.json")],
+                ),
+            )
+            .await
+            .json()
+        }
+    };
+    let texts =
+        |p: &Json| -> Vec<String> { validation_issues(p).into_iter().map(|i| i.3).collect() };
+    // A ValueSet's canonical: the wrong kind of thing, not an unknown system.
+    let p = validate("http://example.org/fhir/ValueSet/c2-marked-all").await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert!(
+        texts(&p).contains(
+            &"The Coding references a value set, not a code system ('http://example.org/fhir/ValueSet/c2-marked-all')"
+                .to_string()
+        ),
+        "{p}"
+    );
+    assert!(
+        !texts(&p)
+            .iter()
+            .any(|t| t.starts_with("A definition for CodeSystem")),
+        "{p}"
+    );
+    assert_eq!(param(&p, "x-unknown-system"), None, "{p}");
+    // A local reference: said, beside the system being unknown.
+    let p = validate("Local1").await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let t = texts(&p);
+    assert!(
+        t.contains(
+            &"Coding.system must be an absolute reference, not a local reference".to_string()
+        ),
+        "{p}"
+    );
+    assert!(
+        t.iter()
+            .any(|t| t.starts_with("A definition for CodeSystem 'Local1'")),
+        "{p}"
+    );
+}
