@@ -665,7 +665,12 @@ pub fn validate_code_parameters(
             None if !registry.knows_code_system(&system) => Some((
                 "not-found",
                 "not-found",
-                versions::unknown_version_text(registry, &system, None, Purpose::Validate),
+                versions::unknown_version_text(
+                    registry,
+                    &system,
+                    coding.version.as_deref(),
+                    Purpose::Validate,
+                ),
                 true,
             )),
             None => None,

@@ -283,7 +283,10 @@ pub fn unknown_version_text(
             "A definition for CodeSystem '{url}' version '{v}' could not be found, so {so}. Valid versions: {}",
             or_list(&known)
         ),
-        _ => format!("A definition for CodeSystem '{url}' could not be found, so {so}"),
+        Some(v) => format!(
+            "A definition for CodeSystem '{url}' version '{v}' could not be found, so {so}. No versions of this code system are known"
+        ),
+        None => format!("A definition for CodeSystem '{url}' could not be found, so {so}"),
     }
 }
 

@@ -1608,3 +1608,21 @@ async fn a_value_set_or_a_local_reference_as_a_coding_system_is_reported_as_such
         "{p}"
     );
 }
+
+#[tokio::test]
+async fn an_unknown_system_with_a_version_is_named_with_it() {
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "coding", "valueCoding": {"system": "http://example.org/fhir/CodeSystem/c2-nowhere", "version": "1.2", "code": "x"}}
+        ]}),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert!(
+        validation_issues(&p).iter().any(|i| i.3
+            == "A definition for CodeSystem 'http://example.org/fhir/CodeSystem/c2-nowhere' version '1.2' could not be found, so the code cannot be validated. No versions of this code system are known"),
+        "{p}"
+    );
+}
