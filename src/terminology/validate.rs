@@ -54,6 +54,9 @@ pub struct ValidateRequest {
     /// `system-version`, `force-system-version`, `check-system-version`,
     /// `default-valueset-version`.
     pub versions: VersionRules,
+    /// `valueset-membership-only`: only whether the code is in the ValueSet is asked, so a code
+    /// the CodeSystem does not have is not also reported as unknown.
+    pub membership_only: bool,
 }
 
 impl ValidateRequest {
@@ -137,6 +140,7 @@ impl ValidateRequest {
                 })?),
             },
             versions: VersionRules::from_params(p)?,
+            membership_only: p.boolean("valueset-membership-only")?.unwrap_or(false),
         })
     }
 }
@@ -837,10 +841,14 @@ pub fn validate_code_parameters(
                         if cs.find(&code).is_none() {
                             // With a system the client did not give (implied by the ValueSet),
                             // "not in the value set" says it all.
-                            if coding.system.is_some() {
+                            // Asked about membership only, the reference does not add that the
+                            // code is unknown (FHIRsmith `tx/workers/validate.js`).
+                            if coding.system.is_some() && !req.membership_only {
                                 out.issues.push(unknown_code(&cs, &code, path));
                             }
-                        } else if let Some(r) = cs.find(&code) {
+                        } else if let Some(r) = cs.find(&code)
+                            && !req.membership_only
+                        {
                             // The display is checked all the same, as the reference does.
                             let mut checked = Outcome {
                                 language: out.language.clone(),

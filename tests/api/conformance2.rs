@@ -1626,3 +1626,42 @@ async fn an_unknown_system_with_a_version_is_named_with_it() {
         "{p}"
     );
 }
+
+#[tokio::test]
+async fn membership_only_says_whether_codes_are_in_the_value_set_and_nothing_else() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-plain-only",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": MARKED, "concept": [{"code": "plain"}]}]}});
+    let validate = |membership_only: bool| {
+        let vs = vs.clone();
+        async move {
+            post(
+                "/fhir/ValueSet/$validate-code",
+                &with_resources(
+                    vec![
+                        json!({"name": "valueSet", "resource": vs}),
+                        json!({"name": "valueset-membership-only", "valueBoolean": membership_only}),
+                        json!({"name": "codeableConcept", "valueCodeableConcept": {"coding": [
+                            {"system": MARKED, "code": "styled", "display": "xx"},
+                            {"system": MARKED, "code": "nothing"}]}}),
+                    ],
+                    &marked_resources(),
+                ),
+            )
+            .await
+            .json()
+        }
+    };
+    let p = validate(true).await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let types: Vec<String> = validation_issues(&p).into_iter().map(|i| i.2).collect();
+    assert!(types.contains(&"this-code-not-in-vs".to_string()), "{p}");
+    assert!(!types.contains(&"invalid-code".to_string()), "{p}");
+    assert!(!types.contains(&"invalid-display".to_string()), "{p}");
+    assert_eq!(param(&p, "version"), None, "{p}");
+    // Without it, the unknown code and the wrong display are said too.
+    let p = validate(false).await;
+    let types: Vec<String> = validation_issues(&p).into_iter().map(|i| i.2).collect();
+    assert!(types.contains(&"invalid-code".to_string()), "{p}");
+    assert!(types.contains(&"invalid-display".to_string()), "{p}");
+}
