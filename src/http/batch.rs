@@ -368,6 +368,18 @@ fn entry_target(url: &str, base: &str, origin: Option<&str>) -> Result<String, F
     Ok(format!("{path}?{}", kept.finish()))
 }
 
+/// Parameters that may be given several times and add up rather than replace each other.
+const ACCUMULATING: [&str; 8] = [
+    "system-version",
+    "force-system-version",
+    "check-system-version",
+    "default-valueset-version",
+    "property",
+    "designation",
+    "useSupplement",
+    "tx-resource",
+];
+
 fn do_batch_validate(registry: &Registry, p: &OperationParams) -> Result<Json, FhirError> {
     let shared: Vec<(String, ParamValue)> = p
         .params
@@ -384,8 +396,18 @@ fn do_batch_validate(registry: &Registry, p: &OperationParams) -> Result<Json, F
             ));
         };
         let inner = OperationParams::from_parameters(inner)?;
+        // An entry's own parameter replaces the batch's of the same name, except those that
+        // accumulate (version rules, properties, designations, supplements), as the reference
+        // reads a request's parameters over defaults (FHIRsmith `tx/params.js`, `seeParameter`).
+        let replaced = |name: &str| {
+            !ACCUMULATING.contains(&name) && inner.params.iter().any(|(n, _)| n == name)
+        };
         let mut params = OperationParams {
-            params: shared.clone(),
+            params: shared
+                .iter()
+                .filter(|(n, _)| !replaced(n))
+                .cloned()
+                .collect(),
             original: p.original.clone(),
         };
         params.params.extend(inner.params);

@@ -279,6 +279,19 @@ pub fn code_system_page(
     expansion_page(registry, &vs, filter, offset, count, limits)
 }
 
+/// The extensions of a concept listed in a compose (`include.concept.extension`) that the
+/// reference server copies into the expansion's `contains` (FHIRsmith `tx/workers/expand.js`,
+/// `includeCode`); the others (order, label, weight, unknown ones) are not copied.
+const COPIED_LISTING_EXTENSIONS: [&str; 7] = [
+    "http://hl7.org/fhir/StructureDefinition/valueset-supplement",
+    "http://hl7.org/fhir/StructureDefinition/valueset-deprecated",
+    super::status::STANDARDS_STATUS,
+    "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition",
+    "http://hl7.org/fhir/StructureDefinition/coding-sctdescid",
+    "http://hl7.org/fhir/StructureDefinition/rendering-style",
+    "http://hl7.org/fhir/StructureDefinition/rendering-xhtml",
+];
+
 /// Answers an `$expand`: the ValueSet with its `expansion`.
 pub fn expand(
     registry: &Registry,
@@ -306,11 +319,13 @@ pub fn expand(
         .and_then(Json::as_array)
         .cloned()
         .unwrap_or_default();
+    // The ValueSet's own version-steering parameters (`compose.extension`) after the request's.
+    let versions = req.versions.with_value_set(&vs)?;
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
         exclude_not_for_ui: req.exclude_not_for_ui,
-        versions: &req.versions,
+        versions: &versions,
         version_usage: Default::default(),
         pinned: Default::default(),
         extra_value_sets: &contained,
@@ -389,8 +404,19 @@ pub fn expand(
         if let Some(d) = display {
             e.insert("display".into(), json!(d));
         }
+        let mut copied: Vec<Json> = Vec::new();
         if let Some(Some(x)) = listed.get(&(cs.meta.url.as_str(), &*c.code)) {
-            e.insert("extension".into(), (*x).clone());
+            copied.extend(
+                x.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|x| {
+                        x.get("url")
+                            .and_then(Json::as_str)
+                            .is_some_and(|u| COPIED_LISTING_EXTENSIONS.contains(&u))
+                    })
+                    .cloned(),
+            );
         }
         if c.inactive {
             e.insert("inactive".into(), json!(true));
@@ -440,8 +466,29 @@ pub fn expand(
             }
         }
         // A CodeSystem resource's (or its supplements') concept label, order and weight are
-        // returned whether asked for or not, as the reference does.
+        // returned whether asked for or not, as the reference does; so are the concept
+        // extensions it copies (`resources::KEPT_CONCEPT_EXTENSIONS`) and the status of an active
+        // concept marked deprecated or withdrawn. The reference also returns the status of an
+        // inactive (retired) concept; the ecosystem suite's flat expansions leave it out (see
+        // conformance/README.md), and `inactive` already says it.
         if cs.meta.feeds.iter().all(|f| f.starts_with("resource:")) {
+            for (code, v) in c.properties.iter().chain(supplemented.iter()) {
+                if let Some(x) = super::resources::kept_concept_extension(code, v) {
+                    copied.push(x);
+                }
+            }
+            if let Some(s) = c.status.as_deref().filter(|s| *s != "active")
+                && !c.inactive
+                && !req.properties.iter().any(|p| p == "status")
+            {
+                ext.push(json!({
+                    "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property",
+                    "extension": [{ "url": "code", "valueCode": "status" }, { "url": "value[x]", "valueCode": s }]
+                }));
+                if !auto_properties.contains(&"status") {
+                    auto_properties.push("status");
+                }
+            }
             for (code, _) in super::resources::CONCEPT_EXTENSION_PROPERTIES {
                 if req.properties.iter().any(|p| p == code) {
                     continue;
@@ -466,13 +513,9 @@ pub fn expand(
                 }
             }
         }
-        if !ext.is_empty() {
-            match e.get_mut("extension").and_then(Json::as_array_mut) {
-                Some(listed) => listed.extend(ext),
-                None => {
-                    e.insert("extension".into(), Json::Array(ext));
-                }
-            }
+        copied.extend(ext);
+        if !copied.is_empty() {
+            e.insert("extension".into(), Json::Array(copied));
         }
         contains.push(Json::Object(e));
     }

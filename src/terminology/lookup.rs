@@ -186,7 +186,7 @@ pub fn lookup_parameters(
         out.parts("property", parts);
     }
     for (code, v) in cs.supplement_properties(&c.code) {
-        if wants(&code) {
+        if wants(&code) && !super::resources::KEPT_CONCEPT_EXTENSIONS.contains(&&*code) {
             let (key, value) = value_json(&v);
             out.parts(
                 "property",

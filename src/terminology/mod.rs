@@ -151,7 +151,9 @@ pub fn concept_property_parts(
         ]);
     }
     for (code, v) in &c.properties {
-        if !wants(code) {
+        // Concept extensions kept whole are not properties (see
+        // `resources::KEPT_CONCEPT_EXTENSIONS`).
+        if !wants(code) || resources::KEPT_CONCEPT_EXTENSIONS.contains(&&**code) {
             continue;
         }
         let (key, value) = value_json(v);

@@ -195,7 +195,12 @@ pub fn concept_json(c: &Concept) -> Json {
     for p in &c.parents {
         props.push(json!({ "code": "parent", "valueCode": p }));
     }
+    let mut extensions: Vec<Json> = Vec::new();
     for (code, v) in &c.properties {
+        if let Some(e) = kept_concept_extension(code, v) {
+            extensions.push(e);
+            continue;
+        }
         let (key, value) = value_json(v);
         let mut p = Map::new();
         p.insert("code".into(), json!(code));
@@ -204,6 +209,9 @@ pub fn concept_json(c: &Concept) -> Json {
     }
     if !props.is_empty() {
         o.insert("property".into(), Json::Array(props));
+    }
+    if !extensions.is_empty() {
+        o.insert("extension".into(), Json::Array(extensions));
     }
     Json::Object(o)
 }
@@ -446,6 +454,27 @@ pub const CONCEPT_EXTENSION_PROPERTIES: [(&str, &str); 3] = [
     ),
 ];
 
+/// Concept extensions the reference server copies into an expansion's `contains` as they are
+/// (FHIRsmith `tx/workers/expand.js`, `includeCode`). A CodeSystem resource's concept keeps them
+/// as properties whose code is the extension's URL and whose value is the extension's JSON text
+/// (see [`kept_concept_extension`]): `$expand` copies them back, `$lookup` leaves them out, and
+/// a rendered CodeSystem shows them as extensions again.
+pub const KEPT_CONCEPT_EXTENSIONS: [&str; 4] = [
+    "http://hl7.org/fhir/StructureDefinition/coding-sctdescid",
+    "http://hl7.org/fhir/StructureDefinition/rendering-style",
+    "http://hl7.org/fhir/StructureDefinition/rendering-xhtml",
+    "http://hl7.org/fhir/StructureDefinition/codesystem-alternate",
+];
+
+/// The extension a concept property stands for, if it is one of the
+/// [`KEPT_CONCEPT_EXTENSIONS`] (its code is the URL, its value the extension's JSON text).
+pub fn kept_concept_extension(code: &str, value: &Value) -> Option<Json> {
+    if !KEPT_CONCEPT_EXTENSIONS.contains(&code) {
+        return None;
+    }
+    serde_json::from_str(&value.as_text()).ok()
+}
+
 /// The concept-properties URI of each property read from a concept extension.
 pub fn concept_extension_property_uri(code: &str) -> Option<&'static str> {
     match code {
@@ -543,13 +572,29 @@ fn read_concepts(
         }
     }
     // The concept extensions the reference returns as expansion properties (label, order,
-    // weight), kept as properties of those codes.
+    // weight), kept as properties of those codes; those it copies into expansions as they are,
+    // kept whole; a standards status (`deprecated`, `withdrawn`) is the concept's status unless a
+    // `status` property says otherwise.
     for e in c
         .get("extension")
         .and_then(Json::as_array)
         .into_iter()
         .flatten()
     {
+        if let Some(url) = text(e, "url")
+            && KEPT_CONCEPT_EXTENSIONS.contains(&url.as_str())
+        {
+            k.properties
+                .push((url.into(), Value::String(e.to_string().into())));
+            continue;
+        }
+        if text(e, "url").as_deref() == Some(super::status::STANDARDS_STATUS)
+            && let Some(s) = text(e, "valueCode")
+            && s != "active"
+        {
+            k.status = Some(s.into());
+            continue;
+        }
         let Some((code, _)) = text(e, "url").and_then(|u| {
             CONCEPT_EXTENSION_PROPERTIES
                 .iter()

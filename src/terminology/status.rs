@@ -8,7 +8,8 @@ use serde_json::Value as Json;
 
 use crate::store::CodeSystemVersion;
 
-const STANDARDS_STATUS: &str =
+/// The extension that gives a CodeSystem, ValueSet or concept its standards status.
+pub const STANDARDS_STATUS: &str =
     "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status";
 
 fn standards_status(extensions: Option<&Json>) -> Option<&'static str> {

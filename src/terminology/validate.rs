@@ -54,6 +54,9 @@ pub struct ValidateRequest {
     /// `system-version`, `force-system-version`, `check-system-version`,
     /// `default-valueset-version`.
     pub versions: VersionRules,
+    /// `valueset-membership-only`: only whether the code is in the ValueSet is asked, so a code
+    /// the CodeSystem does not have is not also reported as unknown.
+    pub membership_only: bool,
 }
 
 impl ValidateRequest {
@@ -103,8 +106,9 @@ impl ValidateRequest {
             }
         }
         if codings.is_empty() {
-            return Err(FhirError::Required(
-                "$validate-code needs 'code', 'coding' or 'codeableConcept'".into(),
+            // The reference's wording and issue type (tx.fhir.org).
+            return Err(FhirError::Invalid(
+                "Unable to find code to validate (looked for coding | codeableConcept | code+system | code+inferSystem in parameters".into(),
             ));
         }
         if codings
@@ -136,6 +140,7 @@ impl ValidateRequest {
                 })?),
             },
             versions: VersionRules::from_params(p)?,
+            membership_only: p.boolean("valueset-membership-only")?.unwrap_or(false),
         })
     }
 }
@@ -350,6 +355,12 @@ fn check_concept(
     }
     if c.inactive {
         out.issues.push(inactive_issue(&c, path));
+    } else if c
+        .status
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("deprecated"))
+    {
+        out.issues.push(deprecated_issue(&c, path));
     }
 }
 
@@ -436,6 +447,36 @@ fn check_abstract(
     out.valid = false;
 }
 
+/// Whether a ValueSet's compose includes codes of `system` (an include naming it).
+fn value_set_includes_system(vs: &Json, system: &str) -> bool {
+    vs.get("compose")
+        .and_then(|c| c.get("include"))
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .any(|i| i.get("system").and_then(Json::as_str) == Some(system))
+}
+
+/// The warning that an active concept is deprecated (its `status` property, or its
+/// standards-status extension): the reference's `DEPRECATED_CONCEPT_FOUND`
+/// (FHIRsmith `tx/workers/validate.js`).
+fn deprecated_issue(c: &crate::store::Concept, path: &str) -> Issue {
+    Issue {
+        severity: "warning",
+        code: "business-rule",
+        tx: "code-comment",
+        text: format!(
+            "The concept '{}' is deprecated and its use should be reviewed",
+            c.code
+        ),
+        expression: Some(if path.is_empty() {
+            "code".to_string()
+        } else {
+            path.trim_end_matches('.').to_string()
+        }),
+    }
+}
+
 /// The warning that a concept is inactive.
 fn inactive_issue(c: &crate::store::Concept, path: &str) -> Issue {
     Issue {
@@ -515,11 +556,16 @@ pub fn validate_code_parameters(
         None => None,
     };
     let registry = supplemented.as_ref().unwrap_or(registry);
+    // The ValueSet's own version-steering parameters (`compose.extension`) after the request's.
+    let versions = match &vs_context {
+        Some((_, _, vs)) => req.versions.with_value_set(vs)?,
+        None => req.versions.clone(),
+    };
     let evaluator = Evaluator {
         registry,
         active_only: req.active_only,
         exclude_not_for_ui: false,
-        versions: &req.versions,
+        versions: &versions,
         version_usage: Default::default(),
         pinned: Default::default(),
         extra_value_sets: &contained,
@@ -593,7 +639,8 @@ pub fn validate_code_parameters(
             continue;
         };
         // A system the coding cannot use: a supplement's canonical (the reference's
-        // CODESYSTEM_CS_NO_SUPPLEMENT), or one the server does not know.
+        // CODESYSTEM_CS_NO_SUPPLEMENT), a ValueSet's, or one the server does not know; the flag
+        // says whether it is reported as an unknown system (`x-unknown-system`).
         let unusable = match registry
             .code_system(&system, coding.version.as_deref())
             .filter(|cs| cs.meta.content == "supplement")
@@ -605,16 +652,56 @@ pub fn validate_code_parameters(
                     "CodeSystem {} is a supplement, so can't be used as a value in Coding.system",
                     supplement.canonical()
                 ),
+                true,
             )),
+            // A ValueSet's canonical is not a code system (the reference's
+            // Terminology_TX_System_ValueSet2); the system is known, as the wrong kind.
+            None if !registry.knows_code_system(&system)
+                && registry.value_set(&system, None).is_some() =>
+            {
+                Some((
+                    "invalid",
+                    "invalid-data",
+                    format!("The Coding references a value set, not a code system ('{system}')"),
+                    false,
+                ))
+            }
             None if !registry.knows_code_system(&system) => Some((
                 "not-found",
                 "not-found",
-                versions::unknown_version_text(registry, &system, None, Purpose::Validate),
+                versions::unknown_version_text(
+                    registry,
+                    &system,
+                    coding.version.as_deref(),
+                    Purpose::Validate,
+                ),
+                true,
             )),
             None => None,
         };
-        if let Some((issue_code, tx, text)) = unusable {
-            out.unknown_system = Some(system.clone());
+        // A system that is not an absolute URI (no scheme) is a local reference (the
+        // reference's Terminology_TX_System_Relative), said beside it being unknown.
+        if unusable.is_some() && !system.contains(':') {
+            out.issues.push(Issue {
+                severity: "error",
+                code: "invalid",
+                tx: "invalid-data",
+                text: "Coding.system must be an absolute reference, not a local reference".into(),
+                expression: Some(format!("{path}system")),
+            });
+        }
+        if let Some((issue_code, tx, text, unknown)) = unusable {
+            // A ValueSet that includes the unknown system cannot say whether the code is in it:
+            // the unknown system is the cause, not a missing member (FHIRsmith
+            // `tx/workers/validate.js`: membership unknown, `x-caused-by-unknown-system`).
+            let included = vs_context
+                .as_ref()
+                .is_some_and(|(_, _, vs)| value_set_includes_system(vs, &system));
+            if included {
+                out.caused_by = Some(system.clone());
+            } else if unknown {
+                out.unknown_system = Some(system.clone());
+            }
             out.issues.push(Issue {
                 severity: "error",
                 code: issue_code,
@@ -622,7 +709,9 @@ pub fn validate_code_parameters(
                 text,
                 expression: Some(format!("{path}system")),
             });
-            if let Some((_, label, _)) = &vs_context {
+            if let Some((_, label, _)) = &vs_context
+                && !included
+            {
                 out.issues
                     .push(not_in_vs(coding, &system, &code, label, path));
             }
@@ -631,7 +720,7 @@ pub fn validate_code_parameters(
         }
         let rec = versions::reconcile(
             registry,
-            &req.versions,
+            &versions,
             vs_context.as_ref().map(|v| &v.0),
             &system,
             coding.version.as_deref(),
@@ -641,7 +730,7 @@ pub fn validate_code_parameters(
             && rec.testable
             && let Some((compose, _, _)) = &vs_context
         {
-            let candidates = versions::included_versions(registry, &req.versions, compose, &system);
+            let candidates = versions::included_versions(registry, &versions, compose, &system);
             if candidates.len() > 1 {
                 let mut picked = None;
                 for cs in &candidates {
@@ -752,10 +841,34 @@ pub fn validate_code_parameters(
                         if cs.find(&code).is_none() {
                             // With a system the client did not give (implied by the ValueSet),
                             // "not in the value set" says it all.
-                            if coding.system.is_some() {
+                            // Asked about membership only, the reference does not add that the
+                            // code is unknown (FHIRsmith `tx/workers/validate.js`).
+                            if coding.system.is_some() && !req.membership_only {
                                 out.issues.push(unknown_code(&cs, &code, path));
                             }
-                        } else if let Some(r) = cs.find(&code) {
+                        } else if let Some(r) = cs.find(&code)
+                            && !req.membership_only
+                        {
+                            // The display is checked all the same, as the reference does.
+                            let mut checked = Outcome {
+                                language: out.language.clone(),
+                                ..Default::default()
+                            };
+                            check_concept(
+                                &cs,
+                                r,
+                                coding,
+                                path,
+                                req.lenient_display,
+                                None,
+                                &mut checked,
+                            );
+                            out.issues.extend(
+                                checked
+                                    .issues
+                                    .into_iter()
+                                    .filter(|i| i.tx == "invalid-display"),
+                            );
                             // Left out only because inactive codes are excluded?
                             if cs.concept(r).inactive
                                 && (req.active_only || compose.inactive == Some(false))
@@ -886,7 +999,11 @@ pub fn validate_code_parameters(
                     || (!has_error && i.severity == "warning")
                     // A coding without a system is always worth saying.
                     || i.tx == "invalid-data"
-                    || (!has_error && i.tx == "invalid-display")
+                    // So is a concept's own status (inactive, deprecated): the reference adds
+                    // INACTIVE_CONCEPT_FOUND and DEPRECATED_CONCEPT_FOUND to the message
+                    // whatever else is wrong (FHIRsmith `tx/workers/validate.js`).
+                    || i.tx == "code-comment"
+                    || i.tx == "invalid-display"
             })
             .map(|i| i.text.as_str())
             .collect();
@@ -903,6 +1020,15 @@ pub fn validate_code_parameters(
         if let Some(status) = &cs.concept(*r).status {
             params.value("status", "valueCode", json!(status));
         }
+    } else if let Some((cs, r)) = &o.found
+        && let Some(status) = cs
+            .concept(*r)
+            .status
+            .as_deref()
+            .filter(|s| s.eq_ignore_ascii_case("deprecated"))
+    {
+        // An active but deprecated concept: the reference names its status too.
+        params.value("status", "valueCode", json!(status));
     }
     params.value("result", "valueBoolean", json!(result));
     if !result {

@@ -53,6 +53,43 @@ impl Origin {
     }
 }
 
+/// The extensions by which a ValueSet's `compose` states default expansion parameters: the
+/// core one and the FHIR tools IG's earlier one, both read by the reference server.
+pub const EXPANSION_PARAMETER_EXTENSIONS: [&str; 2] = [
+    "http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter",
+    "http://hl7.org/fhir/tools/StructureDefinition/valueset-expansion-parameter",
+];
+
+/// The `(name, value)` of each expansion parameter a ValueSet's `compose.extension` states, in
+/// order; a value is read from its `value[x]` whatever its primitive type.
+pub fn compose_expansion_parameters(vs: &Json) -> Vec<(&str, &str)> {
+    vs.get("compose")
+        .and_then(|c| c.get("extension"))
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.get("url")
+                .and_then(Json::as_str)
+                .is_some_and(|u| EXPANSION_PARAMETER_EXTENSIONS.contains(&u))
+        })
+        .filter_map(|e| {
+            let parts = e.get("extension")?.as_array()?;
+            let part = |name: &str| {
+                parts
+                    .iter()
+                    .find(|p| p.get("url").and_then(Json::as_str) == Some(name))?
+                    .as_object()?
+                    .iter()
+                    .find(|(k, _)| k.starts_with("value"))?
+                    .1
+                    .as_str()
+            };
+            Some((part("name")?, part("value")?))
+        })
+        .collect()
+}
+
 /// The version-steering parameters of one request, each as `(url, version)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VersionRules {
@@ -105,6 +142,32 @@ impl VersionRules {
             checks: read("check-system-version")?,
             value_set_defaults: read("default-valueset-version")?,
         })
+    }
+
+    /// These rules with the version-steering parameters a ValueSet states for itself
+    /// (`compose.extension` of [`EXPANSION_PARAMETER_EXTENSIONS`], each with a `name` and a
+    /// `value` part), as the reference server reads them (FHIRsmith `tx/workers/validate.js`
+    /// and `expand.js`, `seeValueSet`; `tx/params.js`, `seeParameter`). They add to the
+    /// request's rules and come after them, so that a rule the request gives for the same
+    /// CodeSystem wins.
+    pub fn with_value_set(&self, vs: &Json) -> Result<Self, FhirError> {
+        let mut out = self.clone();
+        for (name, value) in compose_expansion_parameters(vs) {
+            let list = match name {
+                "system-version" => &mut out.defaults,
+                "force-system-version" => &mut out.forced,
+                "check-system-version" => &mut out.checks,
+                "default-valueset-version" => &mut out.value_set_defaults,
+                _ => continue,
+            };
+            let (u, v) = value.split_once('|').ok_or_else(|| {
+                FhirError::Invalid(format!(
+                    "The ValueSet's expansion parameter '{name}' value '{value}' must be a canonical url|version"
+                ))
+            })?;
+            list.push((u.to_string(), v.to_string()));
+        }
+        Ok(out)
     }
 
     /// The version an include of `url` that states `stated` uses: forced, else stated, else the
@@ -220,7 +283,10 @@ pub fn unknown_version_text(
             "A definition for CodeSystem '{url}' version '{v}' could not be found, so {so}. Valid versions: {}",
             or_list(&known)
         ),
-        _ => format!("A definition for CodeSystem '{url}' could not be found, so {so}"),
+        Some(v) => format!(
+            "A definition for CodeSystem '{url}' version '{v}' could not be found, so {so}. No versions of this code system are known"
+        ),
+        None => format!("A definition for CodeSystem '{url}' could not be found, so {so}"),
     }
 }
 

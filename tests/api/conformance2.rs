@@ -1087,3 +1087,581 @@ async fn a_supplement_is_not_a_coding_system_and_its_designations_count_for_disp
 }
 
 // 9. Property-filtered $expand on registers at scale: tests/api/packed_filters.rs.
+
+// 5. Status markers and concept extensions.
+
+const MARKED: &str = "http://example.org/fhir/CodeSystem/c2-marked";
+const MARKED_SUPPLEMENT: &str = "http://example.org/fhir/CodeSystem/c2-marked-supplement";
+
+fn marked_resources() -> [Json; 2] {
+    [
+        resource("codesystem-marked.json"),
+        resource("codesystem-marked-supplement.json"),
+    ]
+}
+
+/// The extensions of one code in an expansion, other than its properties, as (url, value).
+fn contains_extensions(e: &Json, code: &str) -> Vec<(String, Json)> {
+    let c = e["expansion"]["contains"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["code"] == code)
+        .cloned()
+        .unwrap_or_default();
+    c["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| {
+            x["url"] != "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property"
+        })
+        .filter_map(|x| {
+            let (_, v) = x.as_object()?.iter().find(|(k, _)| k.starts_with("value"))?;
+            Some((x["url"].as_str()?.to_string(), v.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_expansion_copies_the_concept_extensions_and_status_the_reference_copies() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-marked",
+        "version": "1", "status": "active",
+        "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/valueset-supplement", "valueCanonical": MARKED_SUPPLEMENT}],
+        "compose": {"include": [{"system": MARKED}]}});
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    // Rendering extensions are copied as they are; an extension the reference does not copy is
+    // left out.
+    assert_eq!(
+        contains_extensions(&e, "styled"),
+        vec![
+            (
+                "http://hl7.org/fhir/StructureDefinition/rendering-style".to_string(),
+                json!("font-weight: bold")
+            ),
+            (
+                "http://hl7.org/fhir/StructureDefinition/rendering-xhtml".to_string(),
+                json!("<b>Styled</b>")
+            ),
+        ],
+        "{e}"
+    );
+    // A supplement's concept extensions are copied too.
+    assert_eq!(
+        contains_extensions(&e, "plain"),
+        vec![(
+            "http://hl7.org/fhir/StructureDefinition/rendering-style".to_string(),
+            json!("font-style: italic")
+        )],
+        "{e}"
+    );
+    // A deprecated concept, by its standards-status extension or its status property, has the
+    // status property without being asked for it; an active one has none.
+    for code in ["old", "older"] {
+        assert_eq!(
+            contains_properties(&e, code),
+            vec![("status".to_string(), json!("deprecated"))],
+            "{code}: {e}"
+        );
+    }
+    assert!(contains_properties(&e, "styled").is_empty(), "{e}");
+    let declared = e["expansion"]["extension"].to_string();
+    assert!(
+        declared.contains("http://hl7.org/fhir/concept-properties#status"),
+        "{e}"
+    );
+    // `$lookup` does not list the copied extensions as properties.
+    let l = post(
+        "/fhir/CodeSystem/$lookup",
+        &with_resources(
+            vec![
+                json!({"name": "system", "valueUri": MARKED}),
+                json!({"name": "code", "valueCode": "styled"}),
+            ],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert!(!l.to_string().contains("rendering-style"), "{l}");
+    assert_eq!(param(&l, "display"), Some(&json!("Styled")), "{l}");
+}
+
+#[tokio::test]
+async fn a_listed_concept_keeps_only_the_extensions_the_reference_copies() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-marked-listed",
+    "version": "1", "status": "active",
+    "compose": {"include": [{"system": MARKED, "concept": [
+        {"code": "plain", "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/valueset-deprecated", "valueBoolean": true},
+            {"url": "http://hl7.org/fhir/StructureDefinition/valueset-label", "valueString": "p."},
+            {"url": "http://example.org/fhir/StructureDefinition/not-copied", "valueString": "no"}
+        ]},
+        {"code": "styled", "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition", "valueString": "Another definition"}
+        ]}
+    ]}]}});
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(
+        contains_extensions(&e, "plain"),
+        vec![(
+            "http://hl7.org/fhir/StructureDefinition/valueset-deprecated".to_string(),
+            json!(true)
+        )],
+        "{e}"
+    );
+    let styled = contains_extensions(&e, "styled");
+    assert!(
+        styled.contains(&(
+            "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition".to_string(),
+            json!("Another definition")
+        )),
+        "{e}"
+    );
+    assert!(
+        styled
+            .iter()
+            .any(|(u, _)| u == "http://hl7.org/fhir/StructureDefinition/rendering-style"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_deprecated_concept_is_valid_with_the_reference_deprecation_warning() {
+    for code in ["old", "older"] {
+        let p = post(
+            "/fhir/CodeSystem/$validate-code",
+            &with_resources(
+                vec![
+                    json!({"name": "url", "valueUri": MARKED}),
+                    json!({"name": "code", "valueCode": code}),
+                ],
+                &marked_resources(),
+            ),
+        )
+        .await
+        .json();
+        assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+        assert_eq!(param(&p, "status"), Some(&json!("deprecated")), "{p}");
+        assert_eq!(
+            validation_issues(&p),
+            vec![(
+                "warning".to_string(),
+                "business-rule".to_string(),
+                "code-comment".to_string(),
+                format!("The concept '{code}' is deprecated and its use should be reviewed"),
+            )],
+            "{p}"
+        );
+    }
+    // An active concept has no such warning.
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": MARKED}),
+                json!({"name": "code", "valueCode": "plain"}),
+            ],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert!(validation_issues(&p).is_empty(), "{p}");
+}
+
+// 6. Version-steering parameters a ValueSet states for itself.
+
+/// A ValueSet over the versioned CodeSystem (the include states `version`, if any) whose
+/// compose states the expansion parameter `name` = `value` with the extension `url`.
+fn steering(url: &str, name: &str, value: &str, version: Option<&str>) -> Json {
+    let mut include = json!({"system": VERSIONED});
+    if let Some(v) = version {
+        include["version"] = json!(v);
+    }
+    json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-steering",
+        "version": "1", "status": "active",
+        "compose": {
+            "extension": [{"url": url, "extension": [
+                {"url": "name", "valueCode": name},
+                {"url": "value", "valueUri": value}]}],
+            "include": [include]}})
+}
+
+const EXPANSION_PARAMETER: &str =
+    "http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter";
+const TOOLS_EXPANSION_PARAMETER: &str =
+    "http://hl7.org/fhir/tools/StructureDefinition/valueset-expansion-parameter";
+
+async fn expand_versioned(vs: &Json, extra: Vec<Json>) -> Json {
+    let mut params = vec![json!({"name": "valueSet", "resource": vs})];
+    params.extend(extra);
+    post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            params,
+            &[
+                resource("codesystem-versioned-1.json"),
+                resource("codesystem-versioned-2.json"),
+            ],
+        ),
+    )
+    .await
+    .json()
+}
+
+fn named_parameters(e: &Json, name: &str) -> Vec<String> {
+    e["expansion"]["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == name)
+        .filter_map(|p| p["valueUri"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_compose_expansion_parameter_steers_the_version_and_is_echoed() {
+    let pinned = format!("{VERSIONED}|1.0.0");
+    for url in [EXPANSION_PARAMETER, TOOLS_EXPANSION_PARAMETER] {
+        let vs = steering(url, "system-version", &pinned, None);
+        let e = expand_versioned(&vs, vec![]).await;
+        assert_eq!(sorted(codes(&e)), vec!["a", "b"], "{url}: {e}");
+        assert_eq!(
+            named_parameters(&e, "used-codesystem"),
+            vec![pinned.clone()],
+            "{e}"
+        );
+        assert_eq!(
+            named_parameters(&e, "system-version"),
+            vec![pinned.clone()],
+            "{e}"
+        );
+        // Validation reads it too: `b` is only in 1.0.0.
+        let p = validate_in(&vs, json!({"system": VERSIONED, "code": "b"})).await;
+        assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
+        assert_eq!(param(&p, "version"), Some(&json!("1.0.0")), "{p}");
+    }
+    // The request's own rule for the same CodeSystem wins.
+    let vs = steering(EXPANSION_PARAMETER, "system-version", &pinned, None);
+    let e = expand_versioned(
+        &vs,
+        vec![json!({"name": "system-version", "valueUri": format!("{VERSIONED}|2.0.0")})],
+    )
+    .await;
+    assert_eq!(sorted(codes(&e)), vec!["a", "c"], "{e}");
+    // `force-system-version` overrides the version the include states.
+    let vs = steering(
+        EXPANSION_PARAMETER,
+        "force-system-version",
+        &pinned,
+        Some("2.0.0"),
+    );
+    let e = expand_versioned(&vs, vec![]).await;
+    assert_eq!(sorted(codes(&e)), vec!["a", "b"], "{e}");
+    assert_eq!(
+        named_parameters(&e, "force-system-version"),
+        vec![pinned.clone()],
+        "{e}"
+    );
+    // A value that is not `url|version` is the ValueSet's mistake, reported as invalid.
+    let vs = steering(EXPANSION_PARAMETER, "system-version", VERSIONED, None);
+    let r = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &[resource("codesystem-versioned-1.json")],
+        ),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    assert!(r.text().contains("url|version"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn a_concept_status_warning_is_in_the_message_beside_the_errors() {
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "url", "valueUri": MARKED}),
+                json!({"name": "code", "valueCode": "old"}),
+                json!({"name": "display", "valueString": "Not the display"}),
+            ],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let message = param(&p, "message")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("The concept 'old' is deprecated and its use should be reviewed"),
+        "{p}"
+    );
+    assert!(
+        message.contains("Wrong Display Name 'Not the display'"),
+        "{p}"
+    );
+}
+
+// 7. Batch validation.
+
+#[tokio::test]
+async fn a_batch_entry_overrides_the_batch_parameters_and_a_code_outside_the_value_set_gets_its_display_checked()
+ {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-plain-only",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": MARKED, "concept": [{"code": "plain"}]}]}});
+    let entry = |params: Vec<Json>| json!({"name": "validation", "resource": {"resourceType": "Parameters", "parameter": params}});
+    let b = post(
+        "/fhir/ValueSet/$batch-validate-code",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "lenient-display-validation", "valueBoolean": true}),
+                entry(vec![
+                    json!({"name": "coding", "valueCoding": {"system": MARKED, "code": "plain", "display": "xx"}}),
+                    json!({"name": "lenient-display-validation", "valueBoolean": false}),
+                ]),
+                entry(vec![
+                    json!({"name": "codingX", "valueCoding": {"system": MARKED, "code": "plain"}}),
+                ]),
+                entry(vec![
+                    json!({"name": "coding", "valueCoding": {"system": MARKED, "code": "styled", "display": "xx"}}),
+                ]),
+            ],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json();
+    let results: Vec<Json> = b["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == "validation")
+        .map(|p| p["resource"].clone())
+        .collect();
+    assert_eq!(results.len(), 3, "{b}");
+    // The entry's own `lenient-display-validation=false` wins over the batch's `true`.
+    assert_eq!(param(&results[0], "result"), Some(&json!(false)), "{b}");
+    assert!(
+        validation_issues(&results[0])
+            .iter()
+            .any(|i| i.0 == "error" && i.2 == "invalid-display"),
+        "{b}"
+    );
+    // No code to validate: the reference's wording, as an invalid request.
+    assert_eq!(results[1]["resourceType"], "OperationOutcome", "{b}");
+    assert_eq!(results[1]["issue"][0]["code"], "invalid", "{b}");
+    assert!(
+        results[1]["issue"][0]["details"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Unable to find code to validate"),
+        "{b}"
+    );
+    // A code of the CodeSystem that the ValueSet leaves out still has its display checked
+    // (leniently, as the batch asks), and the message says both.
+    assert_eq!(param(&results[2], "result"), Some(&json!(false)), "{b}");
+    assert!(
+        validation_issues(&results[2])
+            .iter()
+            .any(|i| i.0 == "warning" && i.2 == "invalid-display"),
+        "{b}"
+    );
+    let message = param(&results[2], "message")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    assert!(message.contains("was not found in the value set"), "{b}");
+    assert!(message.contains("Wrong Display Name 'xx'"), "{b}");
+}
+
+// 8. Unknown systems.
+
+#[tokio::test]
+async fn an_unknown_system_the_value_set_includes_is_the_cause_not_a_missing_member() {
+    const NOWHERE: &str = "http://example.org/fhir/CodeSystem/c2-nowhere";
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-nowhere",
+        "version": "1", "status": "active", "compose": {"include": [{"system": NOWHERE}]}});
+    let validate = |system: &'static str| {
+        let vs = vs.clone();
+        async move {
+            post(
+                "/fhir/ValueSet/$validate-code",
+                &with_resources(
+                    vec![
+                        json!({"name": "valueSet", "resource": vs}),
+                        json!({"name": "system", "valueUri": system}),
+                        json!({"name": "code", "valueCode": "x"}),
+                    ],
+                    &[],
+                ),
+            )
+            .await
+            .json()
+        }
+    };
+    // The system the ValueSet includes: only the unknown system, as the cause.
+    let p = validate(NOWHERE).await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert_eq!(
+        validation_issues(&p)
+            .iter()
+            .map(|i| (i.1.as_str(), i.2.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("not-found", "not-found")],
+        "{p}"
+    );
+    assert_eq!(
+        param(&p, "x-caused-by-unknown-system"),
+        Some(&json!(NOWHERE)),
+        "{p}"
+    );
+    assert_eq!(param(&p, "x-unknown-system"), None, "{p}");
+    // Another unknown system: not in the ValueSet, and unknown.
+    let p = validate("http://example.org/fhir/CodeSystem/c2-elsewhere").await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let types: Vec<String> = validation_issues(&p).into_iter().map(|i| i.2).collect();
+    assert!(types.contains(&"not-in-vs".to_string()), "{p}");
+    assert!(types.contains(&"not-found".to_string()), "{p}");
+    assert_eq!(
+        param(&p, "x-unknown-system"),
+        Some(&json!("http://example.org/fhir/CodeSystem/c2-elsewhere")),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn a_value_set_or_a_local_reference_as_a_coding_system_is_reported_as_such() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-marked-all",
+        "version": "1", "status": "active", "compose": {"include": [{"system": MARKED}]}});
+    let validate = |system: &'static str| {
+        let vs = vs.clone();
+        async move {
+            post(
+                "/fhir/ValueSet/$validate-code",
+                &with_resources(
+                    vec![
+                        json!({"name": "url", "valueUri": "http://example.org/fhir/ValueSet/c2-marked-all"}),
+                        json!({"name": "coding", "valueCoding": {"system": system, "code": "plain"}}),
+                    ],
+                    &[vs, resource("codesystem-marked.json")],
+                ),
+            )
+            .await
+            .json()
+        }
+    };
+    let texts =
+        |p: &Json| -> Vec<String> { validation_issues(p).into_iter().map(|i| i.3).collect() };
+    // A ValueSet's canonical: the wrong kind of thing, not an unknown system.
+    let p = validate("http://example.org/fhir/ValueSet/c2-marked-all").await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert!(
+        texts(&p).contains(
+            &"The Coding references a value set, not a code system ('http://example.org/fhir/ValueSet/c2-marked-all')"
+                .to_string()
+        ),
+        "{p}"
+    );
+    assert!(
+        !texts(&p)
+            .iter()
+            .any(|t| t.starts_with("A definition for CodeSystem")),
+        "{p}"
+    );
+    assert_eq!(param(&p, "x-unknown-system"), None, "{p}");
+    // A local reference: said, beside the system being unknown.
+    let p = validate("Local1").await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let t = texts(&p);
+    assert!(
+        t.contains(
+            &"Coding.system must be an absolute reference, not a local reference".to_string()
+        ),
+        "{p}"
+    );
+    assert!(
+        t.iter()
+            .any(|t| t.starts_with("A definition for CodeSystem 'Local1'")),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_system_with_a_version_is_named_with_it() {
+    let p = post(
+        "/fhir/CodeSystem/$validate-code",
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "coding", "valueCoding": {"system": "http://example.org/fhir/CodeSystem/c2-nowhere", "version": "1.2", "code": "x"}}
+        ]}),
+    )
+    .await
+    .json();
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    assert!(
+        validation_issues(&p).iter().any(|i| i.3
+            == "A definition for CodeSystem 'http://example.org/fhir/CodeSystem/c2-nowhere' version '1.2' could not be found, so the code cannot be validated. No versions of this code system are known"),
+        "{p}"
+    );
+}
+
+#[tokio::test]
+async fn membership_only_says_whether_codes_are_in_the_value_set_and_nothing_else() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-plain-only",
+        "version": "1", "status": "active",
+        "compose": {"include": [{"system": MARKED, "concept": [{"code": "plain"}]}]}});
+    let validate = |membership_only: bool| {
+        let vs = vs.clone();
+        async move {
+            post(
+                "/fhir/ValueSet/$validate-code",
+                &with_resources(
+                    vec![
+                        json!({"name": "valueSet", "resource": vs}),
+                        json!({"name": "valueset-membership-only", "valueBoolean": membership_only}),
+                        json!({"name": "codeableConcept", "valueCodeableConcept": {"coding": [
+                            {"system": MARKED, "code": "styled", "display": "xx"},
+                            {"system": MARKED, "code": "nothing"}]}}),
+                    ],
+                    &marked_resources(),
+                ),
+            )
+            .await
+            .json()
+        }
+    };
+    let p = validate(true).await;
+    assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
+    let types: Vec<String> = validation_issues(&p).into_iter().map(|i| i.2).collect();
+    assert!(types.contains(&"this-code-not-in-vs".to_string()), "{p}");
+    assert!(!types.contains(&"invalid-code".to_string()), "{p}");
+    assert!(!types.contains(&"invalid-display".to_string()), "{p}");
+    assert_eq!(param(&p, "version"), None, "{p}");
+    // Without it, the unknown code and the wrong display are said too.
+    let p = validate(false).await;
+    let types: Vec<String> = validation_issues(&p).into_iter().map(|i| i.2).collect();
+    assert!(types.contains(&"invalid-code".to_string()), "{p}");
+    assert!(types.contains(&"invalid-display".to_string()), "{p}");
+}

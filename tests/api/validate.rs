@@ -192,5 +192,6 @@ async fn unknown_system_and_value_set() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = get("/fhir/ValueSet/$validate-code?url=http://example.org/vs").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert_eq!(outcome(&r.json()).0, "required");
+    // Nothing to validate: `invalid`, in the reference server's words.
+    assert_eq!(outcome(&r.json()).0, "invalid");
 }
