@@ -132,7 +132,6 @@ impl FhirError {
         let (_, code, tx) = self.classify();
         let mut oo = operation_outcome("error", code, tx, &self.client_text());
         if let Self::InvalidValueSet { location, .. } = self {
-            oo["issue"][0]["location"] = serde_json::json!([location]);
             oo["issue"][0]["expression"] = serde_json::json!([location]);
         }
         oo

@@ -181,8 +181,9 @@ impl Issue {
                 "text": self.text
             }
         });
+        // `expression` only, as the reference server writes it: R4 marks `location` deprecated
+        // and FHIRsmith (`Issue.asIssue`) never writes it.
         if let Some(e) = &self.expression {
-            issue["location"] = json!([e]);
             issue["expression"] = json!([e]);
         }
         issue

@@ -1665,3 +1665,53 @@ async fn membership_only_says_whether_codes_are_in_the_value_set_and_nothing_els
     assert!(types.contains(&"invalid-code".to_string()), "{p}");
     assert!(types.contains(&"invalid-display".to_string()), "{p}");
 }
+
+/// Item 8: issues carry `expression` and not the deprecated `location`, as the reference writes
+/// them, in `$validate-code` answers and in an invalid ValueSet's OperationOutcome.
+#[tokio::test]
+async fn issues_carry_expression_without_location() {
+    let answer = post(
+        "/fhir/CodeSystem/$validate-code",
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "url", "valueUri": ICD10},
+            {"name": "code", "valueCode": "A00.0"},
+            {"name": "display", "valueString": "Not the display"}
+        ]}),
+    )
+    .await
+    .json();
+    let issues = answer["parameter"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "issues")
+        .map(|p| p["resource"]["issue"].clone())
+        .expect("issues");
+    let display = issues
+        .as_array()
+        .expect("issue list")
+        .iter()
+        .find(|i| i["details"]["coding"][0]["code"] == "invalid-display")
+        .unwrap_or_else(|| panic!("a wrong-display issue: {issues}"));
+    assert_eq!(display["expression"], json!(["display"]), "{display}");
+    assert!(display.get("location").is_none(), "{display}");
+
+    // An invalid compose: the error's path is in `expression` only.
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-no-value",
+        "status": "active", "compose": {"include": [{"system": ICD10,
+            "filter": [{"property": "concept", "op": "is-a"}]}]}});
+    let resp = post(
+        "/fhir/ValueSet/$expand",
+        &json!({"resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": vs}]}),
+    )
+    .await;
+    assert_eq!(resp.status.as_u16(), 400, "{}", resp.text());
+    let oo = resp.json();
+    let issue = &oo["issue"][0];
+    assert_eq!(
+        issue["expression"],
+        json!(["ValueSet.compose.include[0].filter[0]"]),
+        "{oo}"
+    );
+    assert!(issue.get("location").is_none(), "{oo}");
+}
