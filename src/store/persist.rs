@@ -19,13 +19,14 @@
 //! never read. What a killed import leaves (`*.tmp-{pid}` files, records that no release names)
 //! is removed under the same lock by the next import of the feed, a no-op one included, and by
 //! `serve` when it loads the feed. Every file ends with a CRC-32 of its contents, checked when it
-//! is read.
+//! is read; `serve` reads records files in place and checks theirs once it is ready
+//! ([`verify_pending`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +36,8 @@ use super::patch::Patch;
 use super::release::{Release, ReleaseInfo};
 pub use super::rows::Known;
 use super::rows::{self, RowHashes};
+pub use super::segment::{Checksum, Segment, decode_limit, set_decode_limit};
 use super::segment::{Encoded, Rec};
-pub use super::segment::{Segment, decode_limit, set_decode_limit};
 use super::version::compare_versions;
 
 /// File header of a release file (postcard body, then the CRC-32 of everything before it).
@@ -145,6 +146,8 @@ struct SegmentLoader<'a> {
     errors: Vec<PersistError>,
     /// Whether small segments may be decoded whole: the feed's releases are all small.
     may_decode: bool,
+    /// When the checksums of the records files are checked.
+    checksum: Checksum,
 }
 
 impl SegmentLoader<'_> {
@@ -156,8 +159,24 @@ impl SegmentLoader<'_> {
         self.loaded.insert(name.to_string(), None);
         let path = records_path(self.data_dir, self.feed, name);
         let may_decode = self.may_decode;
-        let segment = match Segment::load(&path, name, &mut |b| self.get(b), may_decode) {
-            Ok(s) => Some(Arc::new(s)),
+        // A file found damaged since it was last loaded is checked now, and so refused.
+        let known_damaged = lock(&DAMAGED).contains(&path);
+        let checksum = if known_damaged {
+            Checksum::AtLoad
+        } else {
+            self.checksum
+        };
+        let segment = match Segment::load(&path, name, &mut |b| self.get(b), may_decode, checksum) {
+            Ok(s) => {
+                if known_damaged {
+                    lock(&DAMAGED).retain(|p| p != &path);
+                }
+                let s = Arc::new(s);
+                if s.check_pending() {
+                    lock(&PENDING).push(Arc::downgrade(&s));
+                }
+                Some(s)
+            }
             Err(e) => {
                 self.errors.push(e);
                 None
@@ -166,6 +185,52 @@ impl SegmentLoader<'_> {
         self.loaded.insert(name.to_string(), segment.clone());
         segment
     }
+}
+
+/// Loaded records files whose checksum is still to be checked (see [`verify_pending`]).
+static PENDING: Mutex<Vec<Weak<Segment>>> = Mutex::new(Vec::new());
+
+/// Records files whose checksum check failed after they were loaded: the next load of their
+/// feed checks them at once, and refuses them.
+static DAMAGED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A lock of one of the lists above (a panic while one was held leaves a list still usable).
+fn lock<T>(list: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    list.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Checks the checksums of the records files loaded to serve ([`FeedStore::open_for_serving`])
+/// and not checked yet, reading each once, and returns those that do not match. Such a file
+/// has been read in place since it was loaded; its feed's next load ([`damaged_files`] changes,
+/// so a reload reads the feed again) refuses it, and the releases that use it are not served.
+/// `serve` runs this in the background once it is ready, and after each publish.
+pub fn verify_pending() -> Vec<PersistError> {
+    let pending = std::mem::take(&mut *lock(&PENDING));
+    let mut errors = Vec::new();
+    for segment in pending.iter().filter_map(Weak::upgrade) {
+        if let Err(e) = segment.verify() {
+            if let PersistError::Corrupt { path, .. } | PersistError::Io { path, .. } = &e {
+                let mut damaged = lock(&DAMAGED);
+                let path = PathBuf::from(path);
+                if !damaged.contains(&path) {
+                    damaged.push(path);
+                }
+            }
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+/// The records files of `feed` found damaged by [`verify_pending`] and not loaded since.
+pub fn damaged_files(data_dir: &Path, feed: &str) -> Vec<PathBuf> {
+    let dir = feed_dir(data_dir, feed);
+    lock(&DAMAGED)
+        .iter()
+        .filter(|p| p.starts_with(&dir))
+        .cloned()
+        .collect()
 }
 
 /// Writes a file atomically (streamed to a temporary file, synced, renamed) and returns its size.
@@ -439,6 +504,12 @@ impl FeedStore {
             loaded: HashMap::new(),
             errors: Vec::new(),
             may_decode: largest <= super::segment::decode_limit() as u64,
+            // Serving, records files are read in place and checked once the server is ready.
+            checksum: if lazy {
+                Checksum::Deferred
+            } else {
+                Checksum::AtLoad
+            },
         };
         for (path, release) in read {
             // Importing, only the neighbours (read whole) have their records loaded.
@@ -790,8 +861,13 @@ impl FeedStore {
         if new_count > 0 {
             let segments = &self.segments;
             let small = total <= super::segment::decode_limit();
-            let segment =
-                Segment::load(&rec_path, &name, &mut |b| segments.get(b).cloned(), small)?;
+            let segment = Segment::load(
+                &rec_path,
+                &name,
+                &mut |b| segments.get(b).cloned(),
+                small,
+                Checksum::AtLoad,
+            )?;
             self.segments.insert(name, Arc::new(segment));
         }
         self.releases.retain(|r| r.info.version != info.version);
