@@ -1463,7 +1463,10 @@ mod tests {
             .collect();
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("checksum mismatch"), "{}", found[0]);
-        assert_eq!(damaged_files(dir.path(), "ods-epraccur"), [file.clone()]);
+        assert_eq!(
+            damaged_files(dir.path(), "ods-epraccur"),
+            std::slice::from_ref(&file)
+        );
         let (store, errors) = FeedStore::open_for_serving(dir.path(), "ods-epraccur");
         assert!(store.releases.is_empty());
         assert_eq!(errors.len(), 1, "{errors:?}");
