@@ -1,4 +1,4 @@
-//! One records file in memory, read in place: the server does not decode a concept until a
+//! One records file, read in place (mapped): the server does not decode a concept until a
 //! request needs it.
 //!
 //! A records file holds, for each record, its code and display as plain text (so code lookup and
