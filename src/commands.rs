@@ -270,6 +270,13 @@ pub async fn serve(args: ServeArgs) -> i32 {
         tracing::info!(registers = ?followed, "following upstreams");
         background.push(service.clone().run_schedule());
     }
+    // Records files are read in place: their checksums are checked once the server is ready.
+    let checked = state.clone();
+    background.push(
+        publisher
+            .clone()
+            .check_stored_files(move || checked.is_ready()),
+    );
     let router = app_at(state.clone(), &args.base_path);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,

@@ -420,6 +420,22 @@ pub fn rebuild_registry(
     Ok(registry)
 }
 
+/// Checks the checksums of the records files loaded to serve and not checked yet (see
+/// [`persist::verify_pending`]), logging each damaged one; returns how many are.
+pub fn verify_stored_files() -> usize {
+    let started = std::time::Instant::now();
+    let errors = persist::verify_pending();
+    for e in &errors {
+        tracing::error!(error = %e, "stored records file is damaged; the releases that use it are no longer served");
+    }
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        damaged = errors.len(),
+        "checked records files"
+    );
+    errors.len()
+}
+
 /// The release files of some feeds, each by name, size and modification time: equal
 /// fingerprints mean the same stored releases (files are written once, by rename).
 fn feeds_fingerprint(data_dir: &Path, feeds: &[String]) -> String {
@@ -439,6 +455,11 @@ fn feeds_fingerprint(data_dir: &Path, feeds: &[String]) -> String {
                 path.display(),
                 meta.map_or(0, |m| m.len())
             ));
+        }
+        // A records file found damaged after it was loaded: the next publish reads the feed
+        // again, and refuses the file.
+        for path in persist::damaged_files(data_dir, feed) {
+            out.push_str(&format!("damaged:{};", path.display()));
         }
     }
     out

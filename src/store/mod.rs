@@ -12,6 +12,7 @@ mod concept_map;
 mod error;
 mod index;
 mod list;
+mod mapped;
 mod patch;
 pub mod persist;
 mod release;

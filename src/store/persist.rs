@@ -19,13 +19,14 @@
 //! never read. What a killed import leaves (`*.tmp-{pid}` files, records that no release names)
 //! is removed under the same lock by the next import of the feed, a no-op one included, and by
 //! `serve` when it loads the feed. Every file ends with a CRC-32 of its contents, checked when it
-//! is read.
+//! is read; `serve` reads records files in place and checks theirs once it is ready
+//! ([`verify_pending`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,8 +36,8 @@ use super::patch::Patch;
 use super::release::{Release, ReleaseInfo};
 pub use super::rows::Known;
 use super::rows::{self, RowHashes};
+pub use super::segment::{Checksum, Segment, decode_limit, set_decode_limit};
 use super::segment::{Encoded, Rec};
-pub use super::segment::{Segment, decode_limit, set_decode_limit};
 use super::version::compare_versions;
 
 /// File header of a release file (postcard body, then the CRC-32 of everything before it).
@@ -145,6 +146,8 @@ struct SegmentLoader<'a> {
     errors: Vec<PersistError>,
     /// Whether small segments may be decoded whole: the feed's releases are all small.
     may_decode: bool,
+    /// When the checksums of the records files are checked.
+    checksum: Checksum,
 }
 
 impl SegmentLoader<'_> {
@@ -156,8 +159,24 @@ impl SegmentLoader<'_> {
         self.loaded.insert(name.to_string(), None);
         let path = records_path(self.data_dir, self.feed, name);
         let may_decode = self.may_decode;
-        let segment = match Segment::load(&path, name, &mut |b| self.get(b), may_decode) {
-            Ok(s) => Some(Arc::new(s)),
+        // A file found damaged since it was last loaded is checked now, and so refused.
+        let known_damaged = lock(&DAMAGED).contains(&path);
+        let checksum = if known_damaged {
+            Checksum::AtLoad
+        } else {
+            self.checksum
+        };
+        let segment = match Segment::load(&path, name, &mut |b| self.get(b), may_decode, checksum) {
+            Ok(s) => {
+                if known_damaged {
+                    lock(&DAMAGED).retain(|p| p != &path);
+                }
+                let s = Arc::new(s);
+                if s.check_pending() {
+                    lock(&PENDING).push(Arc::downgrade(&s));
+                }
+                Some(s)
+            }
             Err(e) => {
                 self.errors.push(e);
                 None
@@ -166,6 +185,66 @@ impl SegmentLoader<'_> {
         self.loaded.insert(name.to_string(), segment.clone());
         segment
     }
+}
+
+/// Loaded records files whose checksum is still to be checked (see [`verify_pending`]).
+static PENDING: Mutex<Vec<Weak<Segment>>> = Mutex::new(Vec::new());
+
+/// Release files read to serve whose checksum is still to be checked (see [`verify_pending`]).
+static PENDING_RELEASES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Files whose checksum check failed after they were loaded: the next load of their feed checks
+/// them at once, and refuses them.
+static DAMAGED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A lock of one of the lists above (a panic while one was held leaves a list still usable).
+fn lock<T>(list: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    list.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Checks the checksums of the files loaded to serve ([`FeedStore::open_for_serving`]) and not
+/// checked yet (records files, and release files of which only the head was read), reading each
+/// once, and returns those that do not match. Such a file has been read since it was loaded;
+/// its feed's next load ([`damaged_files`] changes, so a publish reads the feed again) checks it
+/// at once and refuses it, and the releases that use it are not served. `serve` runs this in
+/// the background once it is ready, and after each publish.
+pub fn verify_pending() -> Vec<PersistError> {
+    let pending = std::mem::take(&mut *lock(&PENDING));
+    let releases = std::mem::take(&mut *lock(&PENDING_RELEASES));
+    let mut errors = Vec::new();
+    let checks = pending
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|segment| segment.verify())
+        .chain(
+            releases
+                .iter()
+                .map(|path| read_release_head(path).map(|_| ())),
+        );
+    for outcome in checks {
+        if let Err(e) = outcome {
+            if let PersistError::Corrupt { path, .. } | PersistError::Io { path, .. } = &e {
+                let mut damaged = lock(&DAMAGED);
+                let path = PathBuf::from(path);
+                if !damaged.contains(&path) {
+                    damaged.push(path);
+                }
+            }
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+/// The files of `feed` found damaged by [`verify_pending`] and not loaded whole since.
+pub fn damaged_files(data_dir: &Path, feed: &str) -> Vec<PathBuf> {
+    let dir = feed_dir(data_dir, feed);
+    lock(&DAMAGED)
+        .iter()
+        .filter(|p| p.starts_with(&dir))
+        .cloned()
+        .collect()
 }
 
 /// Writes a file atomically (streamed to a temporary file, synced, renamed) and returns its size.
@@ -268,18 +347,48 @@ pub fn read_release(path: &Path) -> Result<StoredRelease, PersistError> {
 /// Reads one release file's provenance and segment names (the whole file is read and its
 /// checksum checked; its runs are not decoded).
 pub fn read_release_head(path: &Path) -> Result<StoredRelease, PersistError> {
-    #[derive(Deserialize)]
-    struct Head {
-        info: ReleaseInfo,
-        segments: Vec<String>,
+    let head: ReleaseHead = read_with_magic_prefix(path, RELEASE_MAGIC)?;
+    Ok(head.into())
+}
+
+/// What a release file starts with.
+#[derive(Deserialize)]
+struct ReleaseHead {
+    info: ReleaseInfo,
+    segments: Vec<String>,
+}
+
+impl From<ReleaseHead> for StoredRelease {
+    fn from(head: ReleaseHead) -> Self {
+        Self {
+            info: head.info,
+            segments: head.segments,
+            runs: Vec::new(),
+            head_only: true,
+        }
     }
-    let head: Head = read_with_magic_prefix(path, RELEASE_MAGIC)?;
-    Ok(StoredRelease {
-        info: head.info,
-        segments: head.segments,
-        runs: Vec::new(),
-        head_only: true,
-    })
+}
+
+/// Bytes [`read_release_start`] reads first: a head is a few hundred bytes, and a few dozen
+/// more for each records file the release names.
+const HEAD_BYTES: u64 = 64 * 1024;
+
+/// Reads one release file's provenance and segment names from the start of the file, without
+/// reading the rest or checking its checksum (that is [`verify_pending`]'s, and
+/// [`read_release`]'s when the release is first used): what `serve` reads of every release but
+/// the newest, whose files grow with the register (megabytes each for a national one).
+fn read_release_start(path: &Path) -> Result<StoredRelease, PersistError> {
+    let mut bytes = Vec::new();
+    let file = fs::File::open(path).map_err(io(path))?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, HEAD_BYTES), &mut bytes)
+        .map_err(io(path))?;
+    if let Some(body) = bytes.strip_prefix(RELEASE_MAGIC.as_slice())
+        && let Ok((head, _)) = postcard::take_from_bytes::<ReleaseHead>(body)
+    {
+        return Ok(head.into());
+    }
+    // A longer head, or a damaged or foreign file: read whole, to be refused by name.
+    read_release_head(path)
 }
 
 /// Every release file of one feed (not read), sorted by name.
@@ -398,9 +507,18 @@ impl FeedStore {
         // only the releases needed now are read whole: the newest (serving), the neighbours of
         // the version imported; otherwise all of them.
         let heads = lazy || version.is_some();
+        let newest = feed_release_files(data_dir, feed)
+            .into_iter()
+            .max_by(|a, b| compare_versions(&a.to_string_lossy(), &b.to_string_lossy()));
         for path in feed_release_files(data_dir, feed) {
-            let result = if heads {
-                read_release_head(&path)
+            // Serving, the releases but the newest have their heads read, and their checksums
+            // checked in the background (a file found damaged is checked now).
+            let deferred =
+                lazy && Some(&path) != newest.as_ref() && !lock(&DAMAGED).contains(&path);
+            let result = if deferred {
+                read_release_start(&path).inspect(|_| lock(&PENDING_RELEASES).push(path.clone()))
+            } else if heads {
+                read_release_head(&path).inspect(|_| lock(&DAMAGED).retain(|p| p != &path))
             } else {
                 read_release(&path)
             };
@@ -439,6 +557,12 @@ impl FeedStore {
             loaded: HashMap::new(),
             errors: Vec::new(),
             may_decode: largest <= super::segment::decode_limit() as u64,
+            // Serving, records files are read in place and checked once the server is ready.
+            checksum: if lazy {
+                Checksum::Deferred
+            } else {
+                Checksum::AtLoad
+            },
         };
         for (path, release) in read {
             // Importing, only the neighbours (read whole) have their records loaded.
@@ -790,8 +914,13 @@ impl FeedStore {
         if new_count > 0 {
             let segments = &self.segments;
             let small = total <= super::segment::decode_limit();
-            let segment =
-                Segment::load(&rec_path, &name, &mut |b| segments.get(b).cloned(), small)?;
+            let segment = Segment::load(
+                &rec_path,
+                &name,
+                &mut |b| segments.get(b).cloned(),
+                small,
+                Checksum::AtLoad,
+            )?;
             self.segments.insert(name, Arc::new(segment));
         }
         self.releases.retain(|r| r.info.version != info.version);
@@ -1297,6 +1426,87 @@ mod tests {
         let text = errors[0].to_string();
         assert!(text.contains("2020-01-01.release"), "{text}");
         assert!(text.contains("checksum mismatch"), "{text}");
+    }
+
+    #[test]
+    fn serving_checks_records_checksums_later_and_refuses_a_damaged_file_on_the_next_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let concepts: Vec<Concept> = (0..20)
+            .map(|i| concept(&format!("A{i:05}"), &format!("PRACTICE {i}")))
+            .collect();
+        save_release(dir.path(), release("2020-01-01", "s1", concepts), false).expect("saves");
+        let records = feed_dir(dir.path(), "ods-epraccur").join("records");
+        let file = fs::read_dir(&records)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "records"))
+            .expect("a records file");
+        damage(&file, b"PRACTICE 7");
+        // Packed, as a national register's records are (small feeds are decoded whole at load,
+        // which reads and checks the whole file anyway).
+        set_decode_limit(0);
+        let (store, errors) = FeedStore::open_for_serving(dir.path(), "ods-epraccur");
+        set_decode_limit(100_000);
+        // Serving, the well-formed file is loaded and read; its checksum is not checked yet.
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(store.releases.len(), 1);
+        let indexed = store.indexed(&store.releases[0]);
+        assert_eq!(indexed.display(7), Some("QRACTICE 7"));
+        assert!(damaged_files(dir.path(), "ods-epraccur").is_empty());
+        // The background check finds it, names it, and the feed's next load refuses it.
+        let shown = file.display().to_string();
+        let found: Vec<String> = verify_pending()
+            .iter()
+            .map(ToString::to_string)
+            .filter(|e| e.contains(&shown))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("checksum mismatch"), "{}", found[0]);
+        assert_eq!(
+            damaged_files(dir.path(), "ods-epraccur"),
+            std::slice::from_ref(&file)
+        );
+        let (store, errors) = FeedStore::open_for_serving(dir.path(), "ods-epraccur");
+        assert!(store.releases.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("checksum mismatch"));
+        // Once the file is whole again, it is served again.
+        damage(&file, b"QRACTICE 7");
+        let (store, errors) = FeedStore::open_for_serving(dir.path(), "ods-epraccur");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(store.releases.len(), 1);
+        assert!(damaged_files(dir.path(), "ods-epraccur").is_empty());
+    }
+
+    #[test]
+    fn serving_reads_older_release_heads_alone_and_checks_them_later() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (version, source, name) in [("2020-01-01", "s1", "X"), ("2020-04-01", "s2", "Y")] {
+            let r = release(version, source, vec![concept("A1", name)]);
+            save_release(dir.path(), r, false).expect("saves");
+        }
+        let older = release_path(dir.path(), "ods-epraccur", "2020-01-01");
+        damage(&older, b"x.csv");
+        // Only the older release's head is read: its damage is not seen at load.
+        let (store, errors) = FeedStore::open_for_serving(dir.path(), "ods-epraccur");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(store.releases.len(), 2);
+        assert_eq!(store.releases[0].info.source, "y.csv");
+        let shown = older.display().to_string();
+        let found: Vec<String> = verify_pending()
+            .iter()
+            .map(ToString::to_string)
+            .filter(|e| e.contains(&shown))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("checksum mismatch"), "{}", found[0]);
+        assert_eq!(damaged_files(dir.path(), "ods-epraccur"), [older]);
+        // The next load refuses it, and serves the newer release.
+        let (store, errors) = FeedStore::open_for_serving(dir.path(), "ods-epraccur");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(store.releases.len(), 1);
+        assert_eq!(store.releases[0].info.version, "2020-04-01");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! One records file in memory, read in place: the server does not decode a concept until a
+//! One records file, read in place (mapped): the server does not decode a concept until a
 //! request needs it.
 //!
 //! A records file holds, for each record, its code and display as plain text (so code lookup and
@@ -18,8 +18,13 @@
 //! u32            CRC-32 (IEEE) of every byte before it
 //! ```
 //!
-//! A file whose sizes do not add up to its length, or whose checksum does not match, is refused
-//! at load with its path: a damaged file is never read as records.
+//! The file is read in place through a memory map ([`FileBytes`]): loading one reads its header
+//! and checks that the sizes it gives add up to the file's length, and a file whose sizes do not
+//! is refused with its path. Offsets are checked when a record is read, so a damaged file gives
+//! an error (logged, once per file), never a panic or another file's bytes. The checksum is
+//! checked at load when the file is loaded to import or check ([`Checksum::AtLoad`]), and refused
+//! there; `serve` checks it after it is ready ([`Checksum::Deferred`], [`Segment::verify`]), so
+//! that starting does not read every page of every file.
 //!
 //! Small segments (up to [`decode_limit`] records) are decoded whole when loaded, as the registers
 //! of a few thousand codes are fastest that way; large ones stay packed.
@@ -29,13 +34,14 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use super::codec::{Reader, Writer};
 use super::concept::Concept;
 use super::error::PersistError;
+use super::mapped::FileBytes;
 use super::patch::Patch;
 
 /// File header of a records file.
@@ -60,6 +66,23 @@ pub fn set_decode_limit(records: usize) {
     DECODE_LIMIT.store(records, Ordering::Relaxed);
 }
 
+/// When a records file's checksum is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    /// When the file is loaded, which refuses a damaged file (imports, `check`).
+    AtLoad,
+    /// Later, by [`Segment::verify`] (`serve`, once it is ready). A segment decoded whole when
+    /// loaded is read whole anyway, and checked at load.
+    Deferred,
+}
+
+/// [`Segment::verify`] has not run on a segment loaded with [`Checksum::Deferred`].
+const CHECK_PENDING: u8 = 0;
+/// The checksum matched (or was checked at load).
+const CHECK_PASSED: u8 = 1;
+/// The checksum did not match, or the file could not be read to check it.
+const CHECK_FAILED: u8 = 2;
+
 /// One records file, loaded: records in the order their import first saw them (code order).
 #[derive(Debug)]
 pub struct Segment {
@@ -68,6 +91,8 @@ pub struct Segment {
     /// Segments its patched records are made from (kept while this one is).
     pub bases: Vec<String>,
     body: Body,
+    /// Where its checksum check is: `CHECK_PENDING`, `CHECK_PASSED` or `CHECK_FAILED`.
+    check: AtomicU8,
 }
 
 #[derive(Debug)]
@@ -76,17 +101,24 @@ enum Body {
     Packed(Box<Packed>),
 }
 
-/// The sections of a records file, each in one allocation.
+/// A records file read in place: where its sections start in the file's bytes.
 #[derive(Debug)]
 struct Packed {
-    keys: String,
-    key_offsets: Vec<u32>,
+    file: FileBytes,
+    /// Number of records.
+    count: usize,
+    key_offsets: usize,
+    keys: usize,
+    keys_len: usize,
+    record_offsets: usize,
+    records: usize,
+    records_len: usize,
     dict: Vec<Box<str>>,
-    records: Vec<u8>,
-    record_offsets: Vec<u32>,
     bases: Vec<Arc<Segment>>,
     has_parents: bool,
     path: String,
+    /// Whether damage found reading a record was logged (it is logged once per file).
+    reported: AtomicBool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,6 +138,7 @@ impl Segment {
             name,
             bases,
             body: Body::Decoded(concepts),
+            check: AtomicU8::new(CHECK_PASSED),
         }
     }
 
@@ -113,7 +146,7 @@ impl Segment {
     pub fn len(&self) -> usize {
         match &self.body {
             Body::Decoded(c) => c.len(),
-            Body::Packed(p) => p.record_offsets.len() - 1,
+            Body::Packed(p) => p.count,
         }
     }
 
@@ -179,83 +212,67 @@ impl Segment {
         Ok(header.bases)
     }
 
-    /// Reads a records file. Bases are looked up by name (already loaded). A segment of at most
-    /// [`decode_limit`] records is decoded whole when `may_decode` (its feed is that small too:
-    /// the monthly changes of a national register stay packed, or sixty of them would hold
-    /// hundreds of thousands of decoded concepts).
+    /// Loads a records file, read in place (mapped; read into memory where it cannot be).
+    /// Bases are looked up by name (already loaded). A segment of at most [`decode_limit`]
+    /// records is decoded whole when `may_decode` (its feed is that small too: the monthly
+    /// changes of a national register stay packed, or sixty of them would hold hundreds of
+    /// thousands of decoded concepts). `checksum` says when the file's checksum is checked.
     pub fn load(
         path: &Path,
         name: &str,
         base_of: &mut dyn FnMut(&str) -> Option<Arc<Segment>>,
         may_decode: bool,
+        checksum: Checksum,
     ) -> Result<Self, PersistError> {
         let shown = path.display().to_string();
+        let file = FileBytes::map(path).map_err(|source| PersistError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_bytes(file, shown, name, base_of, may_decode, checksum)
+    }
+
+    /// [`Segment::load`] of a file's bytes (`shown`: its path, for errors).
+    fn from_bytes(
+        file: FileBytes,
+        shown: String,
+        name: &str,
+        base_of: &mut dyn FnMut(&str) -> Option<Arc<Segment>>,
+        may_decode: bool,
+        checksum: Checksum,
+    ) -> Result<Self, PersistError> {
         let corrupt = |message: String| PersistError::Corrupt {
             path: shown.clone(),
             message,
         };
-        let io = |source| PersistError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let size = file.metadata().map_err(io)?.len();
-        let mut f = Crc32Reader {
-            inner: std::io::BufReader::new(file),
-            crc: crc32fast::Hasher::new(),
-        };
-        let (header_len, header) = read_header(&mut f, size, &shown)?;
-        let n = header.count as u64;
-        // The sizes the header gives must add up to the file's: nothing is allocated for a
-        // damaged count or length.
-        let expected = [
+        let size = file.len() as u64;
+        let (header_len, header) = read_header(&mut &file[..], size, &shown)?;
+        let n = u64::from(header.count);
+        // The sizes the header gives must add up to the file's: no section is read past its end.
+        let sections = [
             RECORDS_MAGIC.len() as u64 + 4 + header_len,
             4 * (2 * n + 1),
             header.keys_len,
             4 * (n + 1),
             header.records_len,
             CHECKSUM_LEN,
-        ]
-        .into_iter()
-        .try_fold(0u64, u64::checked_add);
+        ];
+        let expected = sections.into_iter().try_fold(0u64, u64::checked_add);
         if expected != Some(size) {
             return Err(corrupt(format!(
                 "{size} bytes where its header says {}: the file is damaged or truncated",
                 expected.map_or_else(|| "more than can be".into(), |e| e.to_string())
             )));
         }
-        let key_offsets = read_u32s(&mut f, 2 * n + 1).map_err(io)?;
-        let keys = read_vec(&mut f, header.keys_len).map_err(io)?;
-        let record_offsets = read_u32s(&mut f, n + 1).map_err(io)?;
-        let records = read_vec(&mut f, header.records_len).map_err(io)?;
-        let computed = f.crc.clone().finalize();
-        let mut stored = [0u8; CHECKSUM_LEN as usize];
-        f.inner.read_exact(&mut stored).map_err(io)?;
-        let stored = u32::from_le_bytes(stored);
-        if stored != computed {
-            return Err(corrupt(format!(
-                "checksum mismatch (stored CRC-32 {stored:08x}, contents {computed:08x}): the file is damaged"
-            )));
+        // Where each section starts (they add up to the file's length, so each fits a usize).
+        let mut at = [0usize; 6];
+        for k in 1..at.len() {
+            at[k] = at[k - 1] + sections[k - 1] as usize;
         }
-        let keys = String::from_utf8(keys).map_err(|_| corrupt("keys are not UTF-8".into()))?;
-        // Offsets in order and in bounds, on character boundaries: slicing never panics.
-        let mut last = 0;
-        for (k, &o) in key_offsets.iter().enumerate() {
-            let flagged = o & HAS_DISPLAY != 0;
-            let at = o & OFFSET;
-            if at < last || (flagged && k % 2 == 0) || !keys.is_char_boundary(at as usize) {
-                return Err(corrupt(format!("key offset {k} is out of order")));
-            }
-            last = at;
-        }
-        if last as u64 != header.keys_len {
-            return Err(corrupt("key offsets do not cover the keys".into()));
-        }
-        if record_offsets.windows(2).any(|w| w[0] > w[1])
-            || record_offsets.first() != Some(&0)
-            || record_offsets.last().map(|&l| l as u64) != Some(header.records_len)
-        {
-            return Err(corrupt("record offsets are out of order".into()));
+        let decode = may_decode && (n as usize) <= decode_limit();
+        // A segment decoded whole is read whole now: its checksum costs little more.
+        if checksum == Checksum::AtLoad || decode {
+            check_crc(&file, &shown)?;
         }
         let mut bases = Vec::with_capacity(header.bases.len());
         for b in &header.bases {
@@ -266,48 +283,98 @@ impl Segment {
             })?);
         }
         let packed = Packed {
-            keys,
-            key_offsets,
+            file,
+            count: n as usize,
+            key_offsets: at[1],
+            keys: at[2],
+            keys_len: header.keys_len as usize,
+            record_offsets: at[3],
+            records: at[4],
+            records_len: header.records_len as usize,
             dict: header.dict.into_iter().map(Into::into).collect(),
-            records,
-            record_offsets,
             bases,
             has_parents: header.has_parents,
             path: shown.clone(),
+            reported: AtomicBool::new(false),
         };
-        let body = if may_decode && (n as usize) <= decode_limit() {
+        let (body, check) = if decode {
             let mut concepts = Vec::with_capacity(n as usize);
             for i in 0..n as u32 {
                 concepts.push(
                     packed
                         .decode(i)
+                        .and_then(|c| packed.check_keys(i as usize, &c).map(|()| c))
                         .map_err(|e| corrupt(format!("record {i}: {e}")))?,
                 );
             }
-            Body::Decoded(concepts)
+            (Body::Decoded(concepts), CHECK_PASSED)
         } else {
-            Body::Packed(Box::new(packed))
+            let check = match checksum {
+                Checksum::AtLoad => CHECK_PASSED,
+                Checksum::Deferred => CHECK_PENDING,
+            };
+            (Body::Packed(Box::new(packed)), check)
         };
         Ok(Self {
             name: name.to_string(),
             bases: header.bases,
             body,
+            check: AtomicU8::new(check),
         })
     }
-}
 
-/// A reader that computes the CRC-32 of what passes through it.
-struct Crc32Reader<R> {
-    inner: R,
-    crc: crc32fast::Hasher,
-}
-
-impl<R: Read> Read for Crc32Reader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.crc.update(&buf[..n]);
-        Ok(n)
+    /// Whether the file's checksum is still to be checked ([`Checksum::Deferred`]).
+    pub fn check_pending(&self) -> bool {
+        self.check.load(Ordering::Acquire) == CHECK_PENDING
     }
+
+    /// Whether the file failed its checksum check.
+    pub fn check_failed(&self) -> bool {
+        self.check.load(Ordering::Acquire) == CHECK_FAILED
+    }
+
+    /// Checks the file's checksum, if it was not checked at load, reading the file (not through
+    /// its map: see [`FileBytes::trailing_crc`]). The outcome is kept: a segment is checked once.
+    pub fn verify(&self) -> Result<(), PersistError> {
+        let Body::Packed(p) = &self.body else {
+            return Ok(());
+        };
+        match self.check.load(Ordering::Acquire) {
+            CHECK_PASSED => return Ok(()),
+            CHECK_FAILED => {
+                return Err(PersistError::Corrupt {
+                    path: p.path.clone(),
+                    message: "checksum mismatch: the file is damaged".into(),
+                });
+            }
+            _ => {}
+        }
+        let outcome = check_crc(&p.file, &p.path);
+        let state = if outcome.is_ok() {
+            CHECK_PASSED
+        } else {
+            CHECK_FAILED
+        };
+        self.check.store(state, Ordering::Release);
+        outcome
+    }
+}
+
+/// Checks the CRC-32 a records file ends with.
+fn check_crc(file: &FileBytes, shown: &str) -> Result<(), PersistError> {
+    let (stored, computed) = file.trailing_crc().map_err(|source| PersistError::Io {
+        path: shown.to_string(),
+        source,
+    })?;
+    if stored != computed {
+        return Err(PersistError::Corrupt {
+            path: shown.to_string(),
+            message: format!(
+                "checksum mismatch (stored CRC-32 {stored:08x}, contents {computed:08x}): the file is damaged"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A writer that computes the CRC-32 of what passes through it.
@@ -373,38 +440,84 @@ fn read_vec(r: &mut impl Read, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(v)
 }
 
-fn read_u32s(r: &mut impl Read, n: u64) -> std::io::Result<Vec<u32>> {
-    let mut out = Vec::with_capacity(n as usize);
-    let mut buf = [0u8; 4096];
-    let mut left = n * 4;
-    while left > 0 {
-        let k = left.min(buf.len() as u64) as usize;
-        r.read_exact(&mut buf[..k])?;
-        out.extend(
-            buf[..k]
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-        left -= k as u64;
-    }
-    Ok(out)
-}
-
 impl Packed {
+    /// The little-endian `u32` at byte `at` of the file.
+    fn word(&self, at: usize) -> Option<u32> {
+        let bytes = self.file.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes(bytes.try_into().ok()?))
+    }
+
+    /// Key offset `k` (of `2n + 1`).
+    fn key_offset(&self, k: usize) -> Option<u32> {
+        (k <= 2 * self.count).then(|| self.word(self.key_offsets + 4 * k))?
+    }
+
+    /// Record offset `k` (of `n + 1`).
+    fn record_offset(&self, k: usize) -> Option<usize> {
+        (k <= self.count)
+            .then(|| self.word(self.record_offsets + 4 * k))?
+            .map(|o| o as usize)
+    }
+
+    /// The text of the keys between two key offsets: `None` when they are out of order or
+    /// bounds, or the text is not UTF-8 (a damaged file).
+    fn key_text(&self, from: u32, to: u32) -> Option<&str> {
+        let keys = self.file.get(self.keys..self.keys + self.keys_len)?;
+        std::str::from_utf8(keys.get((from & OFFSET) as usize..(to & OFFSET) as usize)?).ok()
+    }
+
+    /// Logs, once per file, that record `i` cannot be read as it should.
+    fn damaged(&self, i: usize, what: &str) {
+        if !self.reported.swap(true, Ordering::Relaxed) {
+            tracing::error!(file = %self.path, record = i, "damaged records file: {what} cannot be read");
+        }
+    }
+
     fn code(&self, i: usize) -> &str {
-        let (a, b) = (self.key_offsets[2 * i], self.key_offsets[2 * i + 1]);
-        &self.keys[(a & OFFSET) as usize..(b & OFFSET) as usize]
+        let text = self
+            .key_offset(2 * i)
+            .zip(self.key_offset(2 * i + 1))
+            .and_then(|(a, b)| self.key_text(a, b));
+        text.unwrap_or_else(|| {
+            self.damaged(i, "its code");
+            ""
+        })
     }
 
     fn display(&self, i: usize) -> Option<&str> {
-        let (a, b) = (self.key_offsets[2 * i + 1], self.key_offsets[2 * i + 2]);
-        (a & HAS_DISPLAY != 0).then(|| &self.keys[(a & OFFSET) as usize..b as usize])
+        let a = self.key_offset(2 * i + 1)?;
+        if a & HAS_DISPLAY == 0 {
+            return None;
+        }
+        let text = self.key_offset(2 * i + 2).and_then(|b| self.key_text(a, b));
+        if text.is_none() {
+            self.damaged(i, "its display");
+        }
+        text
+    }
+
+    /// Whether record `i`'s code and display read as text (decoding it whole checks them).
+    fn check_keys(&self, i: usize, c: &Concept) -> Result<(), String> {
+        let flagged = self
+            .key_offset(2 * i + 1)
+            .is_some_and(|a| a & HAS_DISPLAY != 0);
+        if c.code.is_empty() || flagged != c.display.is_some() {
+            return Err("its code or display cannot be read".into());
+        }
+        Ok(())
     }
 
     fn decode(&self, i: u32) -> Result<Concept, String> {
         let i = i as usize;
-        let bytes =
-            &self.records[self.record_offsets[i] as usize..self.record_offsets[i + 1] as usize];
+        let (from, to) = self
+            .record_offset(i)
+            .zip(self.record_offset(i + 1))
+            .ok_or("its record offsets are out of range")?;
+        let bytes = self
+            .file
+            .get(self.records..self.records + self.records_len)
+            .and_then(|records| records.get(from..to))
+            .ok_or("its record offsets are out of order")?;
         let mut r = Reader { b: bytes, at: 0 };
         match r.byte()? {
             0 => {
@@ -683,7 +796,8 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
         for limit in [0, 10] {
             set_decode_limit(limit);
-            let s = Segment::load(&path, "x", &mut |_| None, true).expect("loads");
+            let s =
+                Segment::load(&path, "x", &mut |_| None, true, Checksum::AtLoad).expect("loads");
             set_decode_limit(100_000);
             assert_eq!(s.is_packed(), limit == 0);
             assert_eq!(s.len(), 2);
@@ -699,17 +813,133 @@ mod tests {
         let at = bad.len() - enc.records.len() - 3;
         bad[at] = 0xff;
         std::fs::write(&path, &bad).expect("write");
-        let err = Segment::load(&path, "x", &mut |_| None, true).expect_err("refused");
+        let err =
+            Segment::load(&path, "x", &mut |_| None, true, Checksum::AtLoad).expect_err("refused");
         assert!(err.to_string().contains("x.records"), "{err}");
         // A truncated file, and one of the previous format, are refused before anything is
         // allocated for them.
         std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
-        let err = Segment::load(&path, "x", &mut |_| None, true).expect_err("refused");
+        let err =
+            Segment::load(&path, "x", &mut |_| None, true, Checksum::AtLoad).expect_err("refused");
         assert!(err.to_string().contains("damaged or truncated"), "{err}");
         let mut old = bytes.clone();
         old[..8].copy_from_slice(b"FHIRREC5");
         std::fs::write(&path, &old).expect("write");
-        let err = Segment::load(&path, "x", &mut |_| None, true).expect_err("refused");
+        let err =
+            Segment::load(&path, "x", &mut |_| None, true, Checksum::AtLoad).expect_err("refused");
         assert!(err.to_string().contains("re-import the release"), "{err}");
+    }
+
+    /// A packed segment of `sample()` written to `dir/x.records`: its bytes and the encoding.
+    fn written(dir: &Path) -> (std::path::PathBuf, Vec<u8>, Encoded) {
+        let concepts = sample();
+        let enc = Encoded::build(Vec::new(), concepts.len(), &mut |k| {
+            Ok(Rec::Full(concepts[k].clone()))
+        })
+        .expect("encodes");
+        let mut bytes = Vec::new();
+        enc.write_to(&mut bytes).expect("writes");
+        let path = dir.join("x.records");
+        std::fs::write(&path, &bytes).expect("write");
+        (path, bytes, enc)
+    }
+
+    fn packed(file: FileBytes, path: &Path, checksum: Checksum) -> Result<Segment, PersistError> {
+        let shown = path.display().to_string();
+        Segment::from_bytes(file, shown, "x", &mut |_| None, false, checksum)
+    }
+
+    #[test]
+    fn a_mapped_segment_reads_as_one_read_into_memory_and_checks_its_checksum_later() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, bytes, _) = written(dir.path());
+        let mapped = FileBytes::map(&path).expect("maps");
+        assert!(mapped.is_mapped());
+        let mapped = packed(mapped, &path, Checksum::Deferred).expect("loads");
+        let read = FileBytes::read(&path).expect("reads");
+        let read = packed(read, &path, Checksum::AtLoad).expect("loads");
+        assert!(mapped.is_packed() && read.is_packed());
+        assert_eq!(mapped.len(), read.len());
+        for i in 0..2 {
+            assert_eq!(mapped.code(i), read.code(i));
+            assert_eq!(mapped.display(i), read.display(i));
+            assert_eq!(mapped.concept(i), read.concept(i));
+        }
+        assert_eq!(&*mapped.concept(0), &sample()[0]);
+        assert!(mapped.check_pending() && !read.check_pending());
+        mapped.verify().expect("the file is whole");
+        assert!(!mapped.check_pending() && !mapped.check_failed());
+
+        // One letter of a display changed: the sizes add up, so the file loads and is read, and
+        // only the deferred check finds it; its outcome is kept.
+        let at = bytes
+            .windows(6)
+            .position(|w| w == b"DENSHA")
+            .expect("display in file");
+        let mut bad = bytes.clone();
+        bad[at] = b'E';
+        std::fs::write(&path, &bad).expect("write");
+        let segment = packed(
+            FileBytes::map(&path).expect("maps"),
+            &path,
+            Checksum::Deferred,
+        )
+        .expect("loads: the checksum is checked later");
+        assert_eq!(segment.display(0), Some("THE EENSHAM SURGERY"));
+        let err = segment.verify().expect_err("damaged");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        assert!(err.to_string().contains("x.records"), "{err}");
+        assert!(segment.check_failed());
+        assert!(segment.verify().is_err());
+        // Checked at load, the same file is refused.
+        let err = packed(
+            FileBytes::map(&path).expect("maps"),
+            &path,
+            Checksum::AtLoad,
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+
+        // A truncated file is refused at load, whenever its checksum is checked.
+        std::fs::write(&path, &bytes[..bytes.len() - 7]).expect("write");
+        let err = packed(
+            FileBytes::map(&path).expect("maps"),
+            &path,
+            Checksum::Deferred,
+        )
+        .expect_err("refused");
+        assert!(err.to_string().contains("damaged or truncated"), "{err}");
+    }
+
+    #[test]
+    fn damaged_offsets_read_as_errors_not_panics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, bytes, enc) = written(dir.path());
+        let key_offsets_at = RECORDS_MAGIC.len() + 4 + enc.header.len();
+        let record_offsets_at = key_offsets_at + 4 * enc.key_offsets.len() + enc.keys.len();
+        let set = |bad: &mut Vec<u8>, at: usize, value: u32| {
+            bad[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        };
+        // The offset where record 0's display ends and record 1's code starts points past the
+        // keys, and record 0's bytes end past the records.
+        let mut bad = bytes.clone();
+        set(&mut bad, key_offsets_at + 4 * 2, 0x7fff_0000);
+        set(&mut bad, record_offsets_at + 4, u32::MAX);
+        std::fs::write(&path, &bad).expect("write");
+        let segment = packed(
+            FileBytes::map(&path).expect("maps"),
+            &path,
+            Checksum::Deferred,
+        )
+        .expect("loads: its sizes add up");
+        assert_eq!(segment.code(0), "A81001");
+        assert_eq!(segment.display(0), None);
+        assert_eq!(segment.code(1), "");
+        // A record that cannot be decoded reads as its code and display alone.
+        let concept = segment.concept(0);
+        assert_eq!(&*concept.code, "A81001");
+        assert!(concept.properties.is_empty());
+        assert!(segment.concept(1).properties.is_empty());
+        assert!(segment.verify().is_err());
     }
 }

@@ -158,6 +158,33 @@ impl Publisher {
             }
         })
     }
+
+    /// Checks, in the background, the checksums of the records files the served registry reads
+    /// in place (see [`persist::verify_pending`]): first once `ready()` (the server answers and
+    /// its indexes are built, so checking does not delay either), then each second for files a
+    /// publish loaded since. A damaged file is logged as an error, and the registry is published
+    /// again at once without it: the releases that use it are no longer served, as when a
+    /// damaged file is found at start. Runs until the task is dropped.
+    pub fn check_stored_files(
+        self: Arc<Self>,
+        ready: impl Fn() -> bool + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while !ready() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            loop {
+                let damaged = tokio::task::spawn_blocking(registers::verify_stored_files)
+                    .await
+                    .unwrap_or(0);
+                if damaged > 0 {
+                    // Errors are logged by `rebuild`.
+                    let _ = self.publish().await;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
 }
 
 /// The data directory's change marker, read off the async workers.

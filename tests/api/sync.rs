@@ -723,6 +723,55 @@ async fn a_sync_killed_mid_download_leaves_nothing_and_the_next_one_carries_on()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_file_found_damaged_after_start_is_no_longer_served() {
+    let mappings = mappings_with_sync("url = \"http://127.0.0.1:9/never-called\"");
+    let data = tempfile::tempdir().expect("data");
+    import_list(
+        &MappingSet::load_dir(mappings.path()).expect("mappings"),
+        data.path(),
+        &[(
+            "ods-epraccur",
+            "../../mappings/data/ods/epraccur_2019-10.csv.gz",
+            "2019-10-01",
+        )],
+    );
+    // One letter of one display changed on disk: the file is well formed, only its checksum
+    // tells. Read in place (as `serve` reads a national register), it is served until checked.
+    let records = data.path().join("feeds/ods-epraccur/records");
+    let file = std::fs::read_dir(&records)
+        .expect("records")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "records"))
+        .expect("a records file");
+    let mut bytes = std::fs::read(&file).expect("read");
+    // The keys hold each code followed by its display.
+    let at = bytes
+        .windows(14)
+        .position(|w| w == b"A83075DENESIDE")
+        .expect("code and display in the file");
+    bytes[at + 6] = b'E';
+    std::fs::write(&file, &bytes).expect("write");
+    let server = with_decode_limit(0, || {
+        live(mappings.path(), data.path(), settings(data.path()))
+    });
+    assert_eq!(
+        display_of(&server.state, "A83075", None).await,
+        json!("EENESIDE MEDICAL CENTRE")
+    );
+    let checker = server.publisher.clone().check_stored_files(|| true);
+    let started = Instant::now();
+    while server.state.registry().code_system(ODS, None).is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the damaged file is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    checker.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_imported_by_another_process_is_served_within_the_reload_interval() {
     let mappings = mappings_with_sync("url = \"http://127.0.0.1:9/never-called\"");
     std::fs::copy(
