@@ -14,6 +14,7 @@ use super::concept::Concept;
 use super::error::PersistError;
 use super::release::{Release, ReleaseInfo};
 use super::segment::Segment;
+use super::view::ConceptView;
 
 /// A release with its indexes.
 #[derive(Debug)]
@@ -425,6 +426,13 @@ impl IndexedRelease {
     pub fn concept(&self, i: u32) -> Cow<'_, Concept> {
         let (s, k) = self.record(i);
         s.concept(k)
+    }
+
+    /// The concept at an index into `view`, borrowed from its records (see [`ConceptView`]):
+    /// what a comparison of many concepts reads, reusing one view.
+    pub fn view<'a>(&'a self, i: u32, view: &mut ConceptView<'a>) {
+        let (s, k) = self.record(i);
+        s.view(k, view);
     }
 
     /// The code at an index, without decoding the concept.

@@ -106,20 +106,27 @@ pub fn import_fixtures(set: &MappingSet, data_dir: &std::path::Path) {
 /// Server state over the fixture lists, imported through the shipped mappings. Segments of up to
 /// `decode_limit` records are decoded when loaded, larger ones read in place.
 fn build_state(lists: &[&[(&str, &str, &str)]], decode_limit: usize) -> Arc<AppState> {
-    static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let set = shipped();
     for list in lists {
         import_list(&set, &dir, list);
     }
+    let registry = with_decode_limit(decode_limit, || registers::build_registry(&set, &dir, &[]));
+    Arc::new(AppState::new(registry.expect("registry builds")))
+}
+
+/// Runs `load` with segments of up to `decode_limit` records decoded when loaded (0: every
+/// segment read in place), one such load at a time (the limit is the process's).
+pub fn with_decode_limit<T>(decode_limit: usize, load: impl FnOnce() -> T) -> T {
+    static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _only_one = LIMIT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let default = persist::decode_limit();
     persist::set_decode_limit(decode_limit);
-    let registry = registers::build_registry(&set, &dir, &[]);
+    let loaded = load();
     persist::set_decode_limit(default);
-    Arc::new(AppState::new(registry.expect("registry builds")))
+    loaded
 }
 
 /// The shared server state over the fixtures (built once per test binary).
