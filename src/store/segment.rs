@@ -170,10 +170,31 @@ impl Segment {
     /// allocation once the view's lists have grown (see [`ConceptView`]). A record that cannot be
     /// read is logged and read as its code and display alone, as [`Segment::concept`] reads it.
     pub fn view<'a>(&'a self, i: u32, view: &mut ConceptView<'a>) {
+        self.view_over(i, view, None);
+    }
+
+    /// [`Segment::view`], with a record read already: when record `i` is that record, or is
+    /// patched from it (however many patches on), its fields are copied from `known` (the
+    /// segment, the record's number there, and its view) instead of being read again, and only
+    /// the patches after it are applied. Comparing a record with its own earlier version (what
+    /// `$diff` does for most changed codes) then reads the older record once, not twice.
+    pub fn view_over<'a>(
+        &'a self,
+        i: u32,
+        view: &mut ConceptView<'a>,
+        known: Option<(&Segment, u32, &ConceptView<'a>)>,
+    ) {
+        if let Some((segment, k, known)) = known
+            && std::ptr::eq(self, segment)
+            && k == i
+        {
+            view.copy_from(known);
+            return;
+        }
         match &self.body {
             Body::Decoded(c) => view.set(&c[i as usize]),
             Body::Packed(p) => {
-                if let Err(e) = p.view(i, view) {
+                if let Err(e) = p.view(i, view, known) {
                     tracing::error!(file = %p.path, record = i, error = %e, "damaged record");
                     view.reset(self.code(i), self.display(i));
                 }
@@ -419,13 +440,18 @@ impl Packed {
 
     fn decode(&self, i: u32) -> Result<Concept, String> {
         let mut view = ConceptView::default();
-        self.view(i, &mut view)?;
+        self.view(i, &mut view, None)?;
         Ok(view.to_concept())
     }
 
     /// Record `i` into `c`: a whole record read in place, a patched one by reading its base
     /// into `c` and applying the patch there.
-    fn view<'a>(&'a self, i: u32, c: &mut ConceptView<'a>) -> Result<(), String> {
+    fn view<'a>(
+        &'a self,
+        i: u32,
+        c: &mut ConceptView<'a>,
+        known: Option<(&Segment, u32, &ConceptView<'a>)>,
+    ) -> Result<(), String> {
         let i = i as usize;
         let bytes =
             &self.records[self.record_offsets[i] as usize..self.record_offsets[i + 1] as usize];
@@ -443,7 +469,7 @@ impl Packed {
                     .get(base)
                     .filter(|s| (index as usize) < s.len())
                     .ok_or("made from a record that does not exist")?;
-                base.view(index, c);
+                base.view_over(index, c, known);
                 apply_written(&mut r, &self.dict, c)
             }
             t => Err(format!("unknown record kind {t}")),
@@ -776,8 +802,18 @@ mod tests {
             &[],
             first.iter().cloned().map(Rec::Full).collect(),
         );
-        let b = packed(dir.path(), "b", &[a.clone()], patches(&first, &second));
-        let c = packed(dir.path(), "c", &[b.clone()], patches(&second, &third));
+        let b = packed(
+            dir.path(),
+            "b",
+            std::slice::from_ref(&a),
+            patches(&first, &second),
+        );
+        let c = packed(
+            dir.path(),
+            "c",
+            std::slice::from_ref(&b),
+            patches(&second, &third),
+        );
         let mut view = ConceptView::default();
         for (segment, expected) in [(&a, &first), (&b, &second), (&c, &third)] {
             for (k, concept) in expected.iter().enumerate() {
@@ -789,6 +825,23 @@ mod tests {
                     segment.name
                 );
                 assert_eq!(&*segment.concept(k as u32), concept);
+            }
+        }
+        // Read over an older record already read: its own ancestor (only the patches after it
+        // are read), or another record (read whole), gives the same.
+        let mut older = ConceptView::default();
+        for (segment, expected) in [(&b, &second), (&c, &third)] {
+            for (k, concept) in expected.iter().enumerate() {
+                for (base, at) in [(&a, k), (&b, k), (&a, 1 - k)] {
+                    base.view(at as u32, &mut older);
+                    segment.view_over(k as u32, &mut view, Some((base, at as u32, &older)));
+                    assert_eq!(
+                        view,
+                        ConceptView::of(concept),
+                        "{} record {k}",
+                        segment.name
+                    );
+                }
             }
         }
     }

@@ -185,6 +185,21 @@ impl<'a> ConceptView<'a> {
         self.valid_to = None;
     }
 
+    /// Makes the view a copy of `other` (the lists keep their capacity: nothing is allocated
+    /// once they have grown).
+    pub fn copy_from(&mut self, other: &Self) {
+        self.reset(other.code, other.display);
+        self.definition = other.definition;
+        self.designations.extend_from_slice(&other.designations);
+        self.properties.extend_from_slice(&other.properties);
+        self.status = other.status;
+        self.inactive = other.inactive;
+        self.not_selectable = other.not_selectable;
+        self.parents.extend_from_slice(&other.parents);
+        self.valid_from = other.valid_from;
+        self.valid_to = other.valid_to;
+    }
+
     /// Fills the view with an owned concept's fields.
     pub fn set(&mut self, c: &'a Concept) {
         self.reset(&c.code, c.display.as_deref());
@@ -283,5 +298,7 @@ mod tests {
         let mut view = ConceptView::of(&c);
         view.set(&other);
         assert_eq!(view, ConceptView::of(&other));
+        view.copy_from(&ConceptView::of(&c));
+        assert_eq!(view, ConceptView::of(&c));
     }
 }

@@ -493,7 +493,8 @@ impl<'a> Diff<'a> {
             return;
         }
         a.view(i, &mut s.old);
-        b.view(j, &mut s.new);
+        // Most often the newer record is patched from the older one: only the patches are read.
+        b.view_over(j, &mut s.new, a, i, &s.old);
         s.names.clear();
         let changed = if fields_changed(&s.old, &s.new, only, &mut s.names) {
             for &f in &s.names {
