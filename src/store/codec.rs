@@ -3,7 +3,8 @@
 //! concept field in a fixed order. Only the primitives live here; the file layouts are in
 //! [`super::segment`], [`super::patch`] and [`super::list`].
 
-use super::concept::{Concept, Designation, DesignationUse, Value};
+use super::concept::{Concept, Designation, Value};
+use super::view::{ConceptView, DesignationUseView, DesignationView, ValueView};
 
 pub(super) struct Reader<'a> {
     pub(super) b: &'a [u8],
@@ -37,110 +38,147 @@ impl<'a> Reader<'a> {
     }
 
     /// A string: from the dictionary (even numbers) or written in place (odd: length).
-    pub(super) fn string(&mut self, dict: &[Box<str>]) -> Result<Box<str>, String> {
+    pub(super) fn str(&mut self, dict: &'a [Box<str>]) -> Result<&'a str, String> {
         let v = self.varint()?;
         if v & 1 == 0 {
             dict.get((v >> 1) as usize)
-                .cloned()
+                .map(|s| &**s)
                 .ok_or_else(|| "unknown dictionary entry".into())
         } else {
-            Ok(self.text((v >> 1) as usize)?.into())
+            self.text((v >> 1) as usize)
         }
     }
 
+    /// The concept fields [`Writer::concept_fields`] wrote, into a view that holds the code and
+    /// display already (see [`ConceptView::reset`]).
+    pub(super) fn view_fields(
+        &mut self,
+        c: &mut ConceptView<'a>,
+        dict: &'a [Box<str>],
+    ) -> Result<(), String> {
+        let flags = self.byte()?;
+        if flags & 1 != 0 {
+            c.definition = Some(self.str(dict)?);
+        }
+        if flags & 2 != 0 {
+            c.status = Some(self.str(dict)?);
+        }
+        c.inactive = flags & 4 != 0;
+        c.not_selectable = flags & 8 != 0;
+        if flags & 16 != 0 {
+            c.valid_from = Some(self.str(dict)?);
+        }
+        if flags & 32 != 0 {
+            c.valid_to = Some(self.str(dict)?);
+        }
+        if flags & 64 != 0 {
+            self.designations(&mut c.designations, dict)?;
+        }
+        let n = self.varint()? as usize;
+        c.properties.reserve(n.min(256));
+        for _ in 0..n {
+            let code = self.str(dict)?;
+            c.properties.push((code, self.value(dict)?));
+        }
+        if flags & 128 != 0 {
+            self.strings(&mut c.parents, dict)?;
+        }
+        Ok(())
+    }
+
+    /// The concept fields [`Writer::concept_fields`] wrote, into a concept that holds the code
+    /// and display already.
     pub(super) fn concept_fields(
         &mut self,
         c: &mut Concept,
         dict: &[Box<str>],
     ) -> Result<(), String> {
-        let flags = self.byte()?;
-        if flags & 1 != 0 {
-            c.definition = Some(self.string(dict)?);
-        }
-        if flags & 2 != 0 {
-            c.status = Some(self.string(dict)?);
-        }
-        c.inactive = flags & 4 != 0;
-        c.not_selectable = flags & 8 != 0;
-        if flags & 16 != 0 {
-            c.valid_from = Some(self.string(dict)?);
-        }
-        if flags & 32 != 0 {
-            c.valid_to = Some(self.string(dict)?);
-        }
-        if flags & 64 != 0 {
-            c.designations = self.designations(dict)?;
-        }
+        // A reader of the dictionary's lifetime and the record's, whichever is shorter.
+        let mut r = Reader {
+            b: self.b,
+            at: self.at,
+        };
+        let mut v = ConceptView::default();
+        r.view_fields(&mut v, dict)?;
+        self.at = r.at;
+        *c = Concept {
+            code: std::mem::take(&mut c.code),
+            display: c.display.take(),
+            ..v.to_concept()
+        };
+        Ok(())
+    }
+
+    /// A list of strings, replacing `out`'s.
+    pub(super) fn strings(
+        &mut self,
+        out: &mut Vec<&'a str>,
+        dict: &'a [Box<str>],
+    ) -> Result<(), String> {
+        out.clear();
         let n = self.varint()? as usize;
-        c.properties.reserve(n.min(256));
+        out.reserve(n.min(64));
         for _ in 0..n {
-            let code = self.string(dict)?;
-            c.properties.push((code, self.value(dict)?));
-        }
-        if flags & 128 != 0 {
-            c.parents = self.strings(dict)?;
+            out.push(self.str(dict)?);
         }
         Ok(())
     }
 
-    pub(super) fn strings(&mut self, dict: &[Box<str>]) -> Result<Vec<Box<str>>, String> {
-        let n = self.varint()? as usize;
-        let mut out = Vec::with_capacity(n.min(64));
-        for _ in 0..n {
-            out.push(self.string(dict)?);
-        }
-        Ok(out)
-    }
-
     /// `None` (0) or a string (1 and the string).
-    pub(super) fn opt_string(&mut self, dict: &[Box<str>]) -> Result<Option<Box<str>>, String> {
+    pub(super) fn opt_str(&mut self, dict: &'a [Box<str>]) -> Result<Option<&'a str>, String> {
         match self.byte()? {
             0 => Ok(None),
-            _ => self.string(dict).map(Some),
+            _ => self.str(dict).map(Some),
         }
     }
 
-    pub(super) fn designations(&mut self, dict: &[Box<str>]) -> Result<Vec<Designation>, String> {
+    /// A list of designations, replacing `out`'s.
+    pub(super) fn designations(
+        &mut self,
+        out: &mut Vec<DesignationView<'a>>,
+        dict: &'a [Box<str>],
+    ) -> Result<(), String> {
+        out.clear();
         let n = self.varint()? as usize;
-        let mut out = Vec::with_capacity(n.min(64));
+        out.reserve(n.min(64));
         for _ in 0..n {
             let f = self.byte()?;
-            let language = (f & 1 != 0).then(|| self.string(dict)).transpose()?;
+            let language = (f & 1 != 0).then(|| self.str(dict)).transpose()?;
             let use_ = if f & 2 != 0 {
-                Some(DesignationUse {
-                    system: self.string(dict)?,
-                    code: self.string(dict)?,
-                    display: (f & 4 != 0).then(|| self.string(dict)).transpose()?,
+                Some(DesignationUseView {
+                    system: self.str(dict)?,
+                    code: self.str(dict)?,
+                    display: (f & 4 != 0).then(|| self.str(dict)).transpose()?,
                 })
             } else {
                 None
             };
-            let value = self.string(dict)?;
-            out.push(Designation {
+            let value = self.str(dict)?;
+            out.push(DesignationView {
                 language,
                 use_,
                 value,
             });
         }
-        Ok(out)
+        Ok(())
     }
 
-    pub(super) fn value(&mut self, dict: &[Box<str>]) -> Result<Value, String> {
+    pub(super) fn value(&mut self, dict: &'a [Box<str>]) -> Result<ValueView<'a>, String> {
         Ok(match self.byte()? {
-            0 => Value::Code(self.string(dict)?),
-            1 => Value::String(self.string(dict)?),
+            0 => ValueView::Code(self.str(dict)?),
+            1 => ValueView::String(self.str(dict)?),
             2 => {
                 let z = self.varint()?;
-                Value::Integer(((z >> 1) as i64) ^ -((z & 1) as i64))
+                ValueView::Integer(((z >> 1) as i64) ^ -((z & 1) as i64))
             }
-            3 => Value::Boolean(false),
-            4 => Value::Boolean(true),
-            5 => Value::DateTime(self.string(dict)?),
-            6 => Value::Decimal(self.string(dict)?),
-            t @ (7 | 8) => Value::Coding {
-                system: self.string(dict)?,
-                code: self.string(dict)?,
-                display: (t == 8).then(|| self.string(dict)).transpose()?,
+            3 => ValueView::Boolean(false),
+            4 => ValueView::Boolean(true),
+            5 => ValueView::DateTime(self.str(dict)?),
+            6 => ValueView::Decimal(self.str(dict)?),
+            t @ (7 | 8) => ValueView::Coding {
+                system: self.str(dict)?,
+                code: self.str(dict)?,
+                display: (t == 8).then(|| self.str(dict)).transpose()?,
             },
             t => return Err(format!("unknown value kind {t}")),
         })

@@ -14,6 +14,7 @@ use super::concept::Concept;
 use super::error::PersistError;
 use super::release::{Release, ReleaseInfo};
 use super::segment::Segment;
+use super::view::ConceptView;
 
 /// A release with its indexes.
 #[derive(Debug)]
@@ -211,6 +212,14 @@ impl Order {
         }
     }
 
+    /// Whether position `i` holds record `g`.
+    fn holds(&self, i: u32, g: u32) -> bool {
+        match self {
+            Order::Dense(d) => d[i as usize] == g,
+            Order::Runs { .. } => self.get(i) == g,
+        }
+    }
+
     /// The record at position `i` and how many positions from `i` on hold consecutive records,
     /// trying run `*hint` and the one after it first (a walk through the
     /// order in code order then finds each run without a search); `*hint` becomes the run of `i`.
@@ -358,7 +367,32 @@ impl IndexedRelease {
             return 0;
         }
         // A run may go on past its segment's end in neither release: runs stay in one segment.
-        na.min(nb)
+        let n = na.min(nb);
+        if n > 1 {
+            return n;
+        }
+        // One number a position (a release that changed much of the register): the stretch of
+        // the very same records goes on while both go on through consecutive records of the
+        // segment, read here in one pass rather than one call a position.
+        let end_a = self
+            .segment_start
+            .get(sa + 1)
+            .copied()
+            .unwrap_or(u32::MAX)
+            .min(ga.saturating_add(self.order().len() as u32 - i));
+        let end_b = other
+            .segment_start
+            .get(sb + 1)
+            .copied()
+            .unwrap_or(u32::MAX)
+            .min(gb.saturating_add(other.order().len() as u32 - j));
+        let max = (end_a - ga).min(end_b - gb);
+        let (oa, ob) = (self.order(), other.order());
+        let mut n = 1;
+        while n < max && oa.holds(i + n, ga + n) && ob.holds(j + n, gb + n) {
+            n += 1;
+        }
+        n
     }
 
     /// Positions of the concepts having `property` with one of `values` (compared as filters
@@ -425,6 +459,29 @@ impl IndexedRelease {
     pub fn concept(&self, i: u32) -> Cow<'_, Concept> {
         let (s, k) = self.record(i);
         s.concept(k)
+    }
+
+    /// The concept at an index into `view`, borrowed from its records (see [`ConceptView`]):
+    /// what a comparison of many concepts reads, reusing one view.
+    pub fn view<'a>(&'a self, i: u32, view: &mut ConceptView<'a>) {
+        let (s, k) = self.record(i);
+        s.view(k, view);
+    }
+
+    /// [`IndexedRelease::view`] of a concept known to be a later version of the one `known`
+    /// holds (concept `k` of `other`, read into `known` already): when its record is patched
+    /// from that record, only the patches are read (see [`Segment::view_over`]).
+    pub fn view_over<'a>(
+        &'a self,
+        i: u32,
+        view: &mut ConceptView<'a>,
+        other: &IndexedRelease,
+        k: u32,
+        known: &ConceptView<'a>,
+    ) {
+        let (s, r) = self.record(i);
+        let (os, ok) = other.record(k);
+        s.view_over(r, view, Some((os, ok, known)));
     }
 
     /// The code at an index, without decoding the concept.
@@ -866,12 +923,16 @@ mod tests {
         assert_eq!(b.find("A0"), None);
         assert_eq!(b.find("A36"), None);
         // Shared stretches: A1–A2 from the start, A4–A6 later; A3 is another record in `b`.
-        // (`b` is short runs, held as one number a concept: it skips one at a time.)
-        assert_eq!(a.same_records(0, &b, 0), 1);
+        // (`b` is short runs, held as one number a concept: each shared stretch is still found
+        // whole in one call, not one position a call.)
+        assert_eq!(a.same_records(0, &b, 0), 2);
         assert_eq!(a.same_records(1, &b, 1), 1);
         assert_eq!(a.same_records(2, &b, 2), 0);
-        assert_eq!(a.same_records(3, &b, 4), 1);
+        assert_eq!(a.same_records(3, &b, 4), 3);
+        assert_eq!(a.same_records(4, &b, 5), 2);
         assert_eq!(a.same_records(3, &b, 5), 0);
+        assert_eq!(b.same_records(0, &a, 0), 2);
+        assert_eq!(b.same_records(4, &a, 3), 3);
         // Runs take a few bytes a run, not four a concept, once the runs are long.
         let long = IndexedRelease::from_segments(
             release(&[]).info,

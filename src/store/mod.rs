@@ -19,6 +19,7 @@ mod release;
 mod rows;
 mod segment;
 mod version;
+mod view;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,7 @@ pub use index::{IndexedRelease, matches_text, matches_words, words};
 pub use list::ConceptList;
 pub use release::{Release, ReleaseInfo};
 pub use version::{compare_versions, date_param, split_versioned_id, version_id, version_start};
+pub use view::{ConceptView, DesignationUseView, DesignationView, ValueView};
 
 /// A property a CodeSystem advertises (`CodeSystem.property`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,7 +42,8 @@ use super::codec::{Reader, Writer};
 use super::concept::Concept;
 use super::error::PersistError;
 use super::mapped::FileBytes;
-use super::patch::Patch;
+use super::patch::{Patch, apply_written};
+use super::view::ConceptView;
 
 /// File header of a records file.
 pub const RECORDS_MAGIC: &[u8; 8] = b"FHIRREC6";
@@ -195,6 +196,42 @@ impl Segment {
                 c.display = self.display(i).map(Into::into);
                 c
             })),
+        }
+    }
+
+    /// Record `i` into `view`, its fields borrowed from the segment (and its bases): no
+    /// allocation once the view's lists have grown (see [`ConceptView`]). A record that cannot be
+    /// read is logged and read as its code and display alone, as [`Segment::concept`] reads it.
+    pub fn view<'a>(&'a self, i: u32, view: &mut ConceptView<'a>) {
+        self.view_over(i, view, None);
+    }
+
+    /// [`Segment::view`], with a record read already: when record `i` is that record, or is
+    /// patched from it (however many patches on), its fields are copied from `known` (the
+    /// segment, the record's number there, and its view) instead of being read again, and only
+    /// the patches after it are applied. Comparing a record with its own earlier version (what
+    /// `$diff` does for most changed codes) then reads the older record once, not twice.
+    pub fn view_over<'a>(
+        &'a self,
+        i: u32,
+        view: &mut ConceptView<'a>,
+        known: Option<(&Segment, u32, &ConceptView<'a>)>,
+    ) {
+        if let Some((segment, k, known)) = known
+            && std::ptr::eq(self, segment)
+            && k == i
+        {
+            view.copy_from(known);
+            return;
+        }
+        match &self.body {
+            Body::Decoded(c) => view.set(&c[i as usize]),
+            Body::Packed(p) => {
+                if let Err(e) = p.view(i, view, known) {
+                    tracing::error!(file = %p.path, record = i, error = %e, "damaged record");
+                    view.reset(self.code(i), self.display(i));
+                }
+            }
         }
     }
 
@@ -508,6 +545,19 @@ impl Packed {
     }
 
     fn decode(&self, i: u32) -> Result<Concept, String> {
+        let mut view = ConceptView::default();
+        self.view(i, &mut view, None)?;
+        Ok(view.to_concept())
+    }
+
+    /// Record `i` into `c`: a whole record read in place, a patched one by reading its base
+    /// into `c` and applying the patch there.
+    fn view<'a>(
+        &'a self,
+        i: u32,
+        c: &mut ConceptView<'a>,
+        known: Option<(&Segment, u32, &ConceptView<'a>)>,
+    ) -> Result<(), String> {
         let i = i as usize;
         let (from, to) = self
             .record_offset(i)
@@ -521,21 +571,19 @@ impl Packed {
         let mut r = Reader { b: bytes, at: 0 };
         match r.byte()? {
             0 => {
-                let mut c = Concept::new(self.code(i));
-                c.display = self.display(i).map(Into::into);
-                r.concept_fields(&mut c, &self.dict)?;
-                Ok(c)
+                c.reset(self.code(i), self.display(i));
+                r.view_fields(c, &self.dict)
             }
             1 => {
                 let base = r.varint()? as usize;
                 let index = r.varint()? as u32;
-                let patch = Patch::read(&mut r, &self.dict)?;
                 let base = self
                     .bases
                     .get(base)
                     .filter(|s| (index as usize) < s.len())
                     .ok_or("made from a record that does not exist")?;
-                patch.apply(&base.concept(index))
+                base.view_over(index, c, known);
+                apply_written(&mut r, &self.dict, c)
             }
             t => Err(format!("unknown record kind {t}")),
         }
@@ -779,6 +827,137 @@ mod tests {
             ("when".into(), Value::DateTime("2020-01".into())),
         ];
         vec![a, b]
+    }
+
+    /// Writes `recs` as a records file made from `bases` and loads it packed.
+    fn packed_from(dir: &Path, name: &str, bases: &[Arc<Segment>], recs: Vec<Rec>) -> Arc<Segment> {
+        let enc = Encoded::build(
+            bases.iter().map(|b| b.name.clone()).collect(),
+            recs.len(),
+            &mut |k| {
+                Ok(match &recs[k] {
+                    Rec::Full(c) => Rec::Full(c.clone()),
+                    Rec::Patch {
+                        base,
+                        index,
+                        patch,
+                        concept,
+                    } => Rec::Patch {
+                        base: *base,
+                        index: *index,
+                        patch: patch.clone(),
+                        concept: concept.clone(),
+                    },
+                })
+            },
+        )
+        .expect("encodes");
+        let patches = recs
+            .iter()
+            .filter(|r| matches!(r, Rec::Patch { .. }))
+            .count();
+        assert_eq!(enc.patches(), patches, "each patch is written as one");
+        let path = dir.join(format!("{name}.records"));
+        let mut bytes = Vec::new();
+        enc.write_to(&mut bytes).expect("writes");
+        std::fs::write(&path, &bytes).expect("write");
+        let s = Segment::load(
+            &path,
+            name,
+            &mut |b| bases.iter().find(|s| s.name == b).cloned(),
+            false,
+            Checksum::AtLoad,
+        )
+        .expect("loads");
+        assert!(s.is_packed());
+        Arc::new(s)
+    }
+
+    /// Records patched from patched records (three files, each made from the one before) read
+    /// in place, into one reused view, give exactly the concepts that were written, field for
+    /// field as the decoded concepts' views do.
+    #[test]
+    fn patch_chains_read_in_place_into_a_reused_view() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = sample();
+        let mut second = first.clone();
+        second[0].properties[1].1 = Value::Integer(-451_000);
+        second[0]
+            .properties
+            .push(("new".into(), Value::Code("N".into())));
+        second[0].display = Some("THE DENSHAM SURGERY (MOVED)".into());
+        second[1].properties.remove(0);
+        second[1].parents.push("A81000".into());
+        let mut third = second.clone();
+        third[0].properties.remove(0);
+        third[0].properties[0].1 = Value::Integer(7);
+        third[0].designations.clear();
+        third[1].inactive = false;
+        third[1].valid_to = None;
+        third[1]
+            .properties
+            .insert(0, ("town".into(), Value::String("STOCKTON-ON-TEES".into())));
+        let patches = |older: &[Concept], newer: &[Concept]| -> Vec<Rec> {
+            older
+                .iter()
+                .zip(newer)
+                .enumerate()
+                .map(|(k, (o, n))| Rec::Patch {
+                    base: 0,
+                    index: k as u32,
+                    patch: Box::new(Patch::between(o, n)),
+                    concept: n.clone(),
+                })
+                .collect()
+        };
+        let a = packed_from(
+            dir.path(),
+            "a",
+            &[],
+            first.iter().cloned().map(Rec::Full).collect(),
+        );
+        let b = packed_from(
+            dir.path(),
+            "b",
+            std::slice::from_ref(&a),
+            patches(&first, &second),
+        );
+        let c = packed_from(
+            dir.path(),
+            "c",
+            std::slice::from_ref(&b),
+            patches(&second, &third),
+        );
+        let mut view = ConceptView::default();
+        for (segment, expected) in [(&a, &first), (&b, &second), (&c, &third)] {
+            for (k, concept) in expected.iter().enumerate() {
+                segment.view(k as u32, &mut view);
+                assert_eq!(
+                    view,
+                    ConceptView::of(concept),
+                    "{} record {k}",
+                    segment.name
+                );
+                assert_eq!(&*segment.concept(k as u32), concept);
+            }
+        }
+        // Read over an older record already read: its own ancestor (only the patches after it
+        // are read), or another record (read whole), gives the same.
+        let mut older = ConceptView::default();
+        for (segment, expected) in [(&b, &second), (&c, &third)] {
+            for (k, concept) in expected.iter().enumerate() {
+                for (base, at) in [(&a, k), (&b, k), (&a, 1 - k)] {
+                    base.view(at as u32, &mut older);
+                    segment.view_over(k as u32, &mut view, Some((base, at as u32, &older)));
+                    assert_eq!(
+                        view,
+                        ConceptView::of(concept),
+                        "{} record {k}",
+                        segment.name
+                    );
+                }
+            }
+        }
     }
 
     #[test]

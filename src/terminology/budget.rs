@@ -62,6 +62,12 @@ pub fn check() -> Result<(), FhirError> {
     }
 }
 
+/// The thread's current budget (see [`Budget::run`]), for work the operation hands to a thread
+/// of its own ([`Budget::run_helper`]).
+pub fn current() -> Option<Arc<Budget>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
 /// Settings of the [`Lanes`].
 #[derive(Debug, Clone, Copy)]
 pub struct LaneSettings {
@@ -304,6 +310,22 @@ impl Budget {
         f()
     }
 
+    /// Runs `f` on a thread an operation running under this budget started to share its work
+    /// (a `$diff` walks two halves of a register at once): `f`'s checks see this budget, so
+    /// the helper stops at the same deadline, on the same cancel, with the same error as the
+    /// operation. The helper is part of the operation: it is not counted as another active
+    /// operation, and the slow-lane place the operation holds stays the operation's.
+    pub fn run_helper<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Arc<Budget>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(self.clone())));
+        f()
+    }
+
     /// Checks the budget now (see [`check`]); moves the operation to the slow lane once it has
     /// run longer than the lanes' `slow_after`, waiting there for a place.
     pub fn check(&self) -> Result<(), FhirError> {
@@ -325,14 +347,15 @@ impl Budget {
         if now >= self.deadline {
             return Err(self.timeout_error());
         }
+        // Once, whichever thread of the operation gets here first (see `run_helper`).
         if let Some(lanes) = &self.lanes
             && !self.moved.load(Ordering::Relaxed)
             && self
                 .running_since
                 .get()
                 .is_some_and(|since| now.duration_since(*since) >= lanes.settings.slow_after)
+            && !self.moved.swap(true, Ordering::AcqRel)
         {
-            self.moved.store(true, Ordering::Relaxed);
             let permit = self.enter_slow_lane(lanes)?;
             *self.slow.lock().unwrap_or_else(PoisonError::into_inner) = Some(permit);
         }
@@ -402,6 +425,38 @@ mod tests {
         b.cancel();
         assert!(b.run(check).is_err());
         assert!(check().is_ok(), "no budget outside run");
+    }
+
+    /// A thread helping an operation stops when the operation's budget runs out or is
+    /// cancelled, and the operation sees why the helper stopped.
+    #[test]
+    fn a_helper_thread_runs_under_the_operations_budget() {
+        let b = Budget::standalone(Duration::from_millis(30));
+        let r = b.run(|| {
+            let budget = current().expect("the operation's budget");
+            let helper = std::thread::spawn(move || {
+                budget.run_helper(|| {
+                    loop {
+                        tick()?;
+                    }
+                    #[expect(unreachable_code, reason = "the loop ends by an error")]
+                    Ok::<(), FhirError>(())
+                })
+            });
+            let stopped = helper.join().expect("joins");
+            assert!(matches!(stopped, Err(FhirError::TooCostly(_))));
+            check()
+        });
+        assert!(matches!(r, Err(FhirError::TooCostly(_))), "{r:?}");
+        let b = Budget::standalone(Duration::from_secs(60));
+        b.run(|| {
+            let budget = current().expect("the operation's budget");
+            budget.cancel();
+            let helper = std::thread::spawn(move || budget.run_helper(check));
+            assert!(helper.join().expect("joins").is_err());
+        });
+        // Outside the operation the helper's thread has no budget again.
+        assert!(current().is_none());
     }
 
     #[test]

@@ -16,7 +16,9 @@ use serde_json::{Value as Json, json};
 use super::{resolve_code_system, value_json};
 use crate::error::FhirError;
 use crate::fhir::params::{OperationParams, ParametersOut, Part, part, part_of};
-use crate::store::{CodeSystemVersion, Concept, ConceptRef, IndexedRelease, Registry, Value};
+use crate::store::{
+    CodeSystemVersion, Concept, ConceptRef, ConceptView, IndexedRelease, Registry, Value,
+};
 
 /// Largest page of `$diff` concepts.
 pub const MAX_DIFF_COUNT: usize = 1000;
@@ -103,12 +105,31 @@ pub fn changes(old: &Concept, new: &Concept, only: &[String]) -> Vec<PropertyCha
 /// list the same properties in the same order (a register read with one mapping), which is what
 /// makes a `$diff` over millions of changed concepts affordable.
 pub fn changed_fields(old: &Concept, new: &Concept, only: &[String]) -> Vec<String> {
-    let same_shape = old.properties.len() == new.properties.len()
-        && old
-            .properties
-            .iter()
-            .zip(&new.properties)
-            .all(|((a, _), (b, _))| a == b);
+    let mut names = Vec::new();
+    if fields_changed(
+        &ConceptView::of(old),
+        &ConceptView::of(new),
+        only,
+        &mut names,
+    ) {
+        names.into_iter().map(str::to_string).collect()
+    } else {
+        changes(old, new, only)
+            .into_iter()
+            .map(|c| c.code)
+            .collect()
+    }
+}
+
+/// [`changed_fields`] over two concepts read in place, into `out` (sorted): `false`, with `out`
+/// left as it was, when the two do not list the same properties in the same order, or otherwise
+/// need [`changes`] to be compared as it compares them.
+pub fn fields_changed<'v>(
+    old: &ConceptView<'v>,
+    new: &ConceptView<'v>,
+    only: &[String],
+    out: &mut Vec<&'v str>,
+) -> bool {
     const FIELDS: [&str; 9] = [
         "display",
         "definition",
@@ -120,22 +141,25 @@ pub fn changed_fields(old: &Concept, new: &Concept, only: &[String]) -> Vec<Stri
         "validFrom",
         "validTo",
     ];
-    let mut out: Vec<String> = Vec::new();
+    let same_shape = old.properties.len() == new.properties.len()
+        && old
+            .properties
+            .iter()
+            .zip(&new.properties)
+            .all(|((a, _), (b, _))| a == b);
     // A property named like a field shares its entry in `comparable`: compared that way.
-    let collides = || old.properties.iter().any(|(c, _)| FIELDS.contains(&&**c));
+    let collides = || old.properties.iter().any(|(c, _)| FIELDS.contains(c));
     if !same_shape
         || collides()
         || old.designations != new.designations && !old.designations.is_empty()
         || old.parents.len() != new.parents.len()
     {
-        return changes(old, new, only)
-            .into_iter()
-            .map(|c| c.code)
-            .collect();
+        return false;
     }
-    let mut put = |name: &str| {
-        if (only.is_empty() || only.iter().any(|o| o == name)) && !out.iter().any(|o| o == name) {
-            out.push(name.to_string());
+    let start = out.len();
+    let mut put = |name: &'v str| {
+        if (only.is_empty() || only.iter().any(|o| o == name)) && !out[start..].contains(&name) {
+            out.push(name);
         }
     };
     if old.display != new.display {
@@ -158,8 +182,8 @@ pub fn changed_fields(old: &Concept, new: &Concept, only: &[String]) -> Vec<Stri
     }
     if old.parents != new.parents {
         let (mut a, mut b) = (old.parents.clone(), new.parents.clone());
-        a.sort();
-        b.sort();
+        a.sort_unstable();
+        b.sort_unstable();
         if a != b {
             put("parent");
         }
@@ -170,21 +194,21 @@ pub fn changed_fields(old: &Concept, new: &Concept, only: &[String]) -> Vec<Stri
     if old.valid_to != new.valid_to {
         put("validTo");
     }
-    for ((code, a), (_, b)) in old.properties.iter().zip(&new.properties) {
+    for (&(code, a), &(_, b)) in old.properties.iter().zip(&new.properties) {
         if a == b {
             continue;
         }
         // A property listed more than once: compared as a set of values, as `comparable` does.
-        let repeated = old.properties.iter().filter(|(c, _)| c == code).count() > 1;
+        let repeated = old.properties.iter().filter(|(c, _)| *c == code).count() > 1;
         if repeated {
-            let values = |c: &Concept| {
-                let mut v: Vec<String> = c
+            let values = |c: &ConceptView<'v>| {
+                let mut v: Vec<std::borrow::Cow<'v, str>> = c
                     .properties
                     .iter()
-                    .filter(|(p, _)| p == code)
-                    .map(|(_, v)| v.as_text().into_owned())
+                    .filter(|(p, _)| *p == code)
+                    .map(|(_, v)| v.as_text())
                     .collect();
-                v.sort();
+                v.sort_unstable();
                 v
             };
             if values(old) == values(new) {
@@ -193,8 +217,8 @@ pub fn changed_fields(old: &Concept, new: &Concept, only: &[String]) -> Vec<Stri
         }
         put(code);
     }
-    out.sort();
-    out
+    out[start..].sort_unstable();
+    true
 }
 
 fn change_parts(changes: &[PropertyChange]) -> Vec<Part> {
@@ -446,6 +470,15 @@ pub struct Diff<'a> {
     pub unchanged: usize,
 }
 
+/// The two concepts and the field names one comparison reads, kept from pair to pair so that
+/// comparing millions of pairs allocates nothing per pair.
+#[derive(Default)]
+struct Scratch<'a> {
+    old: ConceptView<'a>,
+    new: ConceptView<'a>,
+    names: Vec<&'a str>,
+}
+
 impl<'a> Diff<'a> {
     /// Counts one code found in both versions as unchanged or changed.
     fn compare(
@@ -453,20 +486,54 @@ impl<'a> Diff<'a> {
         (a, i): (&'a IndexedRelease, u32),
         (b, j): (&'a IndexedRelease, u32),
         only: &[String],
+        s: &mut Scratch<'a>,
     ) {
-        let fields = if a.record_id(i) == b.record_id(j) {
-            Vec::new()
-        } else {
-            changed_fields(&a.concept(i), &b.concept(j), only)
-        };
-        if fields.is_empty() {
+        if a.record_id(i) == b.record_id(j) {
             self.unchanged += 1;
             return;
         }
-        for f in fields {
-            *self.per_field.entry(f).or_default() += 1;
+        a.view(i, &mut s.old);
+        // Most often the newer record is patched from the older one: only the patches are read.
+        b.view_over(j, &mut s.new, a, i, &s.old);
+        s.names.clear();
+        let changed = if fields_changed(&s.old, &s.new, only, &mut s.names) {
+            for &f in &s.names {
+                self.count_field(f);
+            }
+            !s.names.is_empty()
+        } else {
+            // Another shape: compared whole, as `changes` compares (rare).
+            let fields = changes(&s.old.to_concept(), &s.new.to_concept(), only);
+            for f in &fields {
+                self.count_field(&f.code);
+            }
+            !fields.is_empty()
+        };
+        if changed {
+            self.changed.push(((a, i), (b, j)));
+        } else {
+            self.unchanged += 1;
         }
-        self.changed.push(((a, i), (b, j)));
+    }
+
+    fn count_field(&mut self, name: &str) {
+        match self.per_field.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_field.insert(name.to_string(), 1);
+            }
+        }
+    }
+
+    /// Adds what another stretch of the comparison found, after this one's (code order).
+    fn append(&mut self, other: Self) {
+        self.added.extend(other.added);
+        self.removed.extend(other.removed);
+        self.changed.extend(other.changed);
+        for (f, n) in other.per_field {
+            *self.per_field.entry(f).or_default() += n;
+        }
+        self.unchanged += other.unchanged;
     }
 }
 
@@ -482,6 +549,114 @@ fn same_record(
 
 fn part_for<'a>(cs: &'a CodeSystemVersion, feed: &str) -> Option<&'a Arc<IndexedRelease>> {
     cs.parts.iter().find(|p| p.info.feed == feed)
+}
+
+/// Releases of more than this many concepts (on either side) are compared in two halves at
+/// once, on two threads (a thread costs tens of microseconds; a register this size takes
+/// milliseconds to compare).
+const SPLIT_AT: usize = 1 << 14;
+
+/// How many threads a comparison of two large releases runs on: two where there are two
+/// cores (the second carries the operation's time budget, see [`walk_split`]).
+fn walk_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
+/// Compares two releases of one feed in code order, in two halves at once when they are large
+/// and there are two cores: the older release is cut at its middle code, the newer one where
+/// that code is or would be, and each half is walked on its own thread. The second thread runs
+/// under the operation's budget ([`super::budget::Budget::run_helper`]), so that it stops at the
+/// same deadline, or when the client goes away, as the first.
+fn walk_split<'a>(a: &'a IndexedRelease, b: &'a IndexedRelease, only: &[String]) -> Diff<'a> {
+    let (na, nb) = (a.len() as u32, b.len() as u32);
+    if na.max(nb) as usize <= SPLIT_AT || walk_threads() < 2 || na == 0 {
+        return walk(a, 0..na, b, 0..nb, only);
+    }
+    let mid_a = na / 2;
+    let code = a.code(mid_a);
+    // The first position of `b` whose code is not before `code`.
+    let (mut lo, mut hi) = (0u32, nb);
+    while lo < hi {
+        let m = lo + (hi - lo) / 2;
+        if b.code(m) < code {
+            lo = m + 1;
+        } else {
+            hi = m;
+        }
+    }
+    let mid_b = lo;
+    let budget = super::budget::current();
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            let work = || walk(a, mid_a..na, b, mid_b..nb, only);
+            match &budget {
+                Some(budget) => budget.run_helper(work),
+                None => work(),
+            }
+        });
+        let mut d = walk(a, 0..mid_a, b, 0..mid_b, only);
+        match second.join() {
+            Ok(rest) => d.append(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        d
+    })
+}
+
+/// Compares positions `ia` of `a` with positions `jb` of `b` in code order (two stretches
+/// holding the same range of codes).
+fn walk<'a>(
+    a: &'a IndexedRelease,
+    ia: std::ops::Range<u32>,
+    b: &'a IndexedRelease,
+    jb: std::ops::Range<u32>,
+    only: &[String],
+) -> Diff<'a> {
+    let mut d = Diff::default();
+    let mut scratch = Scratch::default();
+    let (mut i, na) = (ia.start, ia.end);
+    let (mut j, nb) = (jb.start, jb.end);
+    let mut hints = [0, 0];
+    while i < na || j < nb {
+        // Out of time: stop here; `diff_versions` reports it.
+        if super::budget::tick().is_err() {
+            break;
+        }
+        // A stretch of the very same records in both: unchanged, no code read.
+        if i < na && j < nb {
+            let same = a
+                .same_records_from(i, b, j, &mut hints)
+                .min(na - i)
+                .min(nb - j);
+            if same > 0 {
+                d.unchanged += same as usize;
+                i += same;
+                j += same;
+                continue;
+            }
+        }
+        let order = match (i < na, j < nb) {
+            (true, true) => a.code(i).cmp(b.code(j)),
+            (true, false) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                d.removed.push((a, i));
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                d.added.push((b, j));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                d.compare((a, i), (b, j), only, &mut scratch);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    d
 }
 
 /// Compares two versions of one CodeSystem, feed by feed, each code once: a code that moved
@@ -506,47 +681,7 @@ pub fn diff<'a>(
             (Some(a), Some(b)) if Arc::ptr_eq(a, b) => d.unchanged += a.len(),
             (Some(a), None) => d.removed.extend((0..a.len() as u32).map(|i| (&**a, i))),
             (None, Some(b)) => d.added.extend((0..b.len() as u32).map(|j| (&**b, j))),
-            (Some(a), Some(b)) => {
-                let (mut i, mut j) = (0u32, 0u32);
-                let (na, nb) = (a.len() as u32, b.len() as u32);
-                let mut hints = [0, 0];
-                while i < na || j < nb {
-                    // Out of time: stop here; `diff_versions` reports it.
-                    if super::budget::tick().is_err() {
-                        break;
-                    }
-                    // A stretch of the very same records in both: unchanged, no code read.
-                    if i < na && j < nb {
-                        let same = a.same_records_from(i, b, j, &mut hints);
-                        if same > 0 {
-                            d.unchanged += same as usize;
-                            i += same;
-                            j += same;
-                            continue;
-                        }
-                    }
-                    let order = match (i < na, j < nb) {
-                        (true, true) => a.code(i).cmp(b.code(j)),
-                        (true, false) => std::cmp::Ordering::Less,
-                        _ => std::cmp::Ordering::Greater,
-                    };
-                    match order {
-                        std::cmp::Ordering::Less => {
-                            d.removed.push((&**a, i));
-                            i += 1;
-                        }
-                        std::cmp::Ordering::Greater => {
-                            d.added.push((&**b, j));
-                            j += 1;
-                        }
-                        std::cmp::Ordering::Equal => {
-                            d.compare((&**a, i), (&**b, j), only);
-                            i += 1;
-                            j += 1;
-                        }
-                    }
-                }
-            }
+            (Some(a), Some(b)) => d.append(walk_split(a, b, only)),
             (None, None) => {}
         }
     }
@@ -559,12 +694,13 @@ pub fn diff<'a>(
     };
     let mut moved = std::collections::HashSet::new();
     let removed = d.removed.clone();
+    let mut scratch = Scratch::default();
     for &(a, i) in &removed {
         let Some((b, j)) = elsewhere(new, (a, i)) else {
             continue;
         };
         moved.insert(a.code(i));
-        d.compare((a, i), (b, j), only);
+        d.compare((a, i), (b, j), only, &mut scratch);
     }
     if !moved.is_empty() {
         d.removed.retain(|&(a, i)| !moved.contains(a.code(i)));

@@ -542,3 +542,50 @@ fn the_operation_definitions_are_valid_r4_and_match_the_capability_statement() {
         assert_eq!(advertised, od["url"].as_str(), "{file}");
     }
 }
+
+/// `$diff` compares the changed concepts of two releases read in place without building them:
+/// the bytes it allocates (jemalloc's per-thread counter; see `hot_path`) grow with what it
+/// reports (a few words per added, removed or changed concept), not with decoded records. Before
+/// the records were compared in place, every changed pair cost two decoded concepts and a list
+/// of field names, over a kilobyte a pair.
+#[test]
+fn diff_allocates_per_reported_concept_not_per_decoded_record() {
+    let registry = history_state().registry();
+    let counter = tikv_jemalloc_ctl::thread::allocatedp::mib()
+        .and_then(|mib| mib.read())
+        .expect("jemalloc's thread counter");
+    // The two Shetland releases, read in place: the newer one's changed postcodes are stored
+    // as patches of the older one's records.
+    let versions = registry.code_system_versions(POSTCODE);
+    let version = |v: &str| {
+        versions
+            .iter()
+            .find(|cs| cs.version == v)
+            .unwrap_or_else(|| panic!("{v}"))
+            .clone()
+    };
+    let (old, new) = (version("2017-05-01"), version("2020-08-01"));
+    // Once to read the releases' code order (read on first use).
+    let warm = fhir_registers::terminology::history::diff(&old, &new, &[]);
+    let reported = warm.added.len() + warm.removed.len() + warm.changed.len();
+    assert!(warm.changed.len() > 100, "{} changed", warm.changed.len());
+    drop(warm);
+    let before = counter.get();
+    let d = fhir_registers::terminology::history::diff(&old, &new, &[]);
+    let bytes = counter.get() - before;
+    assert_eq!(d.added.len() + d.removed.len() + d.changed.len(), reported);
+    eprintln!(
+        "$diff 2017-05 → 2020-08: {} changed, {reported} reported, {bytes} bytes allocated",
+        d.changed.len()
+    );
+    assert!(
+        bytes <= DIFF_BYTES_PER_REPORTED * reported as u64 + DIFF_BYTES_FIXED,
+        "{bytes} bytes for {reported} reported concepts"
+    );
+}
+
+/// Bytes a `$diff` may allocate per concept it reports (the lists of added, removed and
+/// changed concepts, grown by doubling), beyond [`DIFF_BYTES_FIXED`].
+const DIFF_BYTES_PER_REPORTED: u64 = 96;
+/// Bytes a `$diff` may allocate whatever it reports: the reused views and the per-field counts.
+const DIFF_BYTES_FIXED: u64 = 16 * 1024;

@@ -47,9 +47,10 @@ fn read_rows(path: &Path) -> HashMap<String, String> {
         .collect()
 }
 
-/// Generates twelve months (a refresh in month 7), imports each and builds the registry.
-fn history() -> &'static (Vec<Month>, Arc<AppState>) {
-    static HISTORY: OnceLock<(Vec<Month>, Arc<AppState>)> = OnceLock::new();
+/// Generates twelve months (a refresh in month 7), imports each and builds the registry twice:
+/// records decoded when loaded (as a register of this size is served) and read in place.
+fn history() -> &'static (Vec<Month>, Arc<AppState>, Arc<AppState>) {
+    static HISTORY: OnceLock<(Vec<Month>, Arc<AppState>, Arc<AppState>)> = OnceLock::new();
     HISTORY.get_or_init(|| {
         let dir = tempfile::tempdir().expect("dir").keep();
         let out = std::process::Command::new("python3")
@@ -125,13 +126,24 @@ fn history() -> &'static (Vec<Month>, Arc<AppState>) {
         assert_eq!(loaded.len(), 12);
         assert_eq!(loaded.iter().filter(|l| **l).count(), 1, "{loaded:?}");
         assert!(loaded[11], "the newest is read at once");
-        (months, Arc::new(AppState::new(registry)))
+        // The same store read in place, as `serve` reads a national register's records.
+        let packed = with_decode_limit(0, || registers::build_registry(&only, &data, &[]))
+            .expect("registry");
+        (
+            months,
+            Arc::new(AppState::new(registry)),
+            Arc::new(AppState::new(packed)),
+        )
     })
 }
 
 async fn call(path: &str) -> Json {
+    call_in(&history().1, path).await
+}
+
+async fn call_in(state: &Arc<AppState>, path: &str) -> Json {
     let req = Request::get(path).body(Body::empty()).expect("request");
-    let reply = send_to(history().1.clone(), req).await;
+    let reply = send_to(state.clone(), req).await;
     assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
     reply.json()
 }
@@ -164,7 +176,7 @@ fn counts(old: &Month, new: &Month) -> (usize, usize, usize, usize) {
 
 #[tokio::test]
 async fn diff_counts_match_the_generated_files() {
-    let (months, _) = history();
+    let (months, ..) = history();
     assert!(
         months.iter().any(|m| m.kind == "refresh"),
         "a refresh month"
@@ -183,21 +195,31 @@ async fn diff_counts_match_the_generated_files() {
                 new.version
             );
         }
-        let d = call(&format!(
-            "/fhir/CodeSystem/$diff?url={}&fromVersion={}&toVersion={}&count=1",
-            enc(POSTCODE),
-            old.version,
-            new.version
-        ))
-        .await;
-        let got = (
-            integer(&d, "added"),
-            integer(&d, "removed"),
-            integer(&d, "changed"),
-            integer(&d, "unchanged"),
-        );
-        assert_eq!(got, expected, "$diff {} → {}", old.version, new.version);
-        assert_eq!(integer(&d, "total"), got.0 + got.1 + got.2);
+        // Records decoded and read in place compare alike.
+        for (state, how) in [(&history().1, "decoded"), (&history().2, "packed")] {
+            let d = call_in(
+                state,
+                &format!(
+                    "/fhir/CodeSystem/$diff?url={}&fromVersion={}&toVersion={}&count=1",
+                    enc(POSTCODE),
+                    old.version,
+                    new.version
+                ),
+            )
+            .await;
+            let got = (
+                integer(&d, "added"),
+                integer(&d, "removed"),
+                integer(&d, "changed"),
+                integer(&d, "unchanged"),
+            );
+            assert_eq!(
+                got, expected,
+                "$diff {} → {} ({how})",
+                old.version, new.version
+            );
+            assert_eq!(integer(&d, "total"), got.0 + got.1 + got.2);
+        }
     }
 }
 
@@ -223,7 +245,7 @@ fn expected_history(months: &[Month], code: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn concept_history_matches_the_generated_files() {
-    let (months, _) = history();
+    let (months, ..) = history();
     // Postcodes that changed most often, ones introduced and ones terminated during the year.
     let mut changes: BTreeMap<&String, usize> = BTreeMap::new();
     for w in months.windows(2) {

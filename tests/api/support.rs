@@ -115,8 +115,8 @@ fn build_state(lists: &[&[(&str, &str, &str)]], decode_limit: usize) -> Arc<AppS
     Arc::new(AppState::new(registry.expect("registry builds")))
 }
 
-/// Runs `load` with segments of up to `decode_limit` records decoded when loaded, larger ones
-/// read in place (the limit is the process's: one test at a time sets it).
+/// Runs `load` with segments of up to `decode_limit` records decoded when loaded (0: every
+/// segment read in place), one such load at a time (the limit is the process's).
 pub fn with_decode_limit<T>(decode_limit: usize, load: impl FnOnce() -> T) -> T {
     static LIMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _only_one = LIMIT
@@ -124,9 +124,9 @@ pub fn with_decode_limit<T>(decode_limit: usize, load: impl FnOnce() -> T) -> T 
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let default = persist::decode_limit();
     persist::set_decode_limit(decode_limit);
-    let out = load();
+    let loaded = load();
     persist::set_decode_limit(default);
-    out
+    loaded
 }
 
 /// The shared server state over the fixtures (built once per test binary).
