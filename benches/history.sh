@@ -109,7 +109,8 @@ for n in $(printf '%s\n' 1 12 "$HISTORY" | sort -nu); do
   start_server "$data"
   wait_indexes
   RSS_WARM=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
-  READY_ROWS+=("$(printf '| %d | %.2f s | %d MiB | %d MiB |' "$n" "$READY" "$RSS_READY" "$RSS_WARM")")
+  ANON_WARM=$(( $(awk '/RssAnon/ {print $2}' "/proc/$SERVER/status") / 1024 ))
+  READY_ROWS+=("$(printf '| %d | %.2f s | %d MiB (%d anonymous) | %d MiB (%d anonymous) |' "$n" "$READY" "$RSS_READY" "$RSS_ANON" "$RSS_WARM" "$ANON_WARM")")
   [ "$n" = 1 ] && RSS_ONE=$RSS_READY && WARM_ONE=$RSS_WARM
   [ "$n" = "$HISTORY" ] && RSS_ALL=$RSS_READY && WARM_ALL=$RSS_WARM
   stop_server
@@ -173,6 +174,7 @@ echo
 echo "On disk: $DISK bytes for $HISTORY releases ($(( DISK / HISTORY )) a release on average)."
 echo
 echo "| releases stored | serve ready | RSS at ready | RSS once the latest version's indexes are built |"
+# RSS is VmRSS: anonymous memory plus the resident pages of memory-mapped store files.
 echo "|---|---|---|---|"
 printf '%s\n' "${READY_ROWS[@]}"
 echo

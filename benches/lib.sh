@@ -9,7 +9,7 @@ need_wrk() {
 }
 
 # Starts the server on the data imported so far ($WORK/data, or the folder given); sets SERVER,
-# READY (seconds) and RSS_READY (MiB).
+# READY (seconds), RSS_READY and RSS_ANON (MiB).
 start_server() { # [data folder]
   local start
   start=$(date +%s.%N)
@@ -22,6 +22,8 @@ start_server() { # [data folder]
   done
   READY=$(echo "$(date +%s.%N) - $start" | bc)
   RSS_READY=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
+  # Of which anonymous memory (the rest is pages of mapped store files: page cache).
+  RSS_ANON=$(( $(awk '/RssAnon/ {print $2}' "/proc/$SERVER/status") / 1024 ))
 }
 stop_server() { kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; SERVER=""; }
 
