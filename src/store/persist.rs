@@ -1391,8 +1391,8 @@ mod tests {
         fs::write(path, &bytes).expect("write");
     }
 
-    #[test]
-    fn a_damaged_records_or_release_file_is_refused_by_name() {
+    /// A store holding one release of 20 practices, and its records file.
+    fn twenty_practices_stored() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let concepts: Vec<Concept> = (0..20)
             .map(|i| concept(&format!("A{i:05}"), &format!("PRACTICE {i}")))
@@ -1405,6 +1405,12 @@ mod tests {
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|e| e == "records"))
             .expect("a records file");
+        (dir, file)
+    }
+
+    #[test]
+    fn a_damaged_records_or_release_file_is_refused_by_name() {
+        let (dir, file) = twenty_practices_stored();
         // One letter of one display ("PRACTICE 7" becomes "PRACTICE 6"): the file is still
         // well formed, and only its checksum tells.
         damage(&file, b"PRACTICE 7");
@@ -1430,18 +1436,7 @@ mod tests {
 
     #[test]
     fn serving_checks_records_checksums_later_and_refuses_a_damaged_file_on_the_next_load() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let concepts: Vec<Concept> = (0..20)
-            .map(|i| concept(&format!("A{i:05}"), &format!("PRACTICE {i}")))
-            .collect();
-        save_release(dir.path(), release("2020-01-01", "s1", concepts), false).expect("saves");
-        let records = feed_dir(dir.path(), "ods-epraccur").join("records");
-        let file = fs::read_dir(&records)
-            .expect("dir")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "records"))
-            .expect("a records file");
+        let (dir, file) = twenty_practices_stored();
         damage(&file, b"PRACTICE 7");
         // Packed, as a national register's records are (small feeds are decoded whole at load,
         // which reads and checks the whole file anyway).

@@ -927,29 +927,40 @@ fn supplement_resources() -> [Json; 2] {
     ]
 }
 
-/// The R5 `contains.property` of one code (carried in R4 as the cross-version extension) as
-/// (code, value JSON).
-fn contains_properties(e: &Json, code: &str) -> Vec<(String, Json)> {
-    let c = e["expansion"]["contains"]
+const CONTAINS_PROPERTY: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property";
+
+/// The extensions of one code's `contains` entry in an expansion.
+fn contains_extension_list(e: &Json, code: &str) -> Vec<Json> {
+    e["expansion"]["contains"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|c| c["code"] == code)
+        .and_then(|c| c["extension"].as_array())
         .cloned()
-        .unwrap_or_default();
-    c["extension"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|x| {
-            x["url"] == "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property"
-        })
+        .unwrap_or_default()
+}
+
+/// The `value[x]` of an extension (or of a part), whatever its type.
+fn value_of(x: &Json) -> Option<&Json> {
+    x.as_object()?
+        .iter()
+        .find(|(k, _)| k.starts_with("value"))
+        .map(|(_, v)| v)
+}
+
+/// The R5 `contains.property` of one code (carried in R4 as the cross-version extension) as
+/// (code, value JSON).
+fn contains_properties(e: &Json, code: &str) -> Vec<(String, Json)> {
+    contains_extension_list(e, code)
+        .iter()
+        .filter(|x| x["url"] == CONTAINS_PROPERTY)
         .filter_map(|x| {
             let parts = x["extension"].as_array()?;
             let code = parts.iter().find(|p| p["url"] == "code")?["valueCode"].as_str()?;
-            let value = parts.iter().find(|p| p["url"] == "value[x]")?;
-            let v = value.as_object()?.iter().find(|(k, _)| k.starts_with("value"))?.1;
-            Some((code.to_string(), v.clone()))
+            let value = value_of(parts.iter().find(|p| p["url"] == "value[x]")?)?;
+            Some((code.to_string(), value.clone()))
         })
         .collect()
 }
@@ -1102,24 +1113,10 @@ fn marked_resources() -> [Json; 2] {
 
 /// The extensions of one code in an expansion, other than its properties, as (url, value).
 fn contains_extensions(e: &Json, code: &str) -> Vec<(String, Json)> {
-    let c = e["expansion"]["contains"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["code"] == code)
-        .cloned()
-        .unwrap_or_default();
-    c["extension"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|x| {
-            x["url"] != "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property"
-        })
-        .filter_map(|x| {
-            let (_, v) = x.as_object()?.iter().find(|(k, _)| k.starts_with("value"))?;
-            Some((x["url"].as_str()?.to_string(), v.clone()))
-        })
+    contains_extension_list(e, code)
+        .iter()
+        .filter(|x| x["url"] != CONTAINS_PROPERTY)
+        .filter_map(|x| Some((x["url"].as_str()?.to_string(), value_of(x)?.clone())))
         .collect()
 }
 

@@ -569,15 +569,7 @@ async fn every_upstream_fault_keeps_the_previous_version_serving_and_backs_off()
         let mappings = mappings_with_sync(&format!("url = \"{url}\"\nmember = \"epraccur.csv\""));
         let data = tempfile::tempdir().expect("data");
         // The previous version, stored and served.
-        import_list(
-            &MappingSet::load_dir(mappings.path()).expect("mappings"),
-            data.path(),
-            &[(
-                "ods-epraccur",
-                "../../mappings/data/ods/epraccur_2019-10.csv.gz",
-                "2019-10-01",
-            )],
-        );
+        store_epraccur_2019_10(mappings.path(), data.path());
         up.put(path, good.clone(), "base", "2019-10-01");
         let mut s = settings(data.path());
         (case.settings)(&mut s);
@@ -726,15 +718,7 @@ async fn a_sync_killed_mid_download_leaves_nothing_and_the_next_one_carries_on()
 async fn a_records_file_found_damaged_after_start_is_no_longer_served() {
     let mappings = mappings_with_sync("url = \"http://127.0.0.1:9/never-called\"");
     let data = tempfile::tempdir().expect("data");
-    import_list(
-        &MappingSet::load_dir(mappings.path()).expect("mappings"),
-        data.path(),
-        &[(
-            "ods-epraccur",
-            "../../mappings/data/ods/epraccur_2019-10.csv.gz",
-            "2019-10-01",
-        )],
-    );
+    store_epraccur_2019_10(mappings.path(), data.path());
     // One letter of one display changed on disk: the file is well formed, only its checksum
     // tells. Read in place (as `serve` reads a national register), it is served until checked.
     let records = data.path().join("feeds/ods-epraccur/records");
@@ -1094,5 +1078,18 @@ async fn the_admin_api_sends_no_cors_headers_while_the_fhir_base_does() {
             .headers()
             .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
         "no browser origin may call the admin API"
+    );
+}
+
+/// Stores the 2019-10 epraccur release through these mappings: the version a sync starts from.
+fn store_epraccur_2019_10(mappings: &Path, data: &Path) {
+    import_list(
+        &MappingSet::load_dir(mappings).expect("mappings"),
+        data,
+        &[(
+            "ods-epraccur",
+            "../../mappings/data/ods/epraccur_2019-10.csv.gz",
+            "2019-10-01",
+        )],
     );
 }
