@@ -1391,6 +1391,18 @@ mod tests {
         fs::write(path, &bytes).expect("write");
     }
 
+    /// The background check finds `file` damaged, once, by its checksum.
+    fn assert_background_check_names(file: &Path) {
+        let shown = file.display().to_string();
+        let found: Vec<String> = verify_pending()
+            .iter()
+            .map(ToString::to_string)
+            .filter(|e| e.contains(&shown))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("checksum mismatch"), "{}", found[0]);
+    }
+
     /// A store holding one release of 20 practices, and its records file.
     fn twenty_practices_stored() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1450,14 +1462,7 @@ mod tests {
         assert_eq!(indexed.display(7), Some("QRACTICE 7"));
         assert!(damaged_files(dir.path(), "ods-epraccur").is_empty());
         // The background check finds it, names it, and the feed's next load refuses it.
-        let shown = file.display().to_string();
-        let found: Vec<String> = verify_pending()
-            .iter()
-            .map(ToString::to_string)
-            .filter(|e| e.contains(&shown))
-            .collect();
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("checksum mismatch"), "{}", found[0]);
+        assert_background_check_names(&file);
         assert_eq!(
             damaged_files(dir.path(), "ods-epraccur"),
             std::slice::from_ref(&file)
@@ -1488,14 +1493,7 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(store.releases.len(), 2);
         assert_eq!(store.releases[0].info.source, "y.csv");
-        let shown = older.display().to_string();
-        let found: Vec<String> = verify_pending()
-            .iter()
-            .map(ToString::to_string)
-            .filter(|e| e.contains(&shown))
-            .collect();
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("checksum mismatch"), "{}", found[0]);
+        assert_background_check_names(&older);
         assert_eq!(damaged_files(dir.path(), "ods-epraccur"), [older]);
         // The next load refuses it, and serves the newer release.
         let (store, errors) = FeedStore::open_for_serving(dir.path(), "ods-epraccur");

@@ -1111,6 +1111,19 @@ fn marked_resources() -> [Json; 2] {
     ]
 }
 
+/// `$expand` of `vs` with the marked CodeSystem and its supplement supplied.
+async fn expand_marked(vs: Json) -> Json {
+    post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![json!({"name": "valueSet", "resource": vs})],
+            &marked_resources(),
+        ),
+    )
+    .await
+    .json()
+}
+
 /// The extensions of one code in an expansion, other than its properties, as (url, value).
 fn contains_extensions(e: &Json, code: &str) -> Vec<(String, Json)> {
     contains_extension_list(e, code)
@@ -1126,15 +1139,7 @@ async fn an_expansion_copies_the_concept_extensions_and_status_the_reference_cop
         "version": "1", "status": "active",
         "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/valueset-supplement", "valueCanonical": MARKED_SUPPLEMENT}],
         "compose": {"include": [{"system": MARKED}]}});
-    let e = post(
-        "/fhir/ValueSet/$expand",
-        &with_resources(
-            vec![json!({"name": "valueSet", "resource": vs})],
-            &marked_resources(),
-        ),
-    )
-    .await
-    .json();
+    let e = expand_marked(vs).await;
     // Rendering extensions are copied as they are; an extension the reference does not copy is
     // left out.
     assert_eq!(
@@ -1206,15 +1211,7 @@ async fn a_listed_concept_keeps_only_the_extensions_the_reference_copies() {
             {"url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition", "valueString": "Another definition"}
         ]}
     ]}]}});
-    let e = post(
-        "/fhir/ValueSet/$expand",
-        &with_resources(
-            vec![json!({"name": "valueSet", "resource": vs})],
-            &marked_resources(),
-        ),
-    )
-    .await
-    .json();
+    let e = expand_marked(vs).await;
     assert_eq!(
         contains_extensions(&e, "plain"),
         vec![(
