@@ -1058,6 +1058,7 @@ impl Bound<'_> {
                     language: d.language.clone(),
                     use_: d.use_.clone(),
                     value: value.into(),
+                    extensions: None,
                 });
             }
         }

@@ -154,10 +154,13 @@ impl<'a> Reader<'a> {
                 None
             };
             let value = self.str(dict)?;
+            // Bit 3 (absent from files of designations without extensions): the JSON text.
+            let extensions = (f & 8 != 0).then(|| self.str(dict)).transpose()?;
             out.push(DesignationView {
                 language,
                 use_,
                 value,
+                extensions,
             });
         }
         Ok(())
@@ -262,7 +265,8 @@ impl Writer<'_> {
         for d in list {
             let f = u8::from(d.language.is_some())
                 | u8::from(d.use_.is_some()) << 1
-                | u8::from(d.use_.as_ref().is_some_and(|u| u.display.is_some())) << 2;
+                | u8::from(d.use_.as_ref().is_some_and(|u| u.display.is_some())) << 2
+                | u8::from(d.extensions.is_some()) << 3;
             self.out.push(f);
             if let Some(l) = &d.language {
                 self.string(l);
@@ -275,6 +279,9 @@ impl Writer<'_> {
                 }
             }
             self.string(&d.value);
+            if let Some(x) = &d.extensions {
+                self.string(x);
+            }
         }
     }
 

@@ -65,6 +65,37 @@ pub struct Designation {
     pub use_: Option<DesignationUse>,
     /// The text.
     pub value: Box<str>,
+    /// The designation's own extensions as a JSON array (a CodeSystem resource's
+    /// `designation.extension`: `coding-sctdescid`, `structuredefinition-standards-status`, …),
+    /// copied into expansions; `None` when it has none (mapped registers never have any).
+    pub extensions: Option<Box<str>>,
+}
+
+/// The extension URL that gives an element its status (`deprecated`, `withdrawn`, …).
+pub const STANDARDS_STATUS: &str =
+    "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status";
+
+impl Designation {
+    /// The designation's status from its `structuredefinition-standards-status` extension.
+    pub fn status(&self) -> Option<String> {
+        let list: serde_json::Value = serde_json::from_str(self.extensions.as_deref()?).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|x| x.get("url").and_then(|u| u.as_str()) == Some(STANDARDS_STATUS))?
+            .get("valueCode")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Whether the designation is no longer a correct display: its status says it is
+    /// withdrawn, deprecated or retired.
+    pub fn is_retired(&self) -> bool {
+        self.status().is_some_and(|s| {
+            ["withdrawn", "deprecated", "retired", "inactive"]
+                .iter()
+                .any(|r| s.eq_ignore_ascii_case(r))
+        })
+    }
 }
 
 /// One concept as a release holds it.

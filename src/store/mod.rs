@@ -28,7 +28,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-pub use concept::{Concept, Designation, DesignationUse, Value};
+pub use concept::{Concept, Designation, DesignationUse, STANDARDS_STATUS, Value};
 pub use concept_map::{
     ConceptMapEntry, DerivedMap, MapElement, MapGroup, MapKind, MapSide, MapTarget,
 };

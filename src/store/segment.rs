@@ -814,6 +814,7 @@ mod tests {
                 display: None,
             }),
             value: "Meddygfa".into(),
+            extensions: Some(r#"[{"url":"http://example.org/x","valueId":"2"}]"#.into()),
         });
         let mut b = Concept::new("A81002");
         b.inactive = true;

@@ -111,6 +111,8 @@ pub struct DesignationView<'a> {
     pub use_: Option<DesignationUseView<'a>>,
     /// The text.
     pub value: &'a str,
+    /// The designation's extensions as a JSON array ([`Designation::extensions`]).
+    pub extensions: Option<&'a str>,
 }
 
 impl<'a> DesignationView<'a> {
@@ -124,6 +126,7 @@ impl<'a> DesignationView<'a> {
                 display: u.display.as_deref(),
             }),
             value: &d.value,
+            extensions: d.extensions.as_deref(),
         }
     }
 
@@ -137,6 +140,7 @@ impl<'a> DesignationView<'a> {
                 display: u.display.map(Into::into),
             }),
             value: self.value.into(),
+            extensions: self.extensions.map(Into::into),
         }
     }
 }
@@ -272,6 +276,7 @@ mod tests {
                 display: Some("Synonym".into()),
             }),
             value: "Meddygfa".into(),
+            extensions: Some(r#"[{"url":"http://example.org/x","valueId":"1"}]"#.into()),
         });
         c.properties = vec![
             ("role".into(), Value::Code("RO76".into())),

@@ -162,6 +162,62 @@ impl ExpandRequest {
     }
 }
 
+/// The label, order or weight (`property`) a ValueSet gives a concept where it lists it
+/// (`valueset-label`, `valueset-conceptOrder`, `itemWeight` on `include.concept`), as the
+/// `(value[x] key, value)` the expansion returns: a label is a string, an order or a weight a
+/// decimal.
+fn listing_property(extensions: &Json, property: &str) -> Option<(&'static str, Json)> {
+    let url = match property {
+        "label" => "http://hl7.org/fhir/StructureDefinition/valueset-label",
+        "order" => "http://hl7.org/fhir/StructureDefinition/valueset-conceptOrder",
+        "weight" => "http://hl7.org/fhir/StructureDefinition/itemWeight",
+        _ => return None,
+    };
+    let x = extensions
+        .as_array()?
+        .iter()
+        .find(|x| x.get("url").and_then(Json::as_str) == Some(url))?;
+    if property == "label" {
+        return Some(("valueString", x.get("valueString")?.clone()));
+    }
+    let n = x
+        .get("valueInteger")
+        .or_else(|| x.get("valueDecimal"))
+        .filter(|n| n.is_number())?;
+    Some(("valueDecimal", n.clone()))
+}
+
+/// A designation a ValueSet gives a listed concept, with only the extensions the reference keeps
+/// on a designation (the SNOMED CT description id and the standards status): others are
+/// ignored, as the reference ignores them.
+fn listed_designation(d: &Json) -> Json {
+    const KEPT: [&str; 2] = [
+        "http://hl7.org/fhir/StructureDefinition/coding-sctdescid",
+        crate::store::STANDARDS_STATUS,
+    ];
+    let mut d = d.clone();
+    if let Some(o) = d.as_object_mut() {
+        let kept: Vec<Json> = o
+            .get("extension")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|x| {
+                x.get("url")
+                    .and_then(Json::as_str)
+                    .is_some_and(|u| KEPT.contains(&u))
+            })
+            .cloned()
+            .collect();
+        if kept.is_empty() {
+            o.remove("extension");
+        } else {
+            o.insert("extension".into(), Json::Array(kept));
+        }
+    }
+    d
+}
+
 /// A random (v4-shaped) `urn:uuid:`.
 pub fn new_uuid() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -379,6 +435,7 @@ pub fn expand(
         .as_deref()
         .map(language::Preferences::parse);
     let listed = status::listed_concept_extensions_by_code(&vs);
+    let listed_designations = status::listed_concept_designations_by_code(&vs);
     let mut contains = Vec::with_capacity(expansion.members.len());
     // The properties returned without being asked for (label, order, weight).
     let mut auto_properties: Vec<&str> = Vec::new();
@@ -405,7 +462,11 @@ pub fn expand(
             e.insert("display".into(), json!(d));
         }
         let mut copied: Vec<Json> = Vec::new();
-        if let Some(Some(x)) = listed.get(&(cs.meta.url.as_str(), &*c.code)) {
+        let listing = listed
+            .get(&(cs.meta.url.as_str(), &*c.code))
+            .copied()
+            .flatten();
+        if let Some(x) = listing {
             copied.extend(
                 x.as_array()
                     .into_iter()
@@ -425,7 +486,16 @@ pub fn expand(
             e.insert("abstract".into(), json!(true));
         }
         if req.include_designations || !req.designations.is_empty() {
-            let designations = language::designations_json(cs, &c, used, &req.designations);
+            let mut designations = language::designations_json(cs, &c, used, &req.designations);
+            // Those the ValueSet gives the concept where it lists it, after the CodeSystem's.
+            if let Some(ds) = listed_designations.get(&(cs.meta.url.as_str(), &*c.code)) {
+                for d in *ds {
+                    let d = listed_designation(d);
+                    if !designations.contains(&d) {
+                        designations.push(d);
+                    }
+                }
+            }
             if !designations.is_empty() {
                 e.insert("designation".into(), Json::Array(designations));
             }
@@ -493,14 +563,22 @@ pub fn expand(
                 if req.properties.iter().any(|p| p == code) {
                     continue;
                 }
-                let Some(v) = c
-                    .property(code)
-                    .next()
-                    .or_else(|| from_supplements(code).into_iter().next())
-                else {
-                    continue;
+                // The ValueSet's own label, order or weight where it lists the concept wins
+                // over the CodeSystem's.
+                let listing = listing.and_then(|x| listing_property(x, code));
+                let (key, value) = match listing {
+                    Some(kv) => kv,
+                    None => {
+                        let Some(v) = c
+                            .property(code)
+                            .next()
+                            .or_else(|| from_supplements(code).into_iter().next())
+                        else {
+                            continue;
+                        };
+                        value_json(v)
+                    }
                 };
-                let (key, value) = value_json(v);
                 let mut v = Map::new();
                 v.insert("url".into(), json!("value[x]"));
                 v.insert(key.into(), value);

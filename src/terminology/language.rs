@@ -160,6 +160,7 @@ pub fn designations_json(
                 display: Some("Preferred For Language".into()),
             }),
             value: d.clone(),
+            extensions: None,
         };
         out.push(replaced);
     }
@@ -170,6 +171,12 @@ pub fn designations_json(
             .filter(|(i, _)| Some(*i) != used)
             .map(|(_, d)| d.clone()),
     );
+    // The applied supplements' designations of the code, after its own.
+    for (d, _) in cs.supplement_designations(&c.code) {
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
     let languages: Vec<&str> = wanted
         .iter()
         .filter_map(|w| w.strip_prefix("urn:ietf:bcp:47|"))

@@ -143,6 +143,7 @@ pub fn lookup_parameters(
                     display: Some("Preferred For Language".into()),
                 }),
                 value: d.clone(),
+                extensions: None,
             }),
             _ => None,
         };

@@ -219,6 +219,15 @@ pub fn concept_json(c: &Concept) -> Json {
 /// One designation as FHIR JSON.
 pub fn designation_json(d: &Designation) -> Json {
     let mut o = Map::new();
+    // Its own extensions, as the CodeSystem gave them (the reference copies them into
+    // expansions whole).
+    if let Some(x) = d
+        .extensions
+        .as_deref()
+        .and_then(|x| serde_json::from_str::<Json>(x).ok())
+    {
+        o.insert("extension".into(), x);
+    }
     if let Some(l) = &d.language {
         o.insert("language".into(), json!(l));
     }
@@ -568,6 +577,10 @@ fn read_concepts(
                     })
                 }),
                 value: value.into(),
+                extensions: d
+                    .get("extension")
+                    .filter(|x| x.as_array().is_some_and(|a| !a.is_empty()))
+                    .map(|x| x.to_string().into()),
             });
         }
     }

@@ -86,6 +86,21 @@ pub fn listed_concept_extensions_by_code(vs: &Json) -> HashMap<(&str, &str), Opt
     out
 }
 
+/// The designations a ValueSet's compose gives each listed concept
+/// (`include.concept.designation`), by (system, code): the first listing that has any.
+pub fn listed_concept_designations_by_code(vs: &Json) -> HashMap<(&str, &str), &[Json]> {
+    let mut out = HashMap::new();
+    for (system, c) in listed_concepts(vs) {
+        if let (Some(code), Some(ds)) = (
+            c.get("code").and_then(Json::as_str),
+            c.get("designation").and_then(Json::as_array),
+        ) {
+            out.entry((system, code)).or_insert(ds.as_slice());
+        }
+    }
+    out
+}
+
 /// The concepts a ValueSet's includes list, each with its include's system, in order.
 fn listed_concepts(vs: &Json) -> impl Iterator<Item = (&str, &Json)> {
     vs.get("compose")

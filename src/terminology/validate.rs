@@ -14,7 +14,7 @@ use super::status;
 use super::versions::{self, Problem, Purpose, Reconciled, VersionRules};
 use crate::error::FhirError;
 use crate::fhir::params::{Coding, OperationParams, ParametersOut};
-use crate::store::{CodeSystemVersion, ConceptRef, Registry};
+use crate::store::{CodeSystemVersion, Concept, ConceptRef, Designation, Registry};
 
 /// What is being validated against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,6 +337,8 @@ fn check_concept(
             if !lenient {
                 out.valid = false;
             }
+        } else if let Some(issue) = retired_display(&c, given, override_display, path) {
+            out.issues.push(issue);
         }
     }
     if let Some(given) = coding.code.as_deref()
@@ -363,6 +365,45 @@ fn check_concept(
     {
         out.issues.push(deprecated_issue(&c, path));
     }
+}
+
+/// The reference's `INACTIVE_DISPLAY_FOUND` warning (FHIRsmith `validate.js`): the display
+/// matches a designation, but only ones whose status says they are no longer used (a
+/// `structuredefinition-standards-status` of `withdrawn`, `deprecated`, …). The code stays
+/// valid; the warning names the status and the displays still in use.
+fn retired_display(
+    c: &Concept,
+    given: &str,
+    override_display: Option<&str>,
+    path: &str,
+) -> Option<Issue> {
+    let same = |d: &str| d.eq_ignore_ascii_case(given);
+    if c.display.as_deref().is_some_and(same) || override_display.is_some_and(same) {
+        return None;
+    }
+    let (retired, current): (Vec<&Designation>, Vec<&Designation>) =
+        c.designations.iter().partition(|d| d.is_retired());
+    if current.iter().any(|d| same(&d.value)) {
+        return None;
+    }
+    let status = retired.iter().find(|d| same(&d.value))?.status()?;
+    let mut correct: Vec<&str> = c.display.as_deref().into_iter().collect();
+    for d in &current {
+        if !correct.contains(&&*d.value) {
+            correct.push(&d.value);
+        }
+    }
+    Some(Issue {
+        severity: "warning",
+        code: "invalid",
+        tx: "display-comment",
+        text: format!(
+            "'{given}' is no longer considered a correct display for code '{}' (status = {status}). The correct display is one of {}",
+            c.code,
+            correct.join(",")
+        ),
+        expression: Some(format!("{path}display")),
+    })
 }
 
 /// "Valid display is 'a' (en)" or "Valid display is one of 2 choices: 'a' (en) or 'b' (de)".

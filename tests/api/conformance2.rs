@@ -1709,3 +1709,121 @@ async fn issues_carry_expression_without_location() {
     );
     assert!(issue.get("location").is_none(), "{oo}");
 }
+
+/// A CodeSystem whose designations carry extensions: a withdrawn one, and one with a SNOMED CT
+/// description id.
+fn designated_code_system() -> Json {
+    json!({"resourceType": "CodeSystem", "url": "http://example.org/fhir/CodeSystem/c2-designated",
+    "version": "1", "status": "active", "content": "complete",
+    "concept": [
+        {"code": "k1", "display": "Kestrel", "designation": [
+            {"language": "de", "value": "Turmfalke", "extension": [
+                {"url": "http://hl7.org/fhir/StructureDefinition/coding-sctdescid", "valueId": "1001"}]},
+            {"language": "de", "value": "Rüttelfalke", "extension": [
+                {"url": "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status", "valueCode": "withdrawn"}]}
+        ]},
+        {"code": "k2", "display": "Merlin"}
+    ]})
+}
+
+/// Item 4, designations: a display that matches only a withdrawn designation is still valid,
+/// with the reference's `INACTIVE_DISPLAY_FOUND` warning naming the status and the displays in
+/// use; a current designation gets no warning.
+#[tokio::test]
+async fn a_display_that_only_a_withdrawn_designation_has_is_valid_with_the_reference_warning() {
+    let validate = |display: &str| {
+        with_resources(
+            vec![
+                json!({"name": "url", "valueUri": "http://example.org/fhir/CodeSystem/c2-designated"}),
+                json!({"name": "code", "valueCode": "k1"}),
+                json!({"name": "display", "valueString": display}),
+            ],
+            &[designated_code_system()],
+        )
+    };
+    let answer = post("/fhir/CodeSystem/$validate-code", &validate("Rüttelfalke"))
+        .await
+        .json();
+    assert_eq!(param(&answer, "result"), Some(&json!(true)), "{answer}");
+    assert_eq!(
+        validation_issues(&answer),
+        vec![(
+            "warning".to_string(),
+            "invalid".to_string(),
+            "display-comment".to_string(),
+            "'Rüttelfalke' is no longer considered a correct display for code 'k1' (status = withdrawn). The correct display is one of Kestrel,Turmfalke".to_string()
+        )]
+    );
+    let issues = param(&answer, "issues").expect("issues");
+    assert_eq!(
+        issues["issue"][0]["expression"],
+        json!(["display"]),
+        "{answer}"
+    );
+    // A current designation, and the display itself: no warning.
+    for display in ["Turmfalke", "Kestrel"] {
+        let answer = post("/fhir/CodeSystem/$validate-code", &validate(display))
+            .await
+            .json();
+        assert!(validation_issues(&answer).is_empty(), "{display}: {answer}");
+    }
+}
+
+/// Item 4, designations in expansions: a CodeSystem designation keeps its extensions; the
+/// ValueSet's own designations of a listed concept follow, with only the extensions the
+/// reference keeps; and the ValueSet's order and label for a listed concept win over the
+/// CodeSystem's.
+#[tokio::test]
+async fn expansions_carry_designation_extensions_and_the_value_sets_own_designations() {
+    let vs = json!({"resourceType": "ValueSet", "url": "http://example.org/fhir/ValueSet/c2-designated",
+    "status": "active", "compose": {"include": [{"system": "http://example.org/fhir/CodeSystem/c2-designated",
+        "concept": [
+            {"code": "k1"},
+            {"code": "k2", "extension": [
+                {"url": "http://hl7.org/fhir/StructureDefinition/valueset-conceptOrder", "valueInteger": 7},
+                {"url": "http://hl7.org/fhir/StructureDefinition/valueset-label", "valueString": "b)"}],
+             "designation": [{"language": "fr", "value": "Faucon émerillon", "extension": [
+                {"url": "http://hl7.org/fhir/StructureDefinition/coding-sctdescid", "valueId": "2002"},
+                {"url": "http://example.org/fhir/StructureDefinition/ignored", "valueString": "x"}]}]}
+        ]}]}});
+    let e = post(
+        "/fhir/ValueSet/$expand",
+        &with_resources(
+            vec![
+                json!({"name": "valueSet", "resource": vs}),
+                json!({"name": "includeDesignations", "valueBoolean": true}),
+            ],
+            &[designated_code_system()],
+        ),
+    )
+    .await
+    .json();
+    let contains = e["expansion"]["contains"].as_array().expect("contains");
+    let k1 = contains.iter().find(|c| c["code"] == "k1").expect("k1");
+    let withdrawn = k1["designation"]
+        .as_array()
+        .expect("designations")
+        .iter()
+        .find(|d| d["value"] == "Rüttelfalke")
+        .unwrap_or_else(|| panic!("{k1}"));
+    assert_eq!(
+        withdrawn["extension"][0]["valueCode"], "withdrawn",
+        "{withdrawn}"
+    );
+    let k2 = contains.iter().find(|c| c["code"] == "k2").expect("k2");
+    assert_eq!(
+        k2["designation"],
+        json!([{"language": "fr", "value": "Faucon émerillon", "extension": [
+            {"url": "http://hl7.org/fhir/StructureDefinition/coding-sctdescid", "valueId": "2002"}]}]),
+        "{k2}"
+    );
+    let props = contains_properties(&e, "k2");
+    assert!(
+        props.contains(&("order".to_string(), json!(7))),
+        "{props:?}"
+    );
+    assert!(
+        props.contains(&("label".to_string(), json!("b)"))),
+        "{props:?}"
+    );
+}
