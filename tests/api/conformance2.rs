@@ -1111,17 +1111,21 @@ fn marked_resources() -> [Json; 2] {
     ]
 }
 
+/// The answer to `path` with these parameters and the marked CodeSystem and its supplement
+/// supplied.
+async fn with_marked(path: &str, params: Vec<Json>) -> Json {
+    post(path, &with_resources(params, &marked_resources()))
+        .await
+        .json()
+}
+
 /// `$expand` of `vs` with the marked CodeSystem and its supplement supplied.
 async fn expand_marked(vs: Json) -> Json {
-    post(
+    with_marked(
         "/fhir/ValueSet/$expand",
-        &with_resources(
-            vec![json!({"name": "valueSet", "resource": vs})],
-            &marked_resources(),
-        ),
+        vec![json!({"name": "valueSet", "resource": vs})],
     )
     .await
-    .json()
 }
 
 /// The extensions of one code in an expansion, other than its properties, as (url, value).
@@ -1181,18 +1185,14 @@ async fn an_expansion_copies_the_concept_extensions_and_status_the_reference_cop
         "{e}"
     );
     // `$lookup` does not list the copied extensions as properties.
-    let l = post(
+    let l = with_marked(
         "/fhir/CodeSystem/$lookup",
-        &with_resources(
-            vec![
-                json!({"name": "system", "valueUri": MARKED}),
-                json!({"name": "code", "valueCode": "styled"}),
-            ],
-            &marked_resources(),
-        ),
+        vec![
+            json!({"name": "system", "valueUri": MARKED}),
+            json!({"name": "code", "valueCode": "styled"}),
+        ],
     )
-    .await
-    .json();
+    .await;
     assert!(!l.to_string().contains("rendering-style"), "{l}");
     assert_eq!(param(&l, "display"), Some(&json!("Styled")), "{l}");
 }
@@ -1239,18 +1239,14 @@ async fn a_listed_concept_keeps_only_the_extensions_the_reference_copies() {
 #[tokio::test]
 async fn a_deprecated_concept_is_valid_with_the_reference_deprecation_warning() {
     for code in ["old", "older"] {
-        let p = post(
+        let p = with_marked(
             "/fhir/CodeSystem/$validate-code",
-            &with_resources(
-                vec![
-                    json!({"name": "url", "valueUri": MARKED}),
-                    json!({"name": "code", "valueCode": code}),
-                ],
-                &marked_resources(),
-            ),
+            vec![
+                json!({"name": "url", "valueUri": MARKED}),
+                json!({"name": "code", "valueCode": code}),
+            ],
         )
-        .await
-        .json();
+        .await;
         assert_eq!(param(&p, "result"), Some(&json!(true)), "{p}");
         assert_eq!(param(&p, "status"), Some(&json!("deprecated")), "{p}");
         assert_eq!(
@@ -1265,18 +1261,14 @@ async fn a_deprecated_concept_is_valid_with_the_reference_deprecation_warning() 
         );
     }
     // An active concept has no such warning.
-    let p = post(
+    let p = with_marked(
         "/fhir/CodeSystem/$validate-code",
-        &with_resources(
-            vec![
-                json!({"name": "url", "valueUri": MARKED}),
-                json!({"name": "code", "valueCode": "plain"}),
-            ],
-            &marked_resources(),
-        ),
+        vec![
+            json!({"name": "url", "valueUri": MARKED}),
+            json!({"name": "code", "valueCode": "plain"}),
+        ],
     )
-    .await
-    .json();
+    .await;
     assert!(validation_issues(&p).is_empty(), "{p}");
 }
 
@@ -1390,19 +1382,15 @@ async fn a_compose_expansion_parameter_steers_the_version_and_is_echoed() {
 
 #[tokio::test]
 async fn a_concept_status_warning_is_in_the_message_beside_the_errors() {
-    let p = post(
+    let p = with_marked(
         "/fhir/CodeSystem/$validate-code",
-        &with_resources(
-            vec![
-                json!({"name": "url", "valueUri": MARKED}),
-                json!({"name": "code", "valueCode": "old"}),
-                json!({"name": "display", "valueString": "Not the display"}),
-            ],
-            &marked_resources(),
-        ),
+        vec![
+            json!({"name": "url", "valueUri": MARKED}),
+            json!({"name": "code", "valueCode": "old"}),
+            json!({"name": "display", "valueString": "Not the display"}),
+        ],
     )
-    .await
-    .json();
+    .await;
     assert_eq!(param(&p, "result"), Some(&json!(false)), "{p}");
     let message = param(&p, "message")
         .and_then(Json::as_str)
@@ -1427,9 +1415,8 @@ async fn a_batch_entry_overrides_the_batch_parameters_and_a_code_outside_the_val
         "version": "1", "status": "active",
         "compose": {"include": [{"system": MARKED, "concept": [{"code": "plain"}]}]}});
     let entry = |params: Vec<Json>| json!({"name": "validation", "resource": {"resourceType": "Parameters", "parameter": params}});
-    let b = post(
+    let b = with_marked(
         "/fhir/ValueSet/$batch-validate-code",
-        &with_resources(
             vec![
                 json!({"name": "valueSet", "resource": vs}),
                 json!({"name": "lenient-display-validation", "valueBoolean": true}),
@@ -1444,11 +1431,8 @@ async fn a_batch_entry_overrides_the_batch_parameters_and_a_code_outside_the_val
                     json!({"name": "coding", "valueCoding": {"system": MARKED, "code": "styled", "display": "xx"}}),
                 ]),
             ],
-            &marked_resources(),
-        ),
-    )
-    .await
-    .json();
+)
+.await;
     let results: Vec<Json> = b["parameter"]
         .as_array()
         .into_iter()
@@ -1629,21 +1613,17 @@ async fn membership_only_says_whether_codes_are_in_the_value_set_and_nothing_els
     let validate = |membership_only: bool| {
         let vs = vs.clone();
         async move {
-            post(
+            with_marked(
                 "/fhir/ValueSet/$validate-code",
-                &with_resources(
-                    vec![
-                        json!({"name": "valueSet", "resource": vs}),
-                        json!({"name": "valueset-membership-only", "valueBoolean": membership_only}),
-                        json!({"name": "codeableConcept", "valueCodeableConcept": {"coding": [
+                vec![
+                    json!({"name": "valueSet", "resource": vs}),
+                    json!({"name": "valueset-membership-only", "valueBoolean": membership_only}),
+                    json!({"name": "codeableConcept", "valueCodeableConcept": {"coding": [
                             {"system": MARKED, "code": "styled", "display": "xx"},
                             {"system": MARKED, "code": "nothing"}]}}),
-                    ],
-                    &marked_resources(),
-                ),
+                ],
             )
             .await
-            .json()
         }
     };
     let p = validate(true).await;
