@@ -173,10 +173,8 @@ fn listing_property(extensions: &Json, property: &str) -> Option<(&'static str, 
         "weight" => "http://hl7.org/fhir/StructureDefinition/itemWeight",
         _ => return None,
     };
-    let x = extensions
-        .as_array()?
-        .iter()
-        .find(|x| x.get("url").and_then(Json::as_str) == Some(url))?;
+    let urls = [url];
+    let x = super::extensions_with_urls(Some(extensions), &urls).next()?;
     if property == "label" {
         return Some(("valueString", x.get("valueString")?.clone()));
     }
@@ -197,16 +195,7 @@ fn listed_designation(d: &Json) -> Json {
     ];
     let mut d = d.clone();
     if let Some(o) = d.as_object_mut() {
-        let kept: Vec<Json> = o
-            .get("extension")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|x| {
-                x.get("url")
-                    .and_then(Json::as_str)
-                    .is_some_and(|u| KEPT.contains(&u))
-            })
+        let kept: Vec<Json> = super::extensions_with_urls(o.get("extension"), &KEPT)
             .cloned()
             .collect();
         if kept.is_empty() {
@@ -466,19 +455,7 @@ pub fn expand(
             .get(&(cs.meta.url.as_str(), &*c.code))
             .copied()
             .flatten();
-        if let Some(x) = listing {
-            copied.extend(
-                x.as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|x| {
-                        x.get("url")
-                            .and_then(Json::as_str)
-                            .is_some_and(|u| COPIED_LISTING_EXTENSIONS.contains(&u))
-                    })
-                    .cloned(),
-            );
-        }
+        copied.extend(super::extensions_with_urls(listing, &COPIED_LISTING_EXTENSIONS).cloned());
         if c.inactive {
             e.insert("inactive".into(), json!(true));
         }

@@ -71,6 +71,22 @@ pub fn resolve_code_system(
     }
 }
 
+/// The extensions of a JSON array of extensions (`None`, or anything but an array: none) whose
+/// `url` is one of `urls`, in order.
+pub fn extensions_with_urls<'a>(
+    list: Option<&'a Json>,
+    urls: &'a [&'a str],
+) -> impl Iterator<Item = &'a Json> + 'a {
+    list.and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|x| {
+            x.get("url")
+                .and_then(Json::as_str)
+                .is_some_and(|u| urls.contains(&u))
+        })
+}
+
 /// A property value as a `(value[x] key, JSON)` pair.
 pub fn value_json(v: &Value) -> (&'static str, Json) {
     match v {

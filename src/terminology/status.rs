@@ -8,9 +8,9 @@ use serde_json::Value as Json;
 
 use crate::store::CodeSystemVersion;
 
-/// The extension that gives a CodeSystem, ValueSet or concept its standards status.
-pub const STANDARDS_STATUS: &str =
-    "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status";
+/// The extension that gives a CodeSystem, ValueSet, concept or designation its standards status
+/// (defined beside the designations that read it).
+pub use crate::store::STANDARDS_STATUS;
 
 fn standards_status(extensions: Option<&Json>) -> Option<&'static str> {
     extensions?.as_array()?.iter().find_map(|e| {

@@ -63,16 +63,8 @@ pub const EXPANSION_PARAMETER_EXTENSIONS: [&str; 2] = [
 /// The `(name, value)` of each expansion parameter a ValueSet's `compose.extension` states, in
 /// order; a value is read from its `value[x]` whatever its primitive type.
 pub fn compose_expansion_parameters(vs: &Json) -> Vec<(&str, &str)> {
-    vs.get("compose")
-        .and_then(|c| c.get("extension"))
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|e| {
-            e.get("url")
-                .and_then(Json::as_str)
-                .is_some_and(|u| EXPANSION_PARAMETER_EXTENSIONS.contains(&u))
-        })
+    let stated = vs.get("compose").and_then(|c| c.get("extension"));
+    super::extensions_with_urls(stated, &EXPANSION_PARAMETER_EXTENSIONS)
         .filter_map(|e| {
             let parts = e.get("extension")?.as_array()?;
             let part = |name: &str| {
