@@ -22,7 +22,7 @@ use fhir_registers::source;
 use fhir_registers::store::persist;
 use fhir_registers::store::{CodeSystemVersion, Registry};
 use fhir_registers::terminology::expand::{ExpandLimits, ExpandRequest, expand};
-use fhir_registers::terminology::lookup::{LookupRequest, lookup, lookup_parameters};
+use fhir_registers::terminology::lookup::{LookupRequest, lookup, lookup_json};
 use fhir_registers::terminology::validate::{Target, ValidateRequest, validate_code};
 
 const POSTCODE: &str =
@@ -118,12 +118,8 @@ fn benches(c: &mut Criterion) {
                 code: picks[i].clone(),
                 ..Default::default()
             };
-            // As `serve` answers in JSON: the parameters written straight to bytes.
-            black_box(
-                lookup_parameters(&registry, &req)
-                    .expect("found")
-                    .to_json_bytes(),
-            )
+            // As `serve` answers in compact JSON: written straight to bytes.
+            black_box(lookup_json(&registry, &req).expect("found"))
         })
     });
     g.bench_function("icd10_with_parse", |b| {

@@ -395,12 +395,21 @@ fn parse_value(key: &str, value: &Json) -> Result<ParamValue, FhirError> {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ParametersOut {
     items: Vec<Part>,
+    /// The parameters opened by [`ParametersSink::open`] and not yet closed, innermost last.
+    open: Vec<(&'static str, Vec<Part>)>,
 }
 
 impl ParametersOut {
     /// An empty `Parameters`.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn push(&mut self, p: Part) {
+        match self.open.last_mut() {
+            Some((_, parts)) => parts.push(p),
+            None => self.items.push(p),
+        }
     }
 
     /// Adds a parameter with a typed value (`"valueString"`, `"valueCode"`, …).
@@ -410,19 +419,19 @@ impl ParametersOut {
         value_key: impl Into<Cow<'static, str>>,
         value: Json,
     ) -> &mut Self {
-        self.items.push(part(name, value_key, value));
+        self.push(part(name, value_key, value));
         self
     }
 
     /// Adds a parameter with parts.
     pub fn parts(&mut self, name: impl Into<Cow<'static, str>>, parts: Vec<Part>) -> &mut Self {
-        self.items.push(part_of(name, parts));
+        self.push(part_of(name, parts));
         self
     }
 
     /// Adds a parameter holding a resource.
     pub fn resource(&mut self, name: impl Into<Cow<'static, str>>, resource: Json) -> &mut Self {
-        self.items.push(part(name, "resource", resource));
+        self.push(part(name, "resource", resource));
         self
     }
 
@@ -445,6 +454,149 @@ impl ParametersOut {
         write_parts(&mut out, &self.items);
         out.push(b'}');
         out
+    }
+}
+
+/// Where output parameters are written, one after another: kept as parts ([`ParametersOut`], for
+/// any format) or written straight to compact JSON ([`JsonParameters`]). A domain function that
+/// writes through this trait gives the same `Parameters` to both (the tests compare the bytes),
+/// and the JSON one allocates nothing for a value it only reads.
+pub trait ParametersSink {
+    /// A parameter (or part) with a string-typed value (`valueString`, `valueCode`, `valueUri`,
+    /// …).
+    fn text(&mut self, name: &'static str, key: &'static str, value: &str);
+    /// A parameter with a `valueBoolean` (or another boolean-typed key).
+    fn boolean(&mut self, name: &'static str, key: &'static str, value: bool);
+    /// A parameter with a `valueInteger` (or another integer-typed key).
+    fn integer(&mut self, name: &'static str, key: &'static str, value: i64);
+    /// A parameter with any other value (a Coding, a decimal…).
+    fn json(&mut self, name: &'static str, key: &'static str, value: Json);
+    /// Opens a parameter with parts: what is written until [`ParametersSink::close`] are its
+    /// parts.
+    fn open(&mut self, name: &'static str);
+    /// Closes the parameter the last unclosed [`ParametersSink::open`] opened.
+    fn close(&mut self);
+}
+
+impl ParametersSink for ParametersOut {
+    fn text(&mut self, name: &'static str, key: &'static str, value: &str) {
+        self.push(part(name, key, Json::String(value.into())));
+    }
+
+    fn boolean(&mut self, name: &'static str, key: &'static str, value: bool) {
+        self.push(part(name, key, Json::Bool(value)));
+    }
+
+    fn integer(&mut self, name: &'static str, key: &'static str, value: i64) {
+        self.push(part(name, key, Json::from(value)));
+    }
+
+    fn json(&mut self, name: &'static str, key: &'static str, value: Json) {
+        self.push(part(name, key, value));
+    }
+
+    fn open(&mut self, name: &'static str) {
+        self.open.push((name, Vec::new()));
+    }
+
+    fn close(&mut self) {
+        if let Some((name, parts)) = self.open.pop() {
+            self.push(part_of(name, parts));
+        }
+    }
+}
+
+/// Output parameters written straight to compact JSON as they come: the bytes
+/// [`ParametersOut::to_json_bytes`] gives for the same calls, without a part kept in between.
+#[derive(Debug)]
+pub struct JsonParameters {
+    out: Vec<u8>,
+    /// For each open array (the parameters, then each open parameter's parts): whether nothing
+    /// has been written in it yet.
+    empty: Vec<bool>,
+}
+
+impl Default for JsonParameters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonParameters {
+    /// An empty `Parameters`.
+    pub fn new() -> Self {
+        let mut out = Vec::with_capacity(2048);
+        out.extend_from_slice(br#"{"resourceType":"Parameters","parameter":["#);
+        Self {
+            out,
+            empty: vec![true],
+        }
+    }
+
+    /// The finished resource (parameters left open are closed).
+    pub fn finish(mut self) -> Vec<u8> {
+        while self.empty.len() > 1 {
+            self.close();
+        }
+        self.out.extend_from_slice(b"]}");
+        self.out
+    }
+
+    fn start(&mut self, name: &'static str, key: &'static str) {
+        match self.empty.last_mut() {
+            Some(empty @ true) => *empty = false,
+            _ => self.out.push(b','),
+        }
+        // Names and keys are this server's own words: nothing in them to escape.
+        debug_assert!(!needs_escape(name) && !needs_escape(key));
+        self.out.reserve(name.len() + key.len() + 16);
+        self.out.extend_from_slice(br#"{"name":""#);
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(br#"",""#);
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(br#"":"#);
+    }
+}
+
+impl ParametersSink for JsonParameters {
+    fn text(&mut self, name: &'static str, key: &'static str, value: &str) {
+        self.start(name, key);
+        write_json_str(&mut self.out, value);
+        self.out.push(b'}');
+    }
+
+    fn boolean(&mut self, name: &'static str, key: &'static str, value: bool) {
+        self.start(name, key);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self.out.push(b'}');
+    }
+
+    fn integer(&mut self, name: &'static str, key: &'static str, value: i64) {
+        self.start(name, key);
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, &value);
+        self.out.push(b'}');
+    }
+
+    fn json(&mut self, name: &'static str, key: &'static str, value: Json) {
+        self.start(name, key);
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, &value);
+        self.out.push(b'}');
+    }
+
+    fn open(&mut self, name: &'static str) {
+        self.start(name, "part");
+        self.out.push(b'[');
+        self.empty.push(true);
+    }
+
+    fn close(&mut self) {
+        if self.empty.len() > 1 {
+            self.empty.pop();
+            self.out.extend_from_slice(b"]}");
+        }
     }
 }
 
@@ -507,8 +659,13 @@ fn write_parts(out: &mut Vec<u8>, parts: &[Part]) {
     out.push(b']');
 }
 
+/// Whether a string needs escaping in JSON (a quote, a backslash or a control character).
+fn needs_escape(s: &str) -> bool {
+    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(s) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
@@ -547,6 +704,8 @@ pub enum Answer {
     Json(Json),
     /// Output parameters.
     Parameters(ParametersOut),
+    /// Output parameters written as compact JSON already ([`JsonParameters`]).
+    CompactJson(Vec<u8>),
 }
 
 impl Answer {
@@ -555,6 +714,11 @@ impl Answer {
         match self {
             Self::Json(j) => j,
             Self::Parameters(p) => p.build(),
+            // Written by this server from the same parts: it parses.
+            Self::CompactJson(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "written parameters do not parse");
+                Json::Null
+            }),
         }
     }
 }
@@ -574,6 +738,45 @@ impl From<ParametersOut> for Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same calls on both sinks.
+    fn write_sample(sink: &mut impl ParametersSink) {
+        sink.text("name", "valueString", "Postcode \"quoted\" \\ and\ttab");
+        sink.boolean("abstract", "valueBoolean", false);
+        sink.open("property");
+        sink.text("code", "valueCode", "eastings");
+        sink.integer("value", "valueInteger", -526_527);
+        sink.close();
+        sink.open("designation");
+        sink.open("nested");
+        sink.close();
+        sink.json("use", "valueCoding", json!({"system": "s", "code": "c"}));
+        sink.boolean("value", "valueBoolean", true);
+        sink.close();
+        sink.open("empty");
+        sink.close();
+        sink.text("last", "valueUri", "caf\u{e9} \u{1}");
+    }
+
+    #[test]
+    fn parameters_written_straight_to_json_are_the_parts_rendered() {
+        let mut parts = ParametersOut::new();
+        write_sample(&mut parts);
+        let mut direct = JsonParameters::new();
+        write_sample(&mut direct);
+        let direct = direct.finish();
+        assert_eq!(
+            String::from_utf8_lossy(&direct),
+            String::from_utf8_lossy(&parts.to_json_bytes())
+        );
+        assert_eq!(
+            serde_json::from_slice::<Json>(&direct).expect("parses"),
+            parts.clone().build()
+        );
+        assert_eq!(Answer::CompactJson(direct).into_json(), parts.build());
+        let empty = JsonParameters::new().finish();
+        assert_eq!(empty, ParametersOut::new().to_json_bytes());
+    }
 
     #[test]
     fn query_and_parameters_give_the_same_params() {

@@ -11,10 +11,10 @@ use super::request::{FhirRequest, RequestAddress, respond};
 use super::search::{search_controls, search_matches, searchset};
 use super::{AppState, as_is};
 use crate::error::FhirError;
-use crate::fhir::params::{OperationParams, ParamValue, ParametersOut};
+use crate::fhir::params::{Answer, OperationParams, ParamValue, ParametersOut};
 use crate::store::{CodeSystemVersion, Registry};
 use crate::terminology::history::{DiffRequest, HistoryRequest, concept_history, diff_versions};
-use crate::terminology::lookup::{LookupRequest, lookup_parameters};
+use crate::terminology::lookup::{LookupRequest, lookup_json, lookup_parameters};
 use crate::terminology::resources::{code_system_json, code_system_resource_id};
 use crate::terminology::subsumes::{SubsumesRequest, subsumes};
 use crate::terminology::validate::{Target, ValidateRequest, validate_code_parameters};
@@ -131,8 +131,18 @@ fn instance_params(
     Ok(p)
 }
 
-fn do_lookup(registry: &Registry, p: &OperationParams) -> Result<ParametersOut, FhirError> {
-    lookup_parameters(registry, &LookupRequest::from_params(p)?)
+/// A `$lookup`, written straight to compact JSON when that is what the response is.
+fn do_lookup(
+    compact_json: bool,
+) -> impl FnOnce(&Registry, &OperationParams) -> Result<Answer, FhirError> + Send + 'static {
+    move |registry, p| {
+        let req = LookupRequest::from_params(p)?;
+        if compact_json {
+            lookup_json(registry, &req).map(Answer::CompactJson)
+        } else {
+            lookup_parameters(registry, &req).map(Answer::from)
+        }
+    }
 }
 
 fn do_validate(registry: &Registry, p: &OperationParams) -> Result<ParametersOut, FhirError> {
@@ -149,7 +159,8 @@ fn do_subsumes(registry: &Registry, p: &OperationParams) -> Result<Json, FhirErr
 /// `CodeSystem/$lookup` (GET and POST).
 /// <http://hl7.org/fhir/R4/codesystem-operation-lookup.html>
 pub async fn lookup_code(State(state): State<Arc<AppState>>, req: FhirRequest) -> Response {
-    state.operate(&req, as_is, false, do_lookup).await
+    let op = do_lookup(req.compact_json());
+    state.operate(&req, as_is, false, op).await
 }
 
 /// `CodeSystem/{id}/$lookup`.
@@ -163,7 +174,7 @@ pub async fn lookup_code_in(
             &req,
             move |r, p| instance_params(r, &id, p, "system"),
             false,
-            do_lookup,
+            do_lookup(req.compact_json()),
         )
         .await
 }

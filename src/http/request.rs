@@ -64,6 +64,12 @@ pub struct FhirRequest {
 }
 
 impl FhirRequest {
+    /// Whether the response is compact JSON (what an answer written straight to JSON bytes,
+    /// [`Answer::CompactJson`], is sent as without being read again).
+    pub fn compact_json(&self) -> bool {
+        matches!(self.format, Ok(Format::Json)) && !self.pretty
+    }
+
     /// The operation parameters: the query for GET, the `Parameters` body (plus query) for POST.
     pub fn params(&self) -> Result<OperationParams, FhirError> {
         let mut p = self.params_as_sent()?;
@@ -112,7 +118,7 @@ impl FhirRequest {
 
     /// The query pairs (including `_format` etc.), percent-decoded, in the order sent: views of
     /// the request target, copied only where decoding changed them.
-    pub fn query(&self) -> form_urlencoded::Parse<'_> {
+    pub fn query(&self) -> QueryPairs<'_> {
         query_pairs(&self.uri)
     }
 
@@ -208,8 +214,81 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 /// The query pairs of a request target, percent-decoded as they are read.
-fn query_pairs(uri: &Uri) -> form_urlencoded::Parse<'_> {
-    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+fn query_pairs(uri: &Uri) -> QueryPairs<'_> {
+    QueryPairs {
+        rest: uri.query().unwrap_or(""),
+    }
+}
+
+/// The `name=value` pairs of a query string, decoded as `application/x-www-form-urlencoded`
+/// (what `form_urlencoded::parse` gives, the tests check): a part with nothing to decode is
+/// borrowed, and one with escapes is copied in runs between them, not byte by byte.
+#[derive(Debug, Clone)]
+pub struct QueryPairs<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for QueryPairs<'a> {
+    type Item = (Cow<'a, str>, Cow<'a, str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let (pair, rest) = self.rest.split_once('&').unwrap_or((self.rest, ""));
+            self.rest = rest;
+            if pair.is_empty() {
+                continue;
+            }
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            return Some((form_decoded(name), form_decoded(value)));
+        }
+    }
+}
+
+/// A query component decoded: `+` is a space, `%XX` a byte (a `%` not followed by two hex
+/// digits stands for itself), and bytes that are not UTF-8 are replaced.
+fn form_decoded(s: &str) -> Cow<'_, str> {
+    let escape = |b: &u8| *b == b'%' || *b == b'+';
+    let bytes = s.as_bytes();
+    let Some(first) = bytes.iter().position(escape) else {
+        return Cow::Borrowed(s);
+    };
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16)).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            _ => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(escape)
+                    .map_or(bytes.len(), |n| i + n);
+                out.extend_from_slice(&bytes[i..end]);
+                i = end;
+            }
+        }
+    }
+    Cow::Owned(match String::from_utf8(out) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 /// The first value of a query parameter. Only names are decoded on the way to it (and only
@@ -266,6 +345,9 @@ pub fn respond_with(
         // Output parameters in compact JSON are written straight from their parts.
         Ok(Answer::Parameters(p)) if format == Format::Json && !pretty => {
             return fhir_response(StatusCode::OK, format, p.to_json_bytes());
+        }
+        Ok(Answer::CompactJson(bytes)) if format == Format::Json && !pretty => {
+            return fhir_response(StatusCode::OK, format, bytes);
         }
         Ok(r) => (StatusCode::OK, r.into_json()),
         Err(e) => {
@@ -370,6 +452,49 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_pairs_decode_as_form_urlencoded_does() {
+        let mut queries: Vec<String> = [
+            "system=https%3A%2F%2Fdigital.nhs.uk%2Fx&code=AB1+2CD",
+            "a=%&b=%4&c=%4g&d=%%41&e=%41%&f=%zz%41",
+            "x=1&&y&=z&==&+=+&%2B=%2b",
+            "n=caf%C3%A9&bad=%C3%28&half=%E2%82&lone=%FF",
+            "k=a=b=c&%26=%3D&%20%20",
+            "",
+            "&&&",
+            "%E2%82%AC+%e2%82%ac",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        // And every short string over an alphabet of the interesting bytes.
+        let alphabet = ["%", "4", "1", "g", "+", "=", "&", "a", "C3", "A9", "%C3"];
+        let mut grown = vec![String::new()];
+        for _ in 0..4 {
+            grown = grown
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |a| format!("{s}{a}")))
+                .collect();
+            queries.extend(grown.iter().cloned());
+        }
+        for q in &queries {
+            let uri: Uri = format!("/fhir/x?{q}").parse().expect("uri");
+            let ours: Vec<(String, String)> = query_pairs(&uri)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(ours, theirs, "{q}");
+        }
+        let plain: Uri = "/x?code=AB12&system=urn:x".parse().expect("uri");
+        assert!(
+            query_pairs(&plain)
+                .all(|(k, v)| matches!((k, v), (Cow::Borrowed(_), Cow::Borrowed(_)))),
+            "a part without escapes is borrowed"
+        );
+    }
 
     #[test]
     fn a_query_value_is_the_first_decoded_value_of_its_decoded_name() {

@@ -539,9 +539,11 @@ impl IndexedRelease {
             a.saturating_sub(1) * SAMPLE,
             (b * SAMPLE).min(self.order().len()),
         );
+        // Bytes order as text does; a record whose bytes equal `code` is text.
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.code(mid as u32).cmp(code) {
+            let (s, k) = self.record(mid as u32);
+            match s.code_bytes(k).cmp(code.as_bytes()) {
                 Ordering::Less => lo = mid + 1,
                 Ordering::Greater => hi = mid,
                 Ordering::Equal => return Some(mid as u32),

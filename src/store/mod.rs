@@ -177,6 +177,11 @@ impl CodeSystemVersion {
         self.parts[r.part as usize].concept(r.index)
     }
 
+    /// The concept at a reference into `view`, borrowed from its records (see [`ConceptView`]).
+    pub fn view<'a>(&'a self, r: ConceptRef, view: &mut ConceptView<'a>) {
+        self.parts[r.part as usize].view(r.index, view);
+    }
+
     /// The code at a reference, without decoding the concept.
     pub fn code(&self, r: ConceptRef) -> &str {
         self.parts[r.part as usize].code(r.index)

@@ -169,6 +169,15 @@ impl Segment {
         }
     }
 
+    /// The bytes of the code of record `i`, for comparing: not checked as text, so a damaged
+    /// record compares as its bytes (or as empty) rather than being reported.
+    pub fn code_bytes(&self, i: u32) -> &[u8] {
+        match &self.body {
+            Body::Decoded(c) => c[i as usize].code.as_bytes(),
+            Body::Packed(p) => p.code_bytes(i as usize),
+        }
+    }
+
     /// The display of record `i`.
     pub fn display(&self, i: u32) -> Option<&str> {
         match &self.body {
@@ -508,6 +517,16 @@ impl Packed {
         if !self.reported.swap(true, Ordering::Relaxed) {
             tracing::error!(file = %self.path, record = i, "damaged records file: {what} cannot be read");
         }
+    }
+
+    /// The bytes of record `i`'s code, unchecked (empty when its offsets are damaged): what a
+    /// search compares, where a code equal to a valid one is valid too.
+    fn code_bytes(&self, i: usize) -> &[u8] {
+        let keys = self.file.get(self.keys..self.keys + self.keys_len);
+        self.key_offset(2 * i)
+            .zip(self.key_offset(2 * i + 1))
+            .and_then(|(a, b)| keys?.get((a & OFFSET) as usize..(b & OFFSET) as usize))
+            .unwrap_or_default()
     }
 
     fn code(&self, i: usize) -> &str {

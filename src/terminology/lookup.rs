@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
-use super::{concept_property_parts, language, resolve_code_system, value_json};
+use super::{language, resolve_code_system, write_concept_properties, write_value};
 use crate::error::FhirError;
-use crate::fhir::params::{OperationParams, ParametersOut, part};
-use crate::store::{CodeSystemVersion, ConceptRef, Designation, DesignationUse, Registry};
+use crate::fhir::params::{JsonParameters, OperationParams, ParametersOut, ParametersSink};
+use crate::store::{
+    CodeSystemVersion, ConceptRef, ConceptView, DesignationUseView, DesignationView, Registry,
+    ValueView,
+};
 
 /// A `$lookup` request, whatever the transport.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,8 +101,40 @@ pub fn lookup_parameters(
     registry: &Registry,
     req: &LookupRequest,
 ) -> Result<ParametersOut, FhirError> {
+    let mut out = ParametersOut::new();
+    lookup_into(registry, req, &mut out)?;
+    Ok(out)
+}
+
+/// Answers a `$lookup` as compact JSON, written as it is read: the bytes
+/// [`lookup_parameters`] renders to, without the parts in between.
+pub fn lookup_json(registry: &Registry, req: &LookupRequest) -> Result<Vec<u8>, FhirError> {
+    let mut out = JsonParameters::new();
+    lookup_into(registry, req, &mut out)?;
+    Ok(out.finish())
+}
+
+/// Answers a `$lookup` into `sink`. Nothing is written when it fails.
+pub fn lookup_into(
+    registry: &Registry,
+    req: &LookupRequest,
+    sink: &mut impl ParametersSink,
+) -> Result<(), FhirError> {
     let (cs, r) = find_concept(registry, &req.system, req.version.as_deref(), &req.code)?;
-    let c = cs.concept(r);
+    let mut c = ConceptView::default();
+    // Room for a register row's properties at once, rather than growing to them.
+    c.properties.reserve(16);
+    cs.view(r, &mut c);
+    write_lookup(&cs, &c, req, sink);
+    Ok(())
+}
+
+fn write_lookup(
+    cs: &CodeSystemVersion,
+    c: &ConceptView<'_>,
+    req: &LookupRequest,
+    sink: &mut impl ParametersSink,
+) {
     // Label, order and weight read from concept extensions (see
     // `resources::CONCEPT_EXTENSION_PROPERTIES`) are expansion properties: listed here only when
     // asked for by name, or when the CodeSystem declares a property of that code.
@@ -112,94 +147,86 @@ pub fn lookup_parameters(
             || (!from_extension(name)
                 && (req.properties.is_empty() || req.properties.iter().any(|p| p == "*")))
     };
-    let mut out = ParametersOut::new();
     let name = cs
         .meta
         .name
-        .clone()
-        .or_else(|| cs.meta.title.clone())
-        .unwrap_or_else(|| cs.meta.url.clone());
-    out.value("name", "valueString", json!(name));
-    out.value("system", "valueUri", json!(cs.meta.url));
+        .as_deref()
+        .or(cs.meta.title.as_deref())
+        .unwrap_or(&cs.meta.url);
+    sink.text("name", "valueString", name);
+    sink.text("system", "valueUri", &cs.meta.url);
     if !cs.version.is_empty() {
-        out.value("version", "valueString", json!(cs.version));
+        sink.text("version", "valueString", &cs.version);
     }
-    out.value("code", "valueCode", json!(c.code));
-    if let Some(d) = &c.display {
-        out.value("display", "valueString", json!(d));
+    sink.text("code", "valueCode", c.code);
+    if let Some(d) = c.display {
+        sink.text("display", "valueString", d);
     }
-    if let Some(d) = &c.definition {
-        out.value("definition", "valueString", json!(d));
+    if let Some(d) = c.definition {
+        sink.text("definition", "valueString", d);
     }
-    out.value("abstract", "valueBoolean", json!(c.not_selectable));
+    sink.boolean("abstract", "valueBoolean", c.not_selectable);
     if wants("designation") || req.properties.is_empty() {
         // The display, as the preferred designation in the CodeSystem's language.
-        let preferred = match (language::code_system_language(&cs), &c.display) {
-            (Some(l), Some(d)) => Some(Designation {
-                language: Some(l.into()),
-                use_: Some(DesignationUse {
-                    system: "http://terminology.hl7.org/CodeSystem/hl7TermMaintInfra".into(),
-                    code: "preferredForLanguage".into(),
-                    display: Some("Preferred For Language".into()),
+        let preferred = match (language::code_system_language(cs), c.display) {
+            (Some(l), Some(d)) => Some(DesignationView {
+                language: Some(l),
+                use_: Some(DesignationUseView {
+                    system: "http://terminology.hl7.org/CodeSystem/hl7TermMaintInfra",
+                    code: "preferredForLanguage",
+                    display: Some("Preferred For Language"),
                 }),
-                value: d.clone(),
+                value: d,
                 extensions: None,
             }),
             _ => None,
         };
+        let supplemented = cs.supplement_designations(c.code);
         let designations = preferred
-            .iter()
-            .cloned()
+            .into_iter()
             .map(|d| (d, None))
-            .chain(c.designations.iter().cloned().map(|d| (d, None)))
+            .chain(c.designations.iter().map(|&d| (d, None)))
             .chain(
-                cs.supplement_designations(&c.code)
-                    .into_iter()
-                    .map(|(d, source)| (d, Some(source))),
+                supplemented
+                    .iter()
+                    .map(|(d, source)| (DesignationView::of(d), Some(source.as_str()))),
             );
         for (d, source) in designations {
             if req
                 .display_language
                 .as_deref()
-                .is_some_and(|l| d.language.as_deref().is_some_and(|dl| !dl.starts_with(l)))
+                .is_some_and(|l| d.language.is_some_and(|dl| !dl.starts_with(l)))
             {
                 continue;
             }
-            let mut parts = Vec::new();
-            if let Some(l) = &d.language {
-                parts.push(part("language", "valueCode", json!(l)));
+            sink.open("designation");
+            if let Some(l) = d.language {
+                sink.text("language", "valueCode", l);
             }
-            if let Some(u) = &d.use_ {
+            if let Some(u) = d.use_ {
                 let mut coding = json!({ "system": u.system, "code": u.code });
-                if let Some(disp) = &u.display {
+                if let Some(disp) = u.display {
                     coding["display"] = json!(disp);
                 }
-                parts.push(part("use", "valueCoding", coding));
+                sink.json("use", "valueCoding", coding);
             }
             if let Some(source) = source {
-                parts.push(part("source", "valueCanonical", json!(source)));
+                sink.text("source", "valueCanonical", source);
             }
-            parts.push(part("value", "valueString", json!(d.value)));
-            out.parts("designation", parts);
+            sink.text("value", "valueString", d.value);
+            sink.close();
         }
     }
-    for parts in concept_property_parts(&cs, &c, &wants) {
-        out.parts("property", parts);
-    }
-    for (code, v) in cs.supplement_properties(&c.code) {
+    write_concept_properties(cs, c, &wants, sink);
+    for (code, v) in cs.supplement_properties(c.code) {
         if wants(&code) && !super::resources::KEPT_CONCEPT_EXTENSIONS.contains(&&*code) {
-            let (key, value) = value_json(&v);
-            out.parts(
-                "property",
-                vec![
-                    part("code", "valueCode", json!(code)),
-                    part("value", key, value),
-                ],
-            );
+            sink.open("property");
+            sink.text("code", "valueCode", &code);
+            write_value(sink, "value", ValueView::of(&v));
+            sink.close();
         }
     }
     for s in &cs.supplements {
-        out.value("used-supplement", "valueCanonical", json!(s.canonical()));
+        sink.text("used-supplement", "valueCanonical", &s.canonical());
     }
-    Ok(out)
 }

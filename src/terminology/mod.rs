@@ -24,8 +24,8 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 
 use crate::error::FhirError;
-use crate::fhir::params::{Part, part};
-use crate::store::{CodeSystemVersion, Concept, Registry, Value};
+use crate::fhir::params::ParametersSink;
+use crate::store::{CodeSystemVersion, ConceptView, Registry, Value, ValueView};
 
 /// The URI of the standard property that marks a concept abstract (not selectable), whatever code
 /// a CodeSystem gives it. <http://hl7.org/fhir/R4/codesystem-concept-properties.html>
@@ -113,70 +113,80 @@ pub fn value_json(v: &Value) -> (&'static str, Json) {
     }
 }
 
-/// The `property` parts of a concept of `cs` (for `$lookup`, which has decoded it already),
-/// filtered by `wants(code)`: `parent`, `child`, `inactive`, `status`, `notSelectable` and every
-/// mapped property.
-pub fn concept_property_parts(
-    cs: &CodeSystemVersion,
-    c: &Concept,
-    wants: &dyn Fn(&str) -> bool,
-) -> Vec<Vec<Part>> {
-    let mut out = Vec::new();
-    let coded = |code: &str, value: &str, description: Option<&str>| {
-        let mut parts = vec![
-            part("code", "valueCode", json!(code)),
-            part("value", "valueCode", json!(value)),
-        ];
-        if let Some(d) = description {
-            parts.push(part("description", "valueString", json!(d)));
+/// A property value as the `value[x]` of a part named `name`: what [`value_json`] gives,
+/// written without an owned copy of its text.
+pub fn write_value(sink: &mut impl ParametersSink, name: &'static str, v: ValueView<'_>) {
+    match v {
+        ValueView::Code(s) => sink.text(name, "valueCode", s),
+        ValueView::String(s) => sink.text(name, "valueString", s),
+        ValueView::Integer(i) => sink.integer(name, "valueInteger", i),
+        ValueView::Boolean(b) => sink.boolean(name, "valueBoolean", b),
+        ValueView::DateTime(s) => sink.text(name, "valueDateTime", s),
+        ValueView::Decimal(_) | ValueView::Coding { .. } => {
+            let (key, value) = value_json(&v.to_value());
+            sink.json(name, key, value);
         }
-        parts
+    }
+}
+
+/// Writes the `property` parameters of a concept of `cs` (for `$lookup`, which has read it
+/// already), filtered by `wants(code)`: `parent`, `child`, `inactive`, `status`, `notSelectable`
+/// and every mapped property.
+pub fn write_concept_properties(
+    cs: &CodeSystemVersion,
+    c: &ConceptView<'_>,
+    wants: &dyn Fn(&str) -> bool,
+    sink: &mut impl ParametersSink,
+) {
+    let mut coded = |code: &'static str, value: &str, description: Option<&str>| {
+        sink.open("property");
+        sink.text("code", "valueCode", code);
+        sink.text("value", "valueCode", value);
+        if let Some(d) = description {
+            sink.text("description", "valueString", d);
+        }
+        sink.close();
     };
     if wants("parent") {
         for p in &c.parents {
             let d = cs.find(p).and_then(|pr| cs.display(pr));
-            out.push(coded("parent", p, d));
+            coded("parent", p, d);
         }
     }
     if wants("child") {
-        for ch in cs.children(&c.code) {
-            out.push(coded("child", cs.code(*ch), cs.display(*ch)));
+        for ch in cs.children(c.code) {
+            coded("child", cs.code(*ch), cs.display(*ch));
         }
     }
+    let mut flag = |code: &'static str, value: ValueView<'_>| {
+        sink.open("property");
+        sink.text("code", "valueCode", code);
+        write_value(sink, "value", value);
+        sink.close();
+    };
     if wants("inactive") {
-        out.push(vec![
-            part("code", "valueCode", json!("inactive")),
-            part("value", "valueBoolean", json!(c.inactive)),
-        ]);
+        flag("inactive", ValueView::Boolean(c.inactive));
     }
     if wants("status")
-        && let Some(s) = &c.status
+        && let Some(s) = c.status
     {
-        out.push(vec![
-            part("code", "valueCode", json!("status")),
-            part("value", "valueCode", json!(s)),
-        ]);
+        flag("status", ValueView::Code(s));
     }
     if c.not_selectable
         && wants("notSelectable")
-        && !c.properties.iter().any(|(k, _)| &**k == "notSelectable")
+        && !c.properties.iter().any(|(k, _)| *k == "notSelectable")
     {
-        out.push(vec![
-            part("code", "valueCode", json!("notSelectable")),
-            part("value", "valueBoolean", json!(true)),
-        ]);
+        flag("notSelectable", ValueView::Boolean(true));
     }
-    for (code, v) in &c.properties {
+    for &(code, v) in &c.properties {
         // Concept extensions kept whole are not properties (see
         // `resources::KEPT_CONCEPT_EXTENSIONS`).
-        if !wants(code) || resources::KEPT_CONCEPT_EXTENSIONS.contains(&&**code) {
+        if !wants(code) || resources::KEPT_CONCEPT_EXTENSIONS.contains(&code) {
             continue;
         }
-        let (key, value) = value_json(v);
-        out.push(vec![
-            part("code", "valueCode", json!(code)),
-            part("value", key, value),
-        ]);
+        sink.open("property");
+        sink.text("code", "valueCode", code);
+        write_value(sink, "value", v);
+        sink.close();
     }
-    out
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{Value as Json, json};
 
-use crate::support::{codes, fixture, param, post, validation_issues};
+use crate::support::{all_parts, codes, fixture, param, post, validation_issues};
 
 /// A fixture resource of `tests/fixtures/conformance2/`.
 fn resource(name: &str) -> Json {
@@ -1806,4 +1806,66 @@ async fn expansions_carry_designation_extensions_and_the_value_sets_own_designat
         props.contains(&("label".to_string(), json!("b)"))),
         "{props:?}"
     );
+}
+
+/// `$lookup` answered in compact JSON is written straight to bytes; pretty JSON is rendered from
+/// the parameters built as parts. Both give the same resource, with designations (the
+/// CodeSystem's own, in two languages with a use and extensions, and a supplement's, with its
+/// source), a hierarchy, and the supplement's properties.
+#[tokio::test]
+async fn lookup_in_compact_and_pretty_json_gives_the_same_parameters() {
+    const SYSTEM: &str = "http://example.org/fhir/CodeSystem/c2-designated";
+    const SUPPLEMENT: &str = "http://example.org/fhir/CodeSystem/c2-designated-de";
+    let cs = json!({"resourceType": "CodeSystem", "url": SYSTEM, "version": "1", "status": "active",
+        "language": "en", "content": "complete", "hierarchyMeaning": "is-a",
+        "property": [{"code": "rank", "type": "integer"}, {"code": "kind", "type": "code"}],
+        "concept": [{"code": "top", "display": "Top \"quoted\"", "definition": "The top",
+            "designation": [
+                {"language": "fr", "use": {"system": "http://snomed.info/sct", "code": "900000000000013009", "display": "Synonym"}, "value": "Haut"},
+                {"language": "en-GB", "value": "Uppermost",
+                 "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/coding-sctdescid", "valueId": "12345"}]}],
+            "property": [{"code": "rank", "valueInteger": 1}, {"code": "kind", "valueCode": "root"}],
+            "concept": [{"code": "below", "display": "Below", "property": [{"code": "rank", "valueInteger": -2}]}]}]});
+    let supplement = json!({"resourceType": "CodeSystem", "url": SUPPLEMENT, "version": "2", "status": "active",
+        "content": "supplement", "supplements": format!("{SYSTEM}|1"),
+        "property": [{"code": "note", "type": "string"}],
+        "concept": [{"code": "below", "designation": [{"language": "de", "value": "Unten"}],
+            "property": [{"code": "note", "valueString": "from the supplement"}]}]});
+    let mut designations = 0;
+    for code in ["top", "below"] {
+        for extra in [
+            vec![],
+            vec![json!({"name": "displayLanguage", "valueCode": "de"})],
+            vec![
+                json!({"name": "property", "valueCode": "designation"}),
+                json!({"name": "property", "valueCode": "parent"}),
+            ],
+        ] {
+            let mut params = vec![
+                json!({"name": "system", "valueUri": SYSTEM}),
+                json!({"name": "code", "valueCode": code}),
+                json!({"name": "useSupplement", "valueCanonical": SUPPLEMENT}),
+            ];
+            params.extend(extra.clone());
+            let body = with_resources(params, &[cs.clone(), supplement.clone()]);
+            let compact = post("/fhir/CodeSystem/$lookup?_format=json", &body).await;
+            let pretty = post("/fhir/CodeSystem/$lookup?_format=json&_pretty=true", &body).await;
+            assert_eq!(compact.status.as_u16(), 200, "{}", compact.text());
+            assert!(pretty.text().contains("\n  "), "pretty JSON is indented");
+            assert!(!compact.text().contains('\n'), "compact JSON is one line");
+            assert_eq!(compact.json(), pretty.json(), "{code} {extra:?}");
+            designations += all_parts(&compact.json(), "designation").len();
+            if code == "below" && extra.is_empty() {
+                let p = compact.json();
+                let text = compact.text();
+                assert!(text.contains("\"valueCanonical\":\"http://example.org/fhir/CodeSystem/c2-designated-de|2\""), "{text}");
+                assert!(
+                    text.contains("\"valueString\":\"from the supplement\""),
+                    "{text}"
+                );
+                assert!(param(&p, "used-supplement").is_some(), "{text}");
+            }
+        }
+    }
+    assert!(designations >= 6, "{designations} designations compared");
 }

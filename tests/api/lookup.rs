@@ -226,3 +226,66 @@ async fn split_values_give_several_values_of_one_property() {
         .collect();
     assert_eq!(roles, vec!["RO319", "RO326"]);
 }
+
+/// `$lookup` written straight to JSON (how the server answers in compact JSON) gives the very
+/// bytes its parameters render to, for concepts of every fixture CodeSystem (every concept of a
+/// small one, an even spread of a large one), decoded and read in place, with and without
+/// property and language choices.
+#[test]
+fn lookup_written_straight_to_json_is_the_rendered_parameters() {
+    use fhir_registers::terminology::lookup::{LookupRequest, lookup_json, lookup_parameters};
+    let variants: [(&[&str], Option<&str>); 4] = [
+        (&[], None),
+        (&["*"], None),
+        (
+            &[
+                "parent",
+                "child",
+                "designation",
+                "inactive",
+                "status",
+                "notSelectable",
+                "label",
+                "order",
+            ],
+            None,
+        ),
+        (&[], Some("en")),
+    ];
+    let mut compared = 0;
+    let mut with_parents = 0;
+    for state in [state(), packed_state()] {
+        let registry = state.registry();
+        for cs in registry.all_code_systems() {
+            let step = (cs.len() / 400).max(1);
+            for r in cs.refs().step_by(step) {
+                let c = cs.concept(r);
+                with_parents += usize::from(!c.parents.is_empty());
+                for (properties, language) in variants {
+                    let req = LookupRequest {
+                        system: cs.meta.url.clone(),
+                        code: c.code.to_string(),
+                        version: Some(cs.version.clone()).filter(|v| !v.is_empty()),
+                        properties: properties.iter().map(|p| p.to_string()).collect(),
+                        display_language: language.map(Into::into),
+                    };
+                    let rendered = lookup_parameters(&registry, &req)
+                        .expect("found")
+                        .to_json_bytes();
+                    let direct = lookup_json(&registry, &req).expect("found");
+                    assert_eq!(
+                        String::from_utf8_lossy(&direct),
+                        String::from_utf8_lossy(&rendered),
+                        "{} {} {properties:?} {language:?}",
+                        cs.meta.url,
+                        c.code
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 5_000, "{compared} lookups compared");
+    // (No fixture register has designations: `conformance2` compares those, with supplements.)
+    assert!(with_parents > 0, "concepts with parents are among them");
+}
