@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use super::{language, resolve_code_system, write_concept_properties, write_value};
+use super::{coding_json, language, resolve_code_system, write_concept_properties, write_value};
 use crate::error::FhirError;
 use crate::fhir::params::{JsonParameters, OperationParams, ParametersOut, ParametersSink};
 use crate::store::{
@@ -204,11 +204,11 @@ fn write_lookup(
                 sink.text("language", "valueCode", l);
             }
             if let Some(u) = d.use_ {
-                let mut coding = json!({ "system": u.system, "code": u.code });
-                if let Some(disp) = u.display {
-                    coding["display"] = json!(disp);
-                }
-                sink.json("use", "valueCoding", coding);
+                sink.json(
+                    "use",
+                    "valueCoding",
+                    coding_json(u.system, u.code, u.display),
+                );
             }
             if let Some(source) = source {
                 sink.text("source", "valueCanonical", source);

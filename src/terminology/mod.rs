@@ -87,6 +87,15 @@ pub fn extensions_with_urls<'a>(
         })
 }
 
+/// A Coding as FHIR JSON (`system`, `code`, and `display` when known).
+pub fn coding_json(system: &str, code: &str, display: Option<&str>) -> Json {
+    let mut c = json!({ "system": system, "code": code });
+    if let Some(d) = display {
+        c["display"] = json!(d);
+    }
+    c
+}
+
 /// A property value as a `(value[x] key, JSON)` pair.
 pub fn value_json(v: &Value) -> (&'static str, Json) {
     match v {
@@ -103,13 +112,7 @@ pub fn value_json(v: &Value) -> (&'static str, Json) {
             system,
             code,
             display,
-        } => {
-            let mut c = json!({ "system": system, "code": code });
-            if let Some(d) = display {
-                c["display"] = json!(d);
-            }
-            ("valueCoding", c)
-        }
+        } => ("valueCoding", coding_json(system, code, display.as_deref())),
     }
 }
 

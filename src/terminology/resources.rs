@@ -231,12 +231,9 @@ pub fn designation_json(d: &Designation) -> Json {
     if let Some(l) = &d.language {
         o.insert("language".into(), json!(l));
     }
-    if let Some(use_) = &d.use_ {
-        let mut u = json!({ "system": use_.system, "code": use_.code });
-        if let Some(x) = &use_.display {
-            u["display"] = json!(x);
-        }
-        o.insert("use".into(), u);
+    if let Some(u) = &d.use_ {
+        let coding = super::coding_json(&u.system, &u.code, u.display.as_deref());
+        o.insert("use".into(), coding);
     }
     o.insert("value".into(), json!(d.value));
     Json::Object(o)

@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
+use super::coding_json;
 use crate::error::FhirError;
 use crate::fhir::params::{Coding, OperationParams, ParametersOut, part};
 use crate::store::{
@@ -214,14 +215,6 @@ struct Match {
     relationship: String,
     origin: String,
     comment: Option<String>,
-}
-
-fn coding_json(system: &str, code: &str, display: Option<&str>) -> Json {
-    let mut c = json!({ "system": system, "code": code });
-    if let Some(d) = display {
-        c["display"] = json!(d);
-    }
-    c
 }
 
 fn derived_matches(
