@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
-use super::{coding_json, language, resolve_code_system, write_concept_properties, write_value};
+use super::{coding_json, language, resolve_code_system, write_concept_properties, write_property};
 use crate::error::FhirError;
 use crate::fhir::params::{JsonParameters, OperationParams, ParametersOut, ParametersSink};
 use crate::store::{
@@ -220,10 +220,7 @@ fn write_lookup(
     write_concept_properties(cs, c, &wants, sink);
     for (code, v) in cs.supplement_properties(c.code) {
         if wants(&code) && !super::resources::KEPT_CONCEPT_EXTENSIONS.contains(&&*code) {
-            sink.open("property");
-            sink.text("code", "valueCode", &code);
-            write_value(sink, "value", ValueView::of(&v));
-            sink.close();
+            write_property(sink, &code, ValueView::of(&v));
         }
     }
     for s in &cs.supplements {

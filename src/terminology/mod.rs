@@ -116,20 +116,23 @@ pub fn value_json(v: &Value) -> (&'static str, Json) {
     }
 }
 
-/// A property value as the `value[x]` of a part named `name`: what [`value_json`] gives,
-/// written without an owned copy of its text.
-pub fn write_value(sink: &mut impl ParametersSink, name: &'static str, v: ValueView<'_>) {
-    match v {
-        ValueView::Code(s) => sink.text(name, "valueCode", s),
-        ValueView::String(s) => sink.text(name, "valueString", s),
-        ValueView::Integer(i) => sink.integer(name, "valueInteger", i),
-        ValueView::Boolean(b) => sink.boolean(name, "valueBoolean", b),
-        ValueView::DateTime(s) => sink.text(name, "valueDateTime", s),
+/// Writes one `property` parameter: its code, and its value as [`value_json`] gives it, written
+/// without an owned copy of its text.
+pub fn write_property(sink: &mut impl ParametersSink, code: &str, value: ValueView<'_>) {
+    sink.open("property");
+    sink.text("code", "valueCode", code);
+    match value {
+        ValueView::Code(s) => sink.text("value", "valueCode", s),
+        ValueView::String(s) => sink.text("value", "valueString", s),
+        ValueView::Integer(i) => sink.integer("value", "valueInteger", i),
+        ValueView::Boolean(b) => sink.boolean("value", "valueBoolean", b),
+        ValueView::DateTime(s) => sink.text("value", "valueDateTime", s),
         ValueView::Decimal(_) | ValueView::Coding { .. } => {
-            let (key, value) = value_json(&v.to_value());
-            sink.json(name, key, value);
+            let (key, json) = value_json(&value.to_value());
+            sink.json("value", key, json);
         }
     }
+    sink.close();
 }
 
 /// Writes the `property` parameters of a concept of `cs` (for `$lookup`, which has read it
@@ -161,25 +164,19 @@ pub fn write_concept_properties(
             coded("child", cs.code(*ch), cs.display(*ch));
         }
     }
-    let mut flag = |code: &'static str, value: ValueView<'_>| {
-        sink.open("property");
-        sink.text("code", "valueCode", code);
-        write_value(sink, "value", value);
-        sink.close();
-    };
     if wants("inactive") {
-        flag("inactive", ValueView::Boolean(c.inactive));
+        write_property(sink, "inactive", ValueView::Boolean(c.inactive));
     }
     if wants("status")
         && let Some(s) = c.status
     {
-        flag("status", ValueView::Code(s));
+        write_property(sink, "status", ValueView::Code(s));
     }
     if c.not_selectable
         && wants("notSelectable")
         && !c.properties.iter().any(|(k, _)| *k == "notSelectable")
     {
-        flag("notSelectable", ValueView::Boolean(true));
+        write_property(sink, "notSelectable", ValueView::Boolean(true));
     }
     for &(code, v) in &c.properties {
         // Concept extensions kept whole are not properties (see
@@ -187,9 +184,6 @@ pub fn write_concept_properties(
         if !wants(code) || resources::KEPT_CONCEPT_EXTENSIONS.contains(&code) {
             continue;
         }
-        sink.open("property");
-        sink.text("code", "valueCode", code);
-        write_value(sink, "value", v);
-        sink.close();
+        write_property(sink, code, v);
     }
 }
