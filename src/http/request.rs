@@ -13,7 +13,6 @@ use serde_json::Value as Json;
 use crate::error::FhirError;
 use crate::fhir::format::{self, Body, Format};
 use crate::fhir::params::{Answer, OperationParams, Original};
-use url::form_urlencoded;
 
 /// Limits on what one request may carry, read by the [`FhirRequest`] extractor from the state.
 #[derive(Debug, Clone, Copy)]
@@ -291,21 +290,12 @@ fn form_decoded(s: &str) -> Cow<'_, str> {
     })
 }
 
-/// The first value of a query parameter. Only names are decoded on the way to it (and only
-/// those with escapes), not the values of other parameters.
+/// The first value of a query parameter. Only names are decoded on the way to it (borrowed
+/// where they have no escapes), not the values of other parameters.
 fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<Cow<'a, str>> {
     uri.query()?.split('&').find_map(|pair| {
-        let raw_name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        let named = if raw_name.contains(['%', '+']) {
-            form_urlencoded::parse(raw_name.as_bytes()).any(|(n, _)| n == name)
-        } else {
-            raw_name == name
-        };
-        // One pair (no `&` in it) parses as itself.
-        named
-            .then(|| form_urlencoded::parse(pair.as_bytes()).next())
-            .flatten()
-            .map(|(_, v)| v)
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decoded(raw_name) == name).then(|| form_decoded(raw_value))
     })
 }
 
@@ -451,6 +441,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestAddress {
 
 #[cfg(test)]
 mod tests {
+    use url::form_urlencoded;
+
     use super::*;
 
     #[test]
