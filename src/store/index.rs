@@ -359,8 +359,7 @@ impl IndexedRelease {
     ) -> u32 {
         let (ga, na) = self.order().run_from(i, &mut hints[0]);
         let (gb, nb) = other.order().run_from(j, &mut hints[1]);
-        let sa = self.segment_start.partition_point(|&st| st <= ga) - 1;
-        let sb = other.segment_start.partition_point(|&st| st <= gb) - 1;
+        let (sa, sb) = (self.segment_of(ga), other.segment_of(gb));
         let same = std::ptr::eq(&*self.segments[sa], &*other.segments[sb])
             && ga - self.segment_start[sa] == gb - other.segment_start[sb];
         if !same {
@@ -374,25 +373,30 @@ impl IndexedRelease {
         // One number a position (a release that changed much of the register): the stretch of
         // the very same records goes on while both go on through consecutive records of the
         // segment, read here in one pass rather than one call a position.
-        let end_a = self
-            .segment_start
-            .get(sa + 1)
-            .copied()
-            .unwrap_or(u32::MAX)
-            .min(ga.saturating_add(self.order().len() as u32 - i));
-        let end_b = other
-            .segment_start
-            .get(sb + 1)
-            .copied()
-            .unwrap_or(u32::MAX)
-            .min(gb.saturating_add(other.order().len() as u32 - j));
-        let max = (end_a - ga).min(end_b - gb);
+        let max = self.room_from(i, ga, sa).min(other.room_from(j, gb, sb));
         let (oa, ob) = (self.order(), other.order());
         let mut n = 1;
         while n < max && oa.holds(i + n, ga + n) && ob.holds(j + n, gb + n) {
             n += 1;
         }
         n
+    }
+
+    /// The segment that stored record `g` is in.
+    fn segment_of(&self, g: u32) -> usize {
+        self.segment_start.partition_point(|&st| st <= g) - 1
+    }
+
+    /// How many positions from `i` on could hold consecutive records of segment `s` from record
+    /// `g` on: as many as are left in the segment, and in the order.
+    fn room_from(&self, i: u32, g: u32, s: usize) -> u32 {
+        let end = self
+            .segment_start
+            .get(s + 1)
+            .copied()
+            .unwrap_or(u32::MAX)
+            .min(g.saturating_add(self.order().len() as u32 - i));
+        end - g
     }
 
     /// Positions of the concepts having `property` with one of `values` (compared as filters
@@ -451,7 +455,7 @@ impl IndexedRelease {
     /// The stored record at an index: its segment and number there.
     pub fn record(&self, i: u32) -> (&Segment, u32) {
         let g = self.order().get(i);
-        let s = self.segment_start.partition_point(|&st| st <= g) - 1;
+        let s = self.segment_of(g);
         (&self.segments[s], g - self.segment_start[s])
     }
 
