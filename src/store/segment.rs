@@ -508,8 +508,13 @@ impl Packed {
     /// The text of the keys between two key offsets: `None` when they are out of order or
     /// bounds, or the text is not UTF-8 (a damaged file).
     fn key_text(&self, from: u32, to: u32) -> Option<&str> {
+        std::str::from_utf8(self.key_bytes(from, to)?).ok()
+    }
+
+    /// The bytes of the keys between two key offsets (`None` out of order or bounds).
+    fn key_bytes(&self, from: u32, to: u32) -> Option<&[u8]> {
         let keys = self.file.get(self.keys..self.keys + self.keys_len)?;
-        std::str::from_utf8(keys.get((from & OFFSET) as usize..(to & OFFSET) as usize)?).ok()
+        keys.get((from & OFFSET) as usize..(to & OFFSET) as usize)
     }
 
     /// Logs, once per file, that record `i` cannot be read as it should.
@@ -522,10 +527,9 @@ impl Packed {
     /// The bytes of record `i`'s code, unchecked (empty when its offsets are damaged): what a
     /// search compares, where a code equal to a valid one is valid too.
     fn code_bytes(&self, i: usize) -> &[u8] {
-        let keys = self.file.get(self.keys..self.keys + self.keys_len);
         self.key_offset(2 * i)
             .zip(self.key_offset(2 * i + 1))
-            .and_then(|(a, b)| keys?.get((a & OFFSET) as usize..(b & OFFSET) as usize))
+            .and_then(|(a, b)| self.key_bytes(a, b))
             .unwrap_or_default()
     }
 
