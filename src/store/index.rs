@@ -32,7 +32,7 @@ pub struct IndexedRelease {
     /// The first 8 bytes of every [`SAMPLE`]th code, so that a lookup narrows its binary search
     /// in this small array before reading codes from the records (fewer cache misses). Built on
     /// the first lookup, so an old version nobody asks for costs nothing.
-    samples: OnceLock<Vec<u64>>,
+    samples: OnceLock<Samples>,
     /// Positions in case-folded code order, `None` when that is code order already.
     folded: OnceLock<Option<Vec<u32>>>,
     text: OnceLock<WordIndex>,
@@ -58,12 +58,53 @@ impl std::fmt::Debug for Loader {
 
 const SAMPLE: usize = 64;
 
+/// The keys ([`code_key`]) of every [`SAMPLE`]th code, and of every [`SAMPLE`]th of those: a
+/// lookup finds its sample in two small searches (the top level stays in cache) rather than
+/// one over the whole array.
+#[derive(Debug)]
+struct Samples {
+    keys: Vec<u64>,
+    top: Vec<u64>,
+}
+
+impl Samples {
+    fn new(keys: Vec<u64>) -> Self {
+        let top = keys.iter().step_by(SAMPLE).copied().collect();
+        Self { keys, top }
+    }
+
+    /// `(a, b)`: the samples before `a` have a key less than `key`, those from `b` on a greater
+    /// one (as two partition points over `keys` would say).
+    fn around(&self, key: u64) -> (usize, usize) {
+        let t = self.top.partition_point(|&k| k < key);
+        // `keys[SAMPLE * (t - 1)] < key <= keys[SAMPLE * t]`: the first key not less is between.
+        let lo = SAMPLE * t.saturating_sub(1);
+        let hi = (SAMPLE * t).min(self.keys.len());
+        let a = lo + self.keys[lo..hi].partition_point(|&k| k < key);
+        // Codes sharing their first 8 bytes are few: step over them.
+        let mut b = a;
+        while self.keys.get(b).is_some_and(|&k| k <= key) {
+            b += 1;
+        }
+        (a, b)
+    }
+}
+
 /// The first 8 bytes of a code as a number that orders as the bytes do.
 fn code_key(code: &str) -> u64 {
-    let mut b = [0u8; 8];
-    let n = code.len().min(8);
-    b[..n].copy_from_slice(&code.as_bytes()[..n]);
-    u64::from_be_bytes(b)
+    bytes_key(code.as_bytes())
+}
+
+/// [`code_key`] of bytes.
+fn bytes_key(bytes: &[u8]) -> u64 {
+    match bytes.first_chunk::<8>() {
+        Some(first) => u64::from_be_bytes(*first),
+        // Byte by byte: a copy of a length known only now would be a call.
+        None => bytes
+            .iter()
+            .enumerate()
+            .fold(0, |k, (i, &b)| k | u64::from(b) << (56 - 8 * i)),
+    }
 }
 
 /// Word-prefix index over the words of code and display (not the whole code: the folded code
@@ -532,13 +573,14 @@ impl IndexedRelease {
         // Sampled codes with a smaller key are before the code, those with a larger one after.
         let key = code_key(code);
         let samples = self.samples.get_or_init(|| {
-            (0..self.order().len())
-                .step_by(SAMPLE)
-                .map(|i| code_key(self.code(i as u32)))
-                .collect()
+            Samples::new(
+                (0..self.order().len())
+                    .step_by(SAMPLE)
+                    .map(|i| code_key(self.code(i as u32)))
+                    .collect(),
+            )
         });
-        let a = samples.partition_point(|&k| k < key);
-        let b = a + samples[a..].partition_point(|&k| k <= key);
+        let (a, b) = samples.around(key);
         let (mut lo, mut hi) = (
             a.saturating_sub(1) * SAMPLE,
             (b * SAMPLE).min(self.order().len()),
@@ -547,7 +589,12 @@ impl IndexedRelease {
         while lo < hi {
             let mid = (lo + hi) / 2;
             let (s, k) = self.record(mid as u32);
-            match s.code_bytes(k).cmp(code.as_bytes()) {
+            let probe = s.code_bytes(k);
+            // The first 8 bytes as a number settle most comparisons without a call.
+            let order = bytes_key(probe)
+                .cmp(&key)
+                .then_with(|| probe.cmp(code.as_bytes()));
+            match order {
                 Ordering::Less => lo = mid + 1,
                 Ordering::Greater => hi = mid,
                 Ordering::Equal => return Some(mid as u32),
@@ -896,6 +943,39 @@ mod tests {
         let mut greek = Concept::new("X1");
         greek.display = Some("ΟΔΟΣ Σταδίου".into());
         assert!(matches_words(&greek, &["οδος".into(), "στα".into()]));
+    }
+
+    /// Finding goes through two levels of samples, then compares 8-byte keys before bytes:
+    /// codes long and short, many sharing their first 8 bytes (past several samples), each found
+    /// at its position, and codes between them not found.
+    #[test]
+    fn finds_every_code_across_samples_and_shared_key_prefixes() {
+        let mut codes: Vec<String> = (0..9000).map(|i| format!("P{i:05}")).collect();
+        codes.extend((0..300).map(|i| format!("SHARED8B{i:04}")));
+        codes.extend(["S", "SH", "SHARED8B", "SHARED8", "Z\u{e9}"].map(String::from));
+        codes.extend((0..5000).map(|i| format!("{:x}", i * 7919)));
+        codes.sort();
+        codes.dedup();
+        let pairs: Vec<(&str, &str)> = codes.iter().map(|c| (c.as_str(), "d")).collect();
+        let r = IndexedRelease::new(release(&pairs));
+        for (i, code) in codes.iter().enumerate() {
+            assert_eq!(r.find(code), Some(i as u32), "{code}");
+        }
+        for missing in [
+            "",
+            "P",
+            "P000000",
+            "SHARED8A",
+            "SHARED8B0300",
+            "SHARED8B00",
+            "Zz",
+            "~",
+        ] {
+            assert_eq!(r.find(missing), None, "{missing}");
+        }
+        // The 8-byte key orders as the bytes do, short codes padded.
+        assert!(codes.windows(2).all(|w| code_key(&w[0]) <= code_key(&w[1])));
+        assert_eq!(bytes_key(b"AB"), 0x4142 << 48);
     }
 
     /// Two releases over the same two segments: `a` is segment 0 whole; `b` shares its first and
