@@ -302,9 +302,26 @@ fn query_value<'a>(uri: &'a Uri, name: &str) -> Option<Cow<'a, str>> {
 /// The response format (`_format` wins over `Accept`) and `_pretty` a request asks for.
 fn negotiated(uri: &Uri, headers: &HeaderMap) -> (Result<Format, FhirError>, bool) {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    // One pass over the query; the first of each counts (as `query_value` says), and only those
+    // two values are decoded.
+    let (mut format, mut pretty) = (None, None);
+    for pair in uri.query().unwrap_or_default().split('&') {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match &*form_decoded(raw_name) {
+            "_format" => &mut format,
+            "_pretty" => &mut pretty,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(form_decoded(raw_value));
+        }
+        if format.is_some() && pretty.is_some() {
+            break;
+        }
+    }
     (
-        format::negotiate(query_value(uri, "_format").as_deref(), accept),
-        query_value(uri, "_pretty").as_deref() == Some("true"),
+        format::negotiate(format.as_deref(), accept),
+        pretty.as_deref() == Some("true"),
     )
 }
 
@@ -497,6 +514,8 @@ mod tests {
             "_form%61t=application%2Ffhir%2Bxml",
             "x=1&&_format&y",
             "_format=a=b&_pretty=tr%75e",
+            "_pretty=true&_format=xml&_pretty=false&_format=json",
+            "_pretty=false&_pretty=true",
             "url=http%3A%2F%2Fx&name=a+b&name%3Acontains=c",
             "na+me=1&na%20me=2",
             "",
@@ -519,6 +538,16 @@ mod tests {
                     .map(|(_, v)| v.clone());
                 assert_eq!(query_value(&uri, name), expected, "{name} in {q}");
             }
+            // The one-pass negotiation reads the same first values.
+            let headers = HeaderMap::new();
+            let first = |name| query_value(&uri, name);
+            let (format, pretty) = negotiated(&uri, &headers);
+            assert_eq!(
+                format.ok(),
+                format::negotiate(first("_format").as_deref(), None).ok(),
+                "{q}"
+            );
+            assert_eq!(pretty, first("_pretty").as_deref() == Some("true"), "{q}");
         }
         let none: Uri = "/fhir/x".parse().expect("uri");
         assert_eq!(query_value(&none, "_format"), None);
