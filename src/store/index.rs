@@ -97,10 +97,20 @@ fn code_key(code: &str) -> u64 {
 
 /// [`code_key`] of bytes.
 fn bytes_key(bytes: &[u8]) -> u64 {
-    match bytes.first_chunk::<8>() {
-        Some(first) => u64::from_be_bytes(*first),
-        // Byte by byte: a copy of a length known only now would be a call.
-        None => bytes
+    // Loads of fixed widths (a copy of a length known only now would be a call): the first
+    // and the last four of a shorter code overlap on bytes they both hold.
+    let n = bytes.len();
+    match (bytes.first_chunk::<8>(), bytes.first_chunk::<4>()) {
+        (Some(first), _) => u64::from_be_bytes(*first),
+        (None, Some(first)) => {
+            let last = bytes[n - 4..]
+                .first_chunk::<4>()
+                .copied()
+                .unwrap_or_default();
+            u64::from(u32::from_be_bytes(*first)) << 32
+                | u64::from(u32::from_be_bytes(last)) << (8 * (8 - n))
+        }
+        (None, None) => bytes
             .iter()
             .enumerate()
             .fold(0, |k, (i, &b)| k | u64::from(b) << (56 - 8 * i)),
@@ -976,6 +986,25 @@ mod tests {
         // The 8-byte key orders as the bytes do, short codes padded.
         assert!(codes.windows(2).all(|w| code_key(&w[0]) <= code_key(&w[1])));
         assert_eq!(bytes_key(b"AB"), 0x4142 << 48);
+        for code in [
+            "",
+            "A",
+            "AB1",
+            "AB12",
+            "AB12C",
+            "DN320QY",
+            "DN320QYZ",
+            "DN320QYZ9",
+        ] {
+            let mut padded = [0u8; 8];
+            let n = code.len().min(8);
+            padded[..n].copy_from_slice(&code.as_bytes()[..n]);
+            assert_eq!(
+                bytes_key(code.as_bytes()),
+                u64::from_be_bytes(padded),
+                "{code}"
+            );
+        }
     }
 
     /// Two releases over the same two segments: `a` is segment 0 whole; `b` shares its first and
