@@ -60,3 +60,47 @@ run() { # name items prefix [suffix] [connections]
   printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
   echo "$rps" > "$WORK/rps-$1"
 }
+
+# The median of numbers on standard input, one a line ("-" for none).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Involuntary context switches of the server's threads so far (times it was preempted).
+preempted() { cat "/proc/$SERVER/task/"*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'; }
+
+# One 3 s wrk run of PREFIX .. item, under WRAP (a command prefix, or empty): prints requests/s,
+# requests, and how many times the server was preempted meanwhile.
+edge_run() { # items wrap prefix
+  local out before after
+  before=$(preempted)
+  # shellcheck disable=SC2086
+  out=$(ITEMS="$1" PREFIX="$3" $2 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$WORK/random.lua" "$BASE" 2>&1)
+  after=$(preempted)
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '/requests in/ {print $1}') $((after - before))"
+}
+
+# The $lookup/health ratio, read as medians of ROUNDS (default 5) alternating pairs of 3 s runs
+# (one pair of long runs swings by 20 % on a shared machine), in two ways:
+# - as every other run here: wrk and the server share the cores, and each response wakes a wrk
+#   thread, which may preempt the server thread that sent it; the server's involuntary context
+#   switches per 1,000 requests of each kind are counted, as they are much of what the ratio
+#   pays for;
+# - with wrk at SCHED_BATCH (`chrt -b 0`): its wakeups do not preempt the server (the scheduler
+#   runs it when a core is free or at the tick), as a client on another machine cannot.
+# Sets EDGE_RATIO, EDGE_RATIO_BATCH, PREEMPT_HEALTH and PREEMPT_LOOKUP (per 1,000 requests).
+edge_ratio() { # items lookup-prefix
+  local mode wrap health lookup
+  : > "$WORK/edge"
+  for _ in $(seq "${ROUNDS:-5}"); do
+    for mode in plain batch; do
+      wrap=""
+      [ "$mode" = batch ] && wrap="chrt -b 0"
+      health=$(edge_run "$1" "$wrap" "/health?x=")
+      lookup=$(edge_run "$1" "$wrap" "$2")
+      echo "$mode $health $lookup" | awk '{ printf "%s\t%.1f\t%.0f\t%.0f\n", $1, 100 * $5 / $2, 1000 * $4 / $3, 1000 * $7 / $6 }' >> "$WORK/edge"
+    done
+  done
+  EDGE_RATIO=$(awk -F'\t' '$1 == "plain" { print $2 }' "$WORK/edge" | median)
+  EDGE_RATIO_BATCH=$(awk -F'\t' '$1 == "batch" { print $2 }' "$WORK/edge" | median)
+  PREEMPT_HEALTH=$(awk -F'\t' '$1 == "plain" { print $3 }' "$WORK/edge" | median)
+  PREEMPT_LOOKUP=$(awk -F'\t' '$1 == "plain" { print $4 }' "$WORK/edge" | median)
+}

@@ -52,7 +52,6 @@ else
   printf '%s\t%s\n' "$SOURCE" "2014-08-01" > "$WORK/releases"
 fi
 
-
 declare -a IMPORTS=()
 while IFS=$'\t' read -r file version; do
   start=$(date +%s.%N)
@@ -81,7 +80,6 @@ awk '{ o = substr($0, 1, length($0) - 3); i = substr($0, length($0) - 2, 1);
 ENC_SYSTEM=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$SYSTEM" 2>/dev/null \
   || echo "https%3A%2F%2Fdigital.nhs.uk%2Fservices%2Forganisation-data-service%2FCodeSystem%2Fpostcode")
 
-
 ROWS=()
 ROWS+=("$(run health "$WORK/codes" "/health?x=")")
 ROWS+=("$(run lookup "$WORK/codes" "/fhir/CodeSystem/\$lookup?system=$ENC_SYSTEM&code=")")
@@ -109,6 +107,7 @@ PAGES+=("$(run "page: ValueSet, filtered" "$WORK/filters" "/valuesets/postcodes-
 PAGES+=("$(run "page: search across registers" "$WORK/filters" "/search?q=" "" "$NPROC")")
 RSS_AFTER=$(( $(awk '/VmRSS/ {print $2}' "/proc/$SERVER/status") / 1024 ))
 RATIO=$(echo "scale=1; 100 * $(cat "$WORK/rps-lookup") / $(cat "$WORK/rps-health")" | bc)
+edge_ratio "$WORK/codes" "/fhir/CodeSystem/\$lookup?system=$ENC_SYSTEM&code="
 
 echo
 echo "fhir-registers load benchmark: $SCALE postcodes, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
@@ -128,4 +127,6 @@ echo "| page | requests/s | p50 | p99 | non-2xx |"
 echo "|---|---|---|---|---|"
 printf '%s\n' "${PAGES[@]}"
 echo
-echo "\$lookup runs at $RATIO% of the trivial endpoint's rate."
+echo "The edge: \$lookup runs at $EDGE_RATIO% of the trivial endpoint's rate (median of ${ROUNDS:-5} alternating pairs of 3 s runs; $RATIO% from the rows above)."
+echo "The server is preempted $PREEMPT_LOOKUP times per 1,000 lookups and $PREEMPT_HEALTH per 1,000 health checks: each response wakes a wrk thread sharing its cores."
+echo "With wrk at SCHED_BATCH, whose wakeups do not preempt the server (as a client on another machine cannot): $EDGE_RATIO_BATCH%."
