@@ -457,6 +457,36 @@ impl ParametersOut {
     }
 }
 
+/// A parameter's (or part's) name and the key of its value (`valueCode`, `part`…), with the JSON
+/// that opens it (`{"name":"code","valueCode":`) joined at compile time by [`head!`](crate::head):
+/// the compact JSON writer copies one string rather than five pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    name: &'static str,
+    key: &'static str,
+    json: &'static str,
+}
+
+impl Head {
+    /// What [`head!`](crate::head) makes (its only caller: `json` is their JSON).
+    #[doc(hidden)]
+    pub const fn joined(name: &'static str, key: &'static str, json: &'static str) -> Self {
+        Self { name, key, json }
+    }
+}
+
+/// The [`Head`] of a parameter named `$name` (a literal) with its value under `$key`.
+#[macro_export]
+macro_rules! head {
+    ($name:literal, $key:literal) => {
+        $crate::fhir::params::Head::joined(
+            $name,
+            $key,
+            concat!("{\"name\":\"", $name, "\",\"", $key, "\":"),
+        )
+    };
+}
+
 /// Where output parameters are written, one after another: kept as parts ([`ParametersOut`], for
 /// any format) or written straight to compact JSON ([`JsonParameters`]). A domain function that
 /// writes through this trait gives the same `Parameters` to both (the tests compare the bytes),
@@ -464,39 +494,40 @@ impl ParametersOut {
 pub trait ParametersSink {
     /// A parameter (or part) with a string-typed value (`valueString`, `valueCode`, `valueUri`,
     /// …).
-    fn text(&mut self, name: &'static str, key: &'static str, value: &str);
+    fn text(&mut self, head: Head, value: &str);
     /// A parameter with a `valueBoolean` (or another boolean-typed key).
-    fn boolean(&mut self, name: &'static str, key: &'static str, value: bool);
+    fn boolean(&mut self, head: Head, value: bool);
     /// A parameter with a `valueInteger` (or another integer-typed key).
-    fn integer(&mut self, name: &'static str, key: &'static str, value: i64);
-    /// A parameter with any other value (a Coding, a decimal…).
+    fn integer(&mut self, head: Head, value: i64);
+    /// A parameter with any other value (a Coding, a decimal…), under a key chosen as it is
+    /// written.
     fn json(&mut self, name: &'static str, key: &'static str, value: Json);
-    /// Opens a parameter with parts: what is written until [`ParametersSink::close`] are its
-    /// parts.
-    fn open(&mut self, name: &'static str);
+    /// Opens a parameter with parts (its head's key is `part`): what is written until
+    /// [`ParametersSink::close`] are its parts.
+    fn open(&mut self, head: Head);
     /// Closes the parameter the last unclosed [`ParametersSink::open`] opened.
     fn close(&mut self);
 }
 
 impl ParametersSink for ParametersOut {
-    fn text(&mut self, name: &'static str, key: &'static str, value: &str) {
-        self.push(part(name, key, Json::String(value.into())));
+    fn text(&mut self, head: Head, value: &str) {
+        self.push(part(head.name, head.key, Json::String(value.into())));
     }
 
-    fn boolean(&mut self, name: &'static str, key: &'static str, value: bool) {
-        self.push(part(name, key, Json::Bool(value)));
+    fn boolean(&mut self, head: Head, value: bool) {
+        self.push(part(head.name, head.key, Json::Bool(value)));
     }
 
-    fn integer(&mut self, name: &'static str, key: &'static str, value: i64) {
-        self.push(part(name, key, Json::from(value)));
+    fn integer(&mut self, head: Head, value: i64) {
+        self.push(part(head.name, head.key, Json::from(value)));
     }
 
     fn json(&mut self, name: &'static str, key: &'static str, value: Json) {
         self.push(part(name, key, value));
     }
 
-    fn open(&mut self, name: &'static str) {
-        self.open.push((name, Vec::new()));
+    fn open(&mut self, head: Head) {
+        self.open.push((head.name, Vec::new()));
     }
 
     fn close(&mut self) {
@@ -542,52 +573,58 @@ impl JsonParameters {
         self.out
     }
 
-    fn start(&mut self, name: &'static str, key: &'static str) {
+    /// Opens a parameter (after a comma if one came before it in the same array).
+    fn comma(&mut self) {
         match self.empty.last_mut() {
             Some(empty @ true) => *empty = false,
             _ => self.out.push(b','),
         }
-        // Names and keys are this server's own words: nothing in them to escape.
-        debug_assert!(!needs_escape(name) && !needs_escape(key));
-        self.out.reserve(name.len() + key.len() + 16);
-        self.out.extend_from_slice(br#"{"name":""#);
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(br#"",""#);
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(br#"":"#);
+    }
+
+    fn start(&mut self, head: Head) {
+        self.comma();
+        self.out.extend_from_slice(head.json.as_bytes());
     }
 }
 
 impl ParametersSink for JsonParameters {
-    fn text(&mut self, name: &'static str, key: &'static str, value: &str) {
-        self.start(name, key);
+    fn text(&mut self, head: Head, value: &str) {
+        self.start(head);
         write_json_str(&mut self.out, value);
         self.out.push(b'}');
     }
 
-    fn boolean(&mut self, name: &'static str, key: &'static str, value: bool) {
-        self.start(name, key);
+    fn boolean(&mut self, head: Head, value: bool) {
+        self.start(head);
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
         self.out.push(b'}');
     }
 
-    fn integer(&mut self, name: &'static str, key: &'static str, value: i64) {
-        self.start(name, key);
+    fn integer(&mut self, head: Head, value: i64) {
+        self.start(head);
         // Writing to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.out, &value);
         self.out.push(b'}');
     }
 
     fn json(&mut self, name: &'static str, key: &'static str, value: Json) {
-        self.start(name, key);
+        self.comma();
+        // Names and keys are this server's own words: nothing in them to escape.
+        debug_assert!(!needs_escape(name) && !needs_escape(key));
+        self.out.extend_from_slice(br#"{"name":""#);
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(br#"",""#);
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(br#"":"#);
         // Writing to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.out, &value);
         self.out.push(b'}');
     }
 
-    fn open(&mut self, name: &'static str) {
-        self.start(name, "part");
+    fn open(&mut self, head: Head) {
+        debug_assert_eq!(head.key, "part");
+        self.start(head);
         self.out.push(b'[');
         self.empty.push(true);
     }
@@ -754,21 +791,24 @@ mod tests {
 
     /// The same calls on both sinks.
     fn write_sample(sink: &mut impl ParametersSink) {
-        sink.text("name", "valueString", "Postcode \"quoted\" \\ and\ttab");
-        sink.boolean("abstract", "valueBoolean", false);
-        sink.open("property");
-        sink.text("code", "valueCode", "eastings");
-        sink.integer("value", "valueInteger", -526_527);
+        sink.text(
+            head!("name", "valueString"),
+            "Postcode \"quoted\" \\ and\ttab",
+        );
+        sink.boolean(head!("abstract", "valueBoolean"), false);
+        sink.open(head!("property", "part"));
+        sink.text(head!("code", "valueCode"), "eastings");
+        sink.integer(head!("value", "valueInteger"), -526_527);
         sink.close();
-        sink.open("designation");
-        sink.open("nested");
+        sink.open(head!("designation", "part"));
+        sink.open(head!("nested", "part"));
         sink.close();
         sink.json("use", "valueCoding", json!({"system": "s", "code": "c"}));
-        sink.boolean("value", "valueBoolean", true);
+        sink.boolean(head!("value", "valueBoolean"), true);
         sink.close();
-        sink.open("empty");
+        sink.open(head!("empty", "part"));
         sink.close();
-        sink.text("last", "valueUri", "caf\u{e9} \u{1}");
+        sink.text(head!("last", "valueUri"), "caf\u{e9} \u{1}");
     }
 
     /// The escape check reads eight bytes at a time: every ASCII byte (and a two-byte

@@ -8,6 +8,7 @@ use serde_json::Value as Json;
 use super::{coding_json, language, resolve_code_system, write_concept_properties, write_property};
 use crate::error::FhirError;
 use crate::fhir::params::{JsonParameters, OperationParams, ParametersOut, ParametersSink};
+use crate::head;
 use crate::store::{
     CodeSystemVersion, ConceptRef, ConceptView, DesignationUseView, DesignationView, Registry,
     ValueView,
@@ -153,19 +154,19 @@ fn write_lookup(
         .as_deref()
         .or(cs.meta.title.as_deref())
         .unwrap_or(&cs.meta.url);
-    sink.text("name", "valueString", name);
-    sink.text("system", "valueUri", &cs.meta.url);
+    sink.text(head!("name", "valueString"), name);
+    sink.text(head!("system", "valueUri"), &cs.meta.url);
     if !cs.version.is_empty() {
-        sink.text("version", "valueString", &cs.version);
+        sink.text(head!("version", "valueString"), &cs.version);
     }
-    sink.text("code", "valueCode", c.code);
+    sink.text(head!("code", "valueCode"), c.code);
     if let Some(d) = c.display {
-        sink.text("display", "valueString", d);
+        sink.text(head!("display", "valueString"), d);
     }
     if let Some(d) = c.definition {
-        sink.text("definition", "valueString", d);
+        sink.text(head!("definition", "valueString"), d);
     }
-    sink.boolean("abstract", "valueBoolean", c.not_selectable);
+    sink.boolean(head!("abstract", "valueBoolean"), c.not_selectable);
     if wants("designation") || req.properties.is_empty() {
         // The display, as the preferred designation in the CodeSystem's language.
         let preferred = match (language::code_system_language(cs), c.display) {
@@ -199,9 +200,9 @@ fn write_lookup(
             {
                 continue;
             }
-            sink.open("designation");
+            sink.open(head!("designation", "part"));
             if let Some(l) = d.language {
-                sink.text("language", "valueCode", l);
+                sink.text(head!("language", "valueCode"), l);
             }
             if let Some(u) = d.use_ {
                 sink.json(
@@ -211,9 +212,9 @@ fn write_lookup(
                 );
             }
             if let Some(source) = source {
-                sink.text("source", "valueCanonical", source);
+                sink.text(head!("source", "valueCanonical"), source);
             }
-            sink.text("value", "valueString", d.value);
+            sink.text(head!("value", "valueString"), d.value);
             sink.close();
         }
     }
@@ -224,6 +225,6 @@ fn write_lookup(
         }
     }
     for s in &cs.supplements {
-        sink.text("used-supplement", "valueCanonical", &s.canonical());
+        sink.text(head!("used-supplement", "valueCanonical"), &s.canonical());
     }
 }

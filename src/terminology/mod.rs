@@ -25,6 +25,7 @@ use serde_json::{Value as Json, json};
 
 use crate::error::FhirError;
 use crate::fhir::params::ParametersSink;
+use crate::head;
 use crate::store::{CodeSystemVersion, ConceptView, Registry, Value, ValueView};
 
 /// The URI of the standard property that marks a concept abstract (not selectable), whatever code
@@ -119,14 +120,14 @@ pub fn value_json(v: &Value) -> (&'static str, Json) {
 /// Writes one `property` parameter: its code, and its value as [`value_json`] gives it, written
 /// without an owned copy of its text.
 pub fn write_property(sink: &mut impl ParametersSink, code: &str, value: ValueView<'_>) {
-    sink.open("property");
-    sink.text("code", "valueCode", code);
+    sink.open(head!("property", "part"));
+    sink.text(head!("code", "valueCode"), code);
     match value {
-        ValueView::Code(s) => sink.text("value", "valueCode", s),
-        ValueView::String(s) => sink.text("value", "valueString", s),
-        ValueView::Integer(i) => sink.integer("value", "valueInteger", i),
-        ValueView::Boolean(b) => sink.boolean("value", "valueBoolean", b),
-        ValueView::DateTime(s) => sink.text("value", "valueDateTime", s),
+        ValueView::Code(s) => sink.text(head!("value", "valueCode"), s),
+        ValueView::String(s) => sink.text(head!("value", "valueString"), s),
+        ValueView::Integer(i) => sink.integer(head!("value", "valueInteger"), i),
+        ValueView::Boolean(b) => sink.boolean(head!("value", "valueBoolean"), b),
+        ValueView::DateTime(s) => sink.text(head!("value", "valueDateTime"), s),
         ValueView::Decimal(_) | ValueView::Coding { .. } => {
             let (key, json) = value_json(&value.to_value());
             sink.json("value", key, json);
@@ -145,11 +146,11 @@ pub fn write_concept_properties(
     sink: &mut impl ParametersSink,
 ) {
     let mut coded = |code: &'static str, value: &str, description: Option<&str>| {
-        sink.open("property");
-        sink.text("code", "valueCode", code);
-        sink.text("value", "valueCode", value);
+        sink.open(head!("property", "part"));
+        sink.text(head!("code", "valueCode"), code);
+        sink.text(head!("value", "valueCode"), value);
         if let Some(d) = description {
-            sink.text("description", "valueString", d);
+            sink.text(head!("description", "valueString"), d);
         }
         sink.close();
     };
