@@ -263,6 +263,27 @@ impl Order {
         }
     }
 
+    /// Positions `lo..hi`, for many reads among them (a search in a bucket of samples): the
+    /// runs that cover them are found once, so a read searches those few rather than all the
+    /// runs of a release that has hundreds of thousands.
+    fn window(&self, lo: u32, hi: u32) -> Window<'_> {
+        match self {
+            Order::Dense(d) => Window::Dense(d),
+            Order::Runs { at, first } if lo < hi => {
+                let k = at.partition_point(|&a| a <= lo) - 1;
+                let end = k + at[k..].partition_point(|&a| a < hi);
+                Window::Runs {
+                    at: &at[k..=end],
+                    first: &first[k..end],
+                }
+            }
+            Order::Runs { .. } => Window::Runs {
+                at: &[],
+                first: &[],
+            },
+        }
+    }
+
     /// Whether position `i` holds record `g`.
     fn holds(&self, i: u32, g: u32) -> bool {
         match self {
@@ -288,6 +309,29 @@ impl Order {
                 };
                 *hint = k;
                 (first[k] + (i - at[k]), at[k + 1] - i)
+            }
+        }
+    }
+}
+
+/// Some positions of an [`Order`] (see [`Order::window`]).
+enum Window<'a> {
+    Dense(&'a [u32]),
+    /// The runs covering the positions: `at` has one more entry than `first`.
+    Runs {
+        at: &'a [u32],
+        first: &'a [u32],
+    },
+}
+
+impl Window<'_> {
+    /// The record at position `i` (one of the window's).
+    fn get(&self, i: u32) -> u32 {
+        match self {
+            Window::Dense(d) => d[i as usize],
+            Window::Runs { at, first } => {
+                let k = at.partition_point(|&a| a <= i) - 1;
+                first[k] + (i - at[k])
             }
         }
     }
@@ -596,10 +640,12 @@ impl IndexedRelease {
             (b * SAMPLE).min(self.order().len()),
         );
         // Bytes order as text does; a record whose bytes equal `code` is text.
+        let window = self.order().window(lo as u32, hi as u32);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let (s, k) = self.record(mid as u32);
-            let probe = s.code_bytes(k);
+            let g = window.get(mid as u32);
+            let s = self.segment_of(g);
+            let probe = self.segments[s].code_bytes(g - self.segment_start[s]);
             // The first 8 bytes as a number settle most comparisons without a call.
             let order = bytes_key(probe)
                 .cmp(&key)
@@ -986,6 +1032,33 @@ mod tests {
         // The 8-byte key orders as the bytes do, short codes padded.
         assert!(codes.windows(2).all(|w| code_key(&w[0]) <= code_key(&w[1])));
         assert_eq!(bytes_key(b"AB"), 0x4142 << 48);
+        // The same release as runs over a larger segment (every other stretch of 37 codes of
+        // the segment, many runs): each code found, the skipped ones not.
+        let mut all: Vec<String> = codes.iter().map(|c| format!("{c}0")).collect();
+        all.extend(codes.iter().cloned());
+        all.sort();
+        all.dedup();
+        let segment = Arc::new(Segment::decoded(
+            "all".into(),
+            all.iter().map(|c| Concept::new(c.as_str())).collect(),
+            Vec::new(),
+        ));
+        let runs: Vec<(u16, u32, u32)> = (0..all.len() as u32)
+            .step_by(74)
+            .map(|k| (0, k, 37.min(all.len() as u32 - k)))
+            .collect();
+        let kept: Vec<&String> = runs
+            .iter()
+            .flat_map(|&(_, k, n)| &all[k as usize..(k + n) as usize])
+            .collect();
+        let r = IndexedRelease::from_segments(release(&[]).info, vec![segment], runs);
+        assert!(matches!(r.order(), Order::Runs { .. }));
+        for (i, code) in kept.iter().enumerate() {
+            assert_eq!(r.find(code), Some(i as u32), "{code}");
+        }
+        for code in all.iter().skip(37).step_by(74) {
+            assert_eq!(r.find(code), None, "{code}");
+        }
         for code in [
             "",
             "A",
