@@ -254,13 +254,11 @@ impl Order {
 
     /// The record at position `i`.
     fn get(&self, i: u32) -> u32 {
-        match self {
-            Order::Dense(d) => d[i as usize],
-            Order::Runs { at, first } => {
-                let k = at.partition_point(|&a| a <= i) - 1;
-                first[k] + (i - at[k])
-            }
-        }
+        let whole = match self {
+            Order::Dense(d) => Window::Dense(d),
+            Order::Runs { at, first } => Window::Runs { at, first },
+        };
+        whole.get(i)
     }
 
     /// Positions `lo..hi`, for many reads among them (a search in a bucket of samples): the
