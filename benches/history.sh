@@ -94,8 +94,11 @@ done < "$STORE/releases"
 echo "$HISTORY $TARGET" > "$STORE/complete"
 fi
 GEN_SECS=$(cat "$STORE/gen-secs")
-cp "$STORE/codes" "$WORK/codes"
-cp "$STORE/releases" "$WORK/releases"
+# A kept store's lists, for the runs (without HISTORY_KEEP the store is the work folder already).
+if [ "$STORE" != "$WORK" ]; then
+  cp "$STORE/codes" "$WORK/codes"
+  cp "$STORE/releases" "$WORK/releases"
+fi
 
 # Start-up with 1, 12 and all releases stored: time to ready and RSS, at ready and once the latest
 # version's indexes are built in the background (what a warm server holds).
